@@ -1,0 +1,139 @@
+// Package podman is podman-migrate's client of podman's REST socket. It uses
+// podman's Go bindings for the connection and talks to the libpod endpoints
+// through Connection.DoRequest, because the bindings' checkpoint and restore
+// helpers only take file paths and the archives here are streams.
+package podman
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/containers/podman/v4/pkg/bindings"
+)
+
+// APIVersion is the libpod API version requested: the oldest server this
+// tool supports (podman 4.0) understands it, and newer ones honour it.
+const APIVersion = "4.0.0"
+
+// ErrNotFound is wrapped when podman answers 404 (no such container, image
+// or volume).
+var ErrNotFound = errors.New("not found")
+
+// Error is a failure reported by, or in reaching, the podman service.
+type Error struct {
+	Op     string // what was asked, e.g. "checkpointing container \"web\""
+	Status int    // HTTP status, 0 when podman was not reached
+	Err    error
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("podman: %s: %v", e.Op, e.Err)
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Client talks to one podman service.
+type Client struct {
+	URI  string
+	ctx  context.Context // carries the bindings connection
+	conn *bindings.Connection
+}
+
+// DefaultURI is the socket used when neither --url nor CONTAINER_HOST is
+// set: podman's rootful socket, or the rootless one for other users.
+func DefaultURI() string {
+	if v := os.Getenv("CONTAINER_HOST"); v != "" {
+		return v
+	}
+	if os.Geteuid() != 0 {
+		dir := os.Getenv("XDG_RUNTIME_DIR")
+		if dir == "" {
+			dir = fmt.Sprintf("/run/user/%d", os.Geteuid())
+		}
+		return "unix://" + filepath.Join(dir, "podman", "podman.sock")
+	}
+	return "unix:///run/podman/podman.sock"
+}
+
+// Connect opens a connection to the podman service at uri ("" means
+// DefaultURI) and checks that it answers.
+func Connect(ctx context.Context, uri string) (*Client, error) {
+	if uri == "" {
+		uri = DefaultURI()
+	}
+	bctx, err := bindings.NewConnection(ctx, uri)
+	if err != nil {
+		return nil, &Error{Op: fmt.Sprintf("connecting to %s", uri), Err: fmt.Errorf("%w (is `podman system service` running there?)", err)}
+	}
+	conn, err := bindings.GetClient(bctx)
+	if err != nil {
+		return nil, &Error{Op: fmt.Sprintf("connecting to %s", uri), Err: err}
+	}
+	return &Client{URI: uri, ctx: bctx, conn: conn}, nil
+}
+
+// do sends one request. On a non-2xx answer it reads podman's error body and
+// returns an *Error; otherwise the caller owns the response body.
+func (c *Client) do(ctx context.Context, op, method, endpoint string, body io.Reader, query url.Values, header http.Header, path ...string) (*http.Response, error) {
+	if header == nil {
+		header = http.Header{}
+	}
+	header.Set("API-Version", APIVersion)
+	resp, err := c.conn.DoRequest(ctx, body, method, endpoint, query, header, path...)
+	if err != nil {
+		if resp != nil && resp.Response != nil {
+			resp.Body.Close()
+		}
+		return nil, &Error{Op: op, Err: err}
+	}
+	if resp.IsSuccess() {
+		return resp.Response, nil
+	}
+	defer resp.Body.Close()
+	return nil, responseError(op, resp.Response)
+}
+
+func responseError(op string, resp *http.Response) error {
+	var model struct {
+		Cause   string `json:"cause"`
+		Message string `json:"message"`
+	}
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	msg := strings.TrimSpace(string(b))
+	if json.Unmarshal(b, &model) == nil && model.Message != "" {
+		msg = model.Message
+	}
+	if msg == "" {
+		msg = resp.Status
+	}
+	err := errors.New(msg)
+	if resp.StatusCode == http.StatusNotFound {
+		err = fmt.Errorf("%s: %w", msg, ErrNotFound)
+	}
+	return &Error{Op: op, Status: resp.StatusCode, Err: err}
+}
+
+// doJSON sends a request and decodes a JSON answer into out (if non-nil).
+func (c *Client) doJSON(ctx context.Context, op, method, endpoint string, query url.Values, out any, path ...string) error {
+	resp, err := c.do(ctx, op, method, endpoint, nil, query, nil, path...)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if out == nil {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return nil
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(out); err != nil {
+		return &Error{Op: op, Status: resp.StatusCode, Err: fmt.Errorf("decoding answer: %w", err)}
+	}
+	return nil
+}

@@ -1,0 +1,60 @@
+package podman
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+)
+
+// Info is what podman-migrate needs of `podman info`: it fills podman's
+// checkpoint annotations, as `podman container checkpoint --create-image`
+// does.
+type Info struct {
+	Host struct {
+		Arch           string `json:"arch"`
+		Kernel         string `json:"kernel"`
+		CgroupsVersion string `json:"cgroupVersion"`
+		Distribution   struct {
+			Distribution string `json:"distribution"`
+			Version      string `json:"version"`
+		} `json:"distribution"`
+		OCIRuntime struct {
+			Name    string `json:"name"`
+			Version string `json:"version"`
+		} `json:"ociRuntime"`
+		Conmon struct {
+			Version string `json:"version"`
+		} `json:"conmon"`
+	} `json:"host"`
+	Version struct {
+		APIVersion string `json:"APIVersion"`
+		Version    string `json:"Version"`
+	} `json:"version"`
+}
+
+// Info returns the service's host and version information.
+func (c *Client) Info(ctx context.Context) (*Info, error) {
+	var info Info
+	if err := c.doJSON(ctx, "reading podman info", http.MethodGet, "/info", nil, &info); err != nil {
+		return nil, err
+	}
+	return &info, nil
+}
+
+// Image is what podman-migrate needs of an image's inspect data.
+type Image struct {
+	ID       string   `json:"Id"`
+	Digest   string   `json:"Digest"`
+	RepoTags []string `json:"RepoTags"`
+}
+
+// InspectImage returns an image's inspect data; the error wraps ErrNotFound
+// when there is no such image.
+func (c *Client) InspectImage(ctx context.Context, nameOrID string) (*Image, error) {
+	var img Image
+	op := fmt.Sprintf("inspecting image %q", nameOrID)
+	if err := c.doJSON(ctx, op, http.MethodGet, "/images/%s/json", nil, &img, nameOrID); err != nil {
+		return nil, err
+	}
+	return &img, nil
+}

@@ -1,0 +1,583 @@
+#!/usr/bin/env bash
+# setup-host.sh: prepare a Debian 12 (bookworm) machine, as root, to run and
+# test podman-migrate. Idempotent: a second run checks and changes nothing.
+#
+#   contrib/setup-host.sh           install / repair what is missing
+#   contrib/setup-host.sh --check   verify only; non-zero exit lists what is missing
+#
+# What it sets up (see shared HOST-NOTES for why):
+#   - podman 4.3.1, runc, conmon, netavark, docker-registry, skopeo, buildah,
+#     busybox-static from bookworm, installed --no-install-recommends (runc
+#     recommends bookworm's CRIU 3.17, which fails on kernels >= 6.13);
+#   - CRIU 4.1.x from Debian trixie, unpacked with its own glibc into
+#     /opt/podman-migrate/criu and run through /usr/local/sbin/criu; nothing
+#     from trixie is installed into the system;
+#   - /etc/containers/containers.conf: runc as runtime, low default ulimits,
+#     netavark as network backend (fresh storage, as host B's, would
+#     otherwise probe bookworm's CNI example config);
+#   - the test image localhost/podman-migrate-test:latest (busybox plus the
+#     tests/workload program as /bin/workload, the default command; it keeps
+#     its status in /workload/status, a directory it creates), also kept as
+#     /var/lib/podman-migrate/testbase.tar (rootfs) and testbase-image.tar
+#     (podman save: `podman load` gives the same image ID).
+#
+# Everything it does is logged to stderr.
+set -euo pipefail
+
+readonly PREFIX=/opt/podman-migrate/criu
+readonly WRAPPER=/usr/local/sbin/criu
+readonly STATE=/var/lib/podman-migrate
+readonly TEST_IMAGE=localhost/podman-migrate-test:latest
+readonly CONTAINERS_CONF=/etc/containers/containers.conf
+readonly SERVICE_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+readonly CRIU_MIN_VERSION=4.1
+readonly KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
+# Bump when the way the test image is built changes, to force a rebuild.
+readonly TESTBASE_RECIPE=2
+
+# Packages from bookworm. golang-github-containers-common ships
+# registries.conf, policy.json and /usr/share/containers/containers.conf;
+# catatonit serves `podman run --init`; curl and iproute2 are used by
+# tests/hosts.sh; GNU time measures peak memory in tests/bench.sh.
+readonly APT_PACKAGES=(
+	podman runc conmon golang-github-containers-common netavark aardvark-dns
+	catatonit docker-registry busybox-static skopeo buildah uidmap
+	slirp4netns iptables curl iproute2 util-linux ca-certificates time
+)
+# Packages from trixie unpacked into $PREFIX: criu and the libraries it
+# needs with trixie's own glibc (ld.so --list is checked after unpacking).
+readonly TRIXIE_PACKAGES=(
+	criu libcompel1 libc6 libgcc-s1 libgnutls30t64 libnftables1 libnl-3-200
+	libprotobuf-c1 libnet1 libbsd0 libuuid1 libmd0 libnettle8t64
+	libhogweed6t64 libgmp10 libidn2-0 libunistring5 libtasn1-6 libp11-kit0
+	libffi8 libmnl0 libnftnl11 libjansson4 libxtables12 libedit2 libtinfo6
+	libbrotli1 libzstd1 zlib1g
+)
+
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+readonly REPO_ROOT
+export PATH="$SERVICE_PATH:/usr/local/go/bin${PATH:+:$PATH}"
+export DEBIAN_FRONTEND=noninteractive
+
+# Nothing here is a result: all output, apt's and podman's too, goes to stderr.
+exec 1>&2
+
+CHECK_ONLY=0
+MISSING=()
+CLEANUP=()
+APT_UPDATED=0
+
+log() { printf 'setup-host: %s\n' "$*" >&2; }
+warn() { printf 'setup-host: WARNING: %s\n' "$*" >&2; }
+die() {
+	printf 'setup-host: ERROR: %s\n' "$*" >&2
+	exit 1
+}
+missing() {
+	MISSING+=("$*")
+	log "missing: $*"
+}
+run() {
+	log "+ $*"
+	"$@"
+}
+cleanup() {
+	local p
+	for p in "${CLEANUP[@]}"; do
+		rm -rf -- "$p"
+	done
+}
+trap cleanup EXIT
+
+usage() {
+	sed -n '2,6p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+}
+
+case "${1:-}" in
+"") ;;
+--check) CHECK_ONLY=1 ;;
+-h | --help)
+	usage
+	exit 0
+	;;
+*)
+	usage >&2
+	exit 2
+	;;
+esac
+[[ $(id -u) -eq 0 ]] || die "must run as root"
+
+multiarch() {
+	case "$(dpkg --print-architecture)" in
+	amd64) echo x86_64-linux-gnu ld-linux-x86-64.so.2 ;;
+	arm64) echo aarch64-linux-gnu ld-linux-aarch64.so.1 ;;
+	*) die "unsupported architecture $(dpkg --print-architecture)" ;;
+	esac
+}
+ARCH_INFO=$(multiarch)
+read -r TRIPLET LDSO <<<"$ARCH_INFO"
+readonly TRIPLET LDSO
+readonly PREFIX_LIBS="$PREFIX/usr/lib/$TRIPLET:$PREFIX/lib/$TRIPLET"
+
+apt_update_once() {
+	if [[ $APT_UPDATED -eq 0 ]]; then
+		run apt-get update -q
+		APT_UPDATED=1
+	fi
+}
+
+# apt_install PKG...: install without recommends, never starting services
+# (docker-registry's init script would otherwise start a registry on :5000).
+apt_install() {
+	apt_update_once
+	local policy=/usr/sbin/policy-rc.d
+	if [[ ! -e $policy ]]; then
+		printf '#!/bin/sh\nexit 101\n' >"$policy"
+		chmod 755 "$policy"
+		CLEANUP+=("$policy")
+	fi
+	run apt-get install -y -q --no-install-recommends "$@"
+	if [[ ${#CLEANUP[@]} -gt 0 && ${CLEANUP[-1]} == "$policy" ]]; then
+		rm -f "$policy"
+		unset 'CLEANUP[-1]'
+	fi
+}
+
+pkg_installed() {
+	[[ $(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null) == installed ]]
+}
+
+# ---------------------------------------------------------------- packages
+ensure_packages() {
+	local p todo=()
+	for p in "${APT_PACKAGES[@]}"; do
+		pkg_installed "$p" || todo+=("$p")
+	done
+	if [[ ${#todo[@]} -eq 0 ]]; then
+		log "bookworm packages: all installed"
+		return
+	fi
+	if [[ $CHECK_ONLY -eq 1 ]]; then
+		missing "packages: ${todo[*]}"
+		return
+	fi
+	log "installing bookworm packages: ${todo[*]}"
+	apt_install "${todo[@]}"
+}
+
+# Bookworm's criu 3.17 (pulled in by runc's Recommends) cannot dump on this
+# kernel; if it is installed, divert its binary away so that no PATH order
+# can pick it instead of the wrapper.
+ensure_no_bookworm_criu() {
+	if ! pkg_installed criu; then
+		return
+	fi
+	if dpkg-divert --list /usr/sbin/criu | grep -q .; then
+		log "bookworm criu: installed, /usr/sbin/criu already diverted"
+		return
+	fi
+	if [[ $CHECK_ONLY -eq 1 ]]; then
+		missing "bookworm's criu package is installed at /usr/sbin/criu (would be diverted to /usr/sbin/criu.bookworm)"
+		return
+	fi
+	run dpkg-divert --local --rename --divert /usr/sbin/criu.bookworm --add /usr/sbin/criu
+}
+
+# ---------------------------------------------------------------- CRIU 4.1
+wrapper_text() {
+	cat <<EOF
+#!/bin/sh
+# Installed by podman-migrate contrib/setup-host.sh: CRIU from Debian trixie,
+# unpacked into $PREFIX and run with trixie's own glibc (bookworm's is too
+# old for it). Only criu itself sees those libraries: the programs it starts
+# (iptables, ip, ...) run with the system's.
+exec $PREFIX/usr/lib/$TRIPLET/$LDSO --library-path $PREFIX_LIBS $PREFIX/usr/sbin/criu "\$@"
+EOF
+}
+
+criu_version() { # prints e.g. 4.1.1, or nothing
+	"${1:-$WRAPPER}" --version 2>/dev/null | sed -n 's/^Version: *//p' | head -n1
+}
+
+# The Debian mirror, taken from the system's own apt sources at run time.
+debian_mirror() {
+	local uri=""
+	if [[ -r /etc/apt/sources.list.d/debian.sources ]]; then
+		# deb822: first stanza of Types: deb whose suites are not -security.
+		uri=$(awk '
+			function flush() {
+				if (types ~ /(^| )deb( |$)/ && suites !~ /-security/ && uris != "" && out == "") {
+					split(uris, u, " "); out = u[1]
+				}
+				types = suites = uris = ""
+			}
+			/^[[:space:]]*$/ { flush(); next }
+			/^[[:space:]]*#/ { next }
+			tolower($1) == "types:"  { $1 = ""; types = $0 }
+			tolower($1) == "suites:" { $1 = ""; suites = $0 }
+			tolower($1) == "uris:"   { $1 = ""; uris = $0 }
+			END { flush(); print out }
+		' /etc/apt/sources.list.d/debian.sources)
+	fi
+	if [[ -z $uri ]]; then
+		local f
+		for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+			[[ -r $f ]] || continue
+			uri=$(awk '
+				$1 == "deb" {
+					i = 2
+					if ($i ~ /^\[/) { while ($i !~ /\]$/ && i < NF) i++; i++ }
+					if ($(i+1) !~ /(-security|\/updates)$/ && $i ~ /debian\/?$/) { print $i; exit }
+				}' "$f")
+			[[ -n $uri ]] && break
+		done
+	fi
+	[[ -n $uri ]] || die "no Debian mirror found in /etc/apt/sources.list.d/debian.sources or /etc/apt/sources.list"
+	printf '%s\n' "${uri%/}"
+}
+
+# trixie_apt_config WORK MIRROR: an apt.conf for a private state: its own source list
+# (trixie main only), lists, cache and an empty dpkg status, so that the
+# system's apt state and package selection are never touched. apt.conf.d is
+# still read (proxy settings), minus the hooks that would act on the system.
+trixie_apt_config() {
+	local work=$1 mirror=$2
+	mkdir -p "$work"/{lists/partial,cache/archives/partial,sources.list.d,preferences.d}
+	# apt downloads as _apt: let it reach its partial directories.
+	chmod 755 "$work"
+	if getent passwd _apt >/dev/null; then
+		chown _apt "$work/lists/partial" "$work/cache/archives/partial"
+	fi
+	: >"$work/status"
+	printf 'deb [signed-by=%s] %s trixie main\n' "$KEYRING" "$mirror" >"$work/sources.list"
+	cat >"$work/apt.conf" <<EOF
+Dir::State::Lists "$work/lists";
+Dir::State::status "$work/status";
+Dir::State::extended_states "$work/extended_states";
+Dir::Cache "$work/cache";
+Dir::Etc::SourceList "$work/sources.list";
+Dir::Etc::SourceParts "$work/sources.list.d";
+Dir::Etc::Preferences "$work/preferences";
+Dir::Etc::PreferencesParts "$work/preferences.d";
+#clear APT::Architectures;
+APT::Architectures:: "$(dpkg --print-architecture)";
+Acquire::Languages "none";
+Acquire::IndexTargets::deb::DEP-11::DefaultEnabled "false";
+#clear APT::Update::Pre-Invoke;
+#clear APT::Update::Post-Invoke;
+#clear APT::Update::Post-Invoke-Success;
+#clear DPkg::Pre-Invoke;
+#clear DPkg::Post-Invoke;
+EOF
+}
+
+trixie_update() {
+	local work=$1
+	# apt-get update exits 0 on some fetch errors: check the index is there.
+	if apt-get -q -c "$work/apt.conf" update >&2 &&
+		compgen -G "$work/lists/*_dists_trixie_main_binary-*_Packages*" >/dev/null; then
+		return 0
+	fi
+	return 1
+}
+
+install_trixie_criu() {
+	local mirror work stage
+	mirror=$(debian_mirror)
+	mkdir -p "$(dirname "$PREFIX")"
+	work=$(mktemp -d /var/tmp/podman-migrate-trixie.XXXXXX)
+	CLEANUP+=("$work")
+	log "fetching CRIU from Debian trixie ($mirror) into $PREFIX"
+	trixie_apt_config "$work" "$mirror"
+	if ! trixie_update "$work"; then
+		# Trixie's signing keys are in bookworm's debian-archive-keyring
+		# from 2023.3+deb12u1 on; an older one may be what failed.
+		warn "trixie index not verified with $KEYRING; updating bookworm's debian-archive-keyring and retrying"
+		apt_update_once
+		run apt-get install -y -q --no-install-recommends debian-archive-keyring
+		trixie_update "$work" || die "cannot fetch a signature-verified trixie index from $mirror (keyring $KEYRING)"
+	fi
+	mkdir -p "$work/debs"
+	if getent passwd _apt >/dev/null; then chown _apt "$work/debs"; fi
+	(cd "$work/debs" && apt-get -q -c "$work/apt.conf" download "${TRIXIE_PACKAGES[@]}") >&2 ||
+		die "apt-get download from trixie failed"
+
+	local deb v
+	v=$(dpkg-deb -f "$work"/debs/criu_*.deb Version)
+	dpkg --compare-versions "$v" ge "$CRIU_MIN_VERSION" || die "trixie has criu $v, need >= $CRIU_MIN_VERSION"
+	stage=$(mktemp -d "$(dirname "$PREFIX")/.criu-new.XXXXXX")
+	CLEANUP+=("$stage")
+	for deb in "$work"/debs/*.deb; do
+		dpkg -x "$deb" "$stage"
+		dpkg-deb -f "$deb" Package Version | paste -sd' ' >>"$stage/.podman-migrate-packages"
+	done
+	chmod 755 "$stage"
+
+	# Every library must resolve inside the prefix: ld.so would otherwise
+	# silently fall back to bookworm's libraries from /etc/ld.so.cache.
+	local libs ldso="$stage/usr/lib/$TRIPLET/$LDSO" slibs="$stage/usr/lib/$TRIPLET:$stage/lib/$TRIPLET"
+	libs=$("$ldso" --library-path "$slibs" --list "$stage/usr/sbin/criu") || die "ld.so --list criu failed: $libs"
+	if grep -E 'not found|=> /' <<<"$libs" | grep -v -F "=> $stage/" | grep -q .; then
+		die "trixie criu needs libraries not in TRIXIE_PACKAGES (add their packages):
+$(grep -E 'not found|=> /' <<<"$libs" | grep -v -F "=> $stage/")"
+	fi
+	"$ldso" --library-path "$slibs" "$stage/usr/sbin/criu" --version >&2 || die "unpacked trixie criu does not run"
+
+	if [[ -e $PREFIX ]]; then
+		rm -rf -- "$PREFIX.old"
+		mv -- "$PREFIX" "$PREFIX.old"
+		CLEANUP+=("$PREFIX.old")
+	fi
+	mv -- "$stage" "$PREFIX"
+	log "unpacked $(wc -l <"$PREFIX/.podman-migrate-packages") trixie packages into $PREFIX"
+}
+
+ensure_criu() {
+	local want v prefix_ok=0 fresh=0 broken=0
+	want=$(wrapper_text)
+	if [[ -x $PREFIX/usr/sbin/criu && -x $PREFIX/usr/lib/$TRIPLET/$LDSO ]]; then
+		v=$("$PREFIX/usr/lib/$TRIPLET/$LDSO" --library-path "$PREFIX_LIBS" "$PREFIX/usr/sbin/criu" --version 2>/dev/null |
+			sed -n 's/^Version: *//p') || true
+		if [[ -n $v ]] && dpkg --compare-versions "$v" ge "$CRIU_MIN_VERSION"; then
+			prefix_ok=1
+		fi
+	fi
+	if [[ $prefix_ok -eq 0 ]]; then
+		if [[ $CHECK_ONLY -eq 1 ]]; then
+			missing "CRIU >= $CRIU_MIN_VERSION from trixie in $PREFIX"
+			broken=1
+		else
+			install_trixie_criu
+			fresh=1
+		fi
+	fi
+	if [[ ! -f $WRAPPER || "$(cat "$WRAPPER")" != "$want" ]]; then
+		if [[ $CHECK_ONLY -eq 1 ]]; then
+			missing "criu wrapper $WRAPPER"
+			broken=1
+		else
+			log "writing $WRAPPER"
+			mkdir -p "$(dirname "$WRAPPER")"
+			printf '%s\n' "$want" >"$WRAPPER.tmp"
+			chmod 755 "$WRAPPER.tmp"
+			mv -f "$WRAPPER.tmp" "$WRAPPER"
+		fi
+	fi
+	[[ $broken -eq 0 ]] || return 0
+
+	# What the podman service (and runc under it) will run.
+	local found
+	found=$(PATH=$SERVICE_PATH command -v criu || true)
+	if [[ $found != "$WRAPPER" ]]; then
+		if [[ $CHECK_ONLY -eq 1 ]]; then
+			missing "criu on the service PATH is '$found', not $WRAPPER"
+		else
+			die "criu on PATH $SERVICE_PATH is '$found', not $WRAPPER"
+		fi
+		return
+	fi
+	v=$(criu_version "$WRAPPER")
+	if [[ -z $v ]] || ! dpkg --compare-versions "$v" ge "$CRIU_MIN_VERSION"; then
+		if [[ $CHECK_ONLY -eq 1 ]]; then
+			missing "criu --version is '${v:-none}', need >= $CRIU_MIN_VERSION"
+			return
+		fi
+		die "criu --version is '${v:-none}', need >= $CRIU_MIN_VERSION"
+	fi
+	log "criu $v at $WRAPPER"
+	if [[ $fresh -eq 1 || $CHECK_ONLY -eq 1 ]]; then
+		local out
+		out=$("$WRAPPER" check 2>&1) || true
+		if grep -q 'Looks good' <<<"$out"; then
+			log "criu check: Looks good."
+		else
+			warn "criu check did not say 'Looks good.':"
+			printf '%s\n' "$out" >&2
+		fi
+	fi
+}
+
+# ---------------------------------------------------------- containers.conf
+# toml_set SECTION KEY VALUE: filter stdin to stdout with KEY = VALUE set in
+# [SECTION] (replacing a one- or multi-line value), adding the section if
+# needed; everything else is kept as it is.
+toml_set() {
+	awk -v sec="$1" -v key="$2" -v val="$3" '
+		function emit() { print key " = " val; done = 1 }
+		skip { if ($0 ~ /\]/) skip = 0; next }
+		/^[[:space:]]*\[[^\[]/ {
+			if (insec && !done) emit()
+			h = $0; sub(/#.*/, "", h); gsub(/[[:space:]]/, "", h)
+			insec = (h == "[" sec "]")
+			print; next
+		}
+		insec && $0 ~ "^[[:space:]]*" key "[[:space:]]*=" {
+			if (!done) emit()
+			rest = $0; sub(/^[^=]*=/, "", rest); sub(/#.*/, "", rest)
+			if (rest ~ /^[[:space:]]*\[/ && rest !~ /\]/) skip = 1
+			next
+		}
+		{ print }
+		END {
+			if (!done) {
+				if (!insec) { if (NR > 0) print ""; print "[" sec "]" }
+				emit()
+			}
+		}'
+}
+
+ensure_containers_conf() {
+	local cur="" want
+	[[ -f $CONTAINERS_CONF ]] && cur=$(cat "$CONTAINERS_CONF")
+	want=$(printf '%s\n' "$cur" |
+		toml_set containers default_ulimits '["nofile=1024:1024", "nproc=1024:1024"]' |
+		toml_set engine runtime '"runc"' |
+		toml_set network network_backend '"netavark"')
+	if [[ -z $cur ]]; then
+		want="# podman-migrate: this machine lacks CAP_SYS_RESOURCE (runc cannot raise
+# rlimits) and bookworm's crun has no CRIU support.
+$(printf '%s\n' "$want" | sed '/./,$!d')"
+	fi
+	if [[ $cur == "$want" ]]; then
+		log "$CONTAINERS_CONF: up to date"
+		return
+	fi
+	if [[ $CHECK_ONLY -eq 1 ]]; then
+		missing "$CONTAINERS_CONF: [containers] default_ulimits, [engine] runtime = \"runc\", [network] network_backend = \"netavark\""
+		return
+	fi
+	mkdir -p "$(dirname "$CONTAINERS_CONF")"
+	# Keep the administrator's file, once; not one this script wrote.
+	if [[ -f $CONTAINERS_CONF && ! -e $CONTAINERS_CONF.podman-migrate.orig && $cur != "# podman-migrate:"* ]]; then
+		run cp -p "$CONTAINERS_CONF" "$CONTAINERS_CONF.podman-migrate.orig"
+	fi
+	log "writing $CONTAINERS_CONF"
+	printf '%s\n' "$want" >"$CONTAINERS_CONF.tmp"
+	mv -f "$CONTAINERS_CONF.tmp" "$CONTAINERS_CONF"
+}
+
+# registries.conf and policy.json as the package ships them: only restored
+# when deleted, never edited.
+ensure_containers_files() {
+	local f owner todo=()
+	for f in /etc/containers/registries.conf /etc/containers/policy.json; do
+		[[ -e $f ]] && continue
+		owner=$(dpkg -S "$f" 2>/dev/null | cut -d: -f1 | head -n1) || true
+		if [[ $CHECK_ONLY -eq 1 || -z $owner ]]; then
+			missing "$f"
+			continue
+		fi
+		todo+=("$owner")
+	done
+	if [[ ${#todo[@]} -gt 0 ]]; then
+		log "restoring deleted configuration files of ${todo[*]}"
+		apt_update_once
+		run apt-get install -y -q --reinstall --no-install-recommends \
+			-o Dpkg::Options::=--force-confmiss "${todo[@]}"
+	fi
+}
+
+# --------------------------------------------------------------- test image
+testbase_hash() {
+	{
+		echo "recipe $TESTBASE_RECIPE"
+		sha256sum /bin/busybox
+		(cd "$REPO_ROOT" && find tests/workload -type f -name '*.go' -print0 | sort -z | xargs -0 sha256sum)
+	} | sha256sum | cut -d' ' -f1
+}
+
+image_id() {
+	podman image inspect --format '{{.Id}}' "$TEST_IMAGE" 2>/dev/null || true
+}
+
+build_testbase() {
+	local work root a
+	work=$(mktemp -d "$STATE/.testbase.XXXXXX")
+	CLEANUP+=("$work")
+	root=$work/rootfs
+	mkdir -p "$root"/{bin,sbin,etc,tmp,root,proc,sys,dev,run,var/tmp}
+	chmod 1777 "$root/tmp" "$root/var/tmp"
+	chmod 700 "$root/root"
+	cp /bin/busybox "$root/bin/busybox"
+	for a in $(/bin/busybox --list); do
+		[[ $a == busybox || -e $root/bin/$a ]] || ln -s busybox "$root/bin/$a"
+	done
+	printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$root/etc/passwd"
+	printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
+	command -v go >/dev/null || die "go not found (looked in PATH and /usr/local/go/bin)"
+	log "building tests/workload (static)"
+	(cd "$REPO_ROOT" && export CGO_ENABLED=0 && run go build -buildvcs=false -trimpath -o "$root/bin/workload" ./tests/workload) ||
+		die "go build ./tests/workload failed"
+	tar --numeric-owner --owner=0 --group=0 -C "$root" -cf "$work/testbase.tar" .
+	local old
+	old=$(image_id)
+	run podman import --quiet --change 'CMD ["/bin/workload"]' "$work/testbase.tar" "$TEST_IMAGE" >/dev/null
+	rm -f "$work/testbase-image.tar"
+	run podman save --quiet -o "$work/testbase-image.tar" "$TEST_IMAGE"
+	image_id >"$work/testbase.id"
+	# The previous build, unless a container still uses it.
+	if [[ -n $old && $old != "$(cat "$work/testbase.id")" ]]; then
+		podman rmi "$old" >/dev/null 2>&1 || true
+	fi
+	testbase_hash >"$work/testbase.hash"
+	mv -f "$work/testbase.tar" "$STATE/testbase.tar"
+	mv -f "$work/testbase-image.tar" "$STATE/testbase-image.tar"
+	mv -f "$work/testbase.id" "$STATE/testbase.id"
+	mv -f "$work/testbase.hash" "$STATE/testbase.hash" # last: marks the set complete
+	log "test image $TEST_IMAGE: $(cat "$STATE/testbase.id")"
+}
+
+ensure_testbase() {
+	if ! command -v podman >/dev/null || [[ ! -x /bin/busybox ]]; then
+		[[ $CHECK_ONLY -eq 1 ]] && missing "test image $TEST_IMAGE (needs podman and busybox-static)"
+		return
+	fi
+	mkdir -p "$STATE"
+	local want have="" id
+	want=$(testbase_hash)
+	[[ -f $STATE/testbase.hash ]] && have=$(cat "$STATE/testbase.hash")
+	if [[ $want != "$have" || ! -f $STATE/testbase.tar || ! -f $STATE/testbase-image.tar || ! -f $STATE/testbase.id ]]; then
+		if [[ $CHECK_ONLY -eq 1 ]]; then
+			missing "test image $TEST_IMAGE is missing or older than tests/workload / busybox"
+			return
+		fi
+		build_testbase
+		return
+	fi
+	id=$(image_id)
+	if [[ $id == "$(cat "$STATE/testbase.id")" ]]; then
+		log "test image $TEST_IMAGE: up to date (${id:0:12})"
+		return
+	fi
+	if [[ $CHECK_ONLY -eq 1 ]]; then
+		missing "test image $TEST_IMAGE in podman storage (saved copy in $STATE/testbase-image.tar)"
+		return
+	fi
+	log "test image $TEST_IMAGE not in storage (or another ID): loading the saved copy"
+	run podman load --quiet -i "$STATE/testbase-image.tar" >/dev/null
+	id=$(image_id)
+	[[ $id == "$(cat "$STATE/testbase.id")" ]] || {
+		warn "loaded image has ID '$id', expected $(cat "$STATE/testbase.id"): rebuilding"
+		build_testbase
+	}
+}
+
+# --------------------------------------------------------------------- main
+ensure_packages
+ensure_no_bookworm_criu
+ensure_criu
+ensure_containers_files
+ensure_containers_conf
+ensure_testbase
+
+if [[ ${#MISSING[@]} -gt 0 ]]; then
+	printf 'setup-host: NOT READY; missing:\n' >&2
+	printf '  - %s\n' "${MISSING[@]}" >&2
+	printf 'setup-host: run %s as root to fix\n' "${BASH_SOURCE[0]}" >&2
+	exit 1
+fi
+
+log "ready: podman $(podman version --format '{{.Client.Version}}' 2>/dev/null)," \
+	"runc $(runc --version | sed -n 's/^runc version //p')," \
+	"criu $(criu_version "$WRAPPER")" \
+	"(criu on service PATH: $(PATH=$SERVICE_PATH command -v criu))"

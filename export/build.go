@@ -1,0 +1,358 @@
+// Package export turns podman's checkpoint archive into an OCI image and
+// publishes it: one layer per role (metadata, CRIU images, root-filesystem
+// diff, each named volume) so the union of the layers is the archive again,
+// which is what `podman container restore IMAGE` mounts and reads.
+package export
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+	"time"
+
+	"github.com/containers/image/v5/oci/layout"
+	"github.com/containers/image/v5/pkg/blobinfocache/none"
+	"github.com/containers/image/v5/pkg/compression"
+	"github.com/containers/image/v5/types"
+	"github.com/opencontainers/go-digest"
+	specs "github.com/opencontainers/image-spec/specs-go"
+	imgspecv1 "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/podman-migrate/podman-migrate/internal/ckpt"
+	"github.com/podman-migrate/podman-migrate/internal/dump"
+	"github.com/podman-migrate/podman-migrate/internal/tarsafe"
+)
+
+// ErrBadArchive is wrapped when podman's archive is not what a checkpoint
+// export should be.
+var ErrBadArchive = errors.New("unexpected checkpoint archive")
+
+// BuildOptions control the image written by Build.
+type BuildOptions struct {
+	// Compression is "zstd" (default) or "gzip".
+	Compression string
+	// Annotate returns the manifest annotations, given the (already
+	// neutralised) config.dump; it runs once the archive has been read.
+	Annotate func(cfg *dump.Config) (map[string]string, error)
+	// Arch and OS of the image config; default to this binary's.
+	Arch, OS string
+	Created  time.Time
+}
+
+// Layer describes one layer written by Build.
+type Layer struct {
+	Role   ckpt.Role
+	Volume string
+	Desc   imgspecv1.Descriptor
+	DiffID digest.Digest
+}
+
+// Built is the image Build wrote.
+type Built struct {
+	Ref      types.ImageReference // the OCI layout holding it
+	Manifest imgspecv1.Manifest
+	Digest   digest.Digest
+	Layers   []Layer
+	Config   *dump.Config
+	Cleared  []string // config.dump fields removed as host-specific
+}
+
+// MediaType returns the OCI layer media type for a compression name.
+func MediaType(comp string) (string, compression.Algorithm, error) {
+	switch comp {
+	case "", "zstd":
+		return imgspecv1.MediaTypeImageLayerZstd, compression.Zstd, nil
+	case "gzip":
+		return imgspecv1.MediaTypeImageLayerGzip, compression.Gzip, nil
+	}
+	return "", compression.Algorithm{}, fmt.Errorf("unknown compression format %q (want zstd or gzip)", comp)
+}
+
+// layer is one layer being written: entries go through a tar writer, the
+// uncompressed stream is hashed for the diff ID, and the compressed stream
+// is piped to the layout, which hashes and stores it without buffering.
+type layer struct {
+	role   ckpt.Role
+	volume string
+	tw     *tar.Writer
+	diff   digest.Digester
+	comp   io.WriteCloser
+	pw     *io.PipeWriter
+	done   chan putResult
+}
+
+type putResult struct {
+	info types.BlobInfo
+	err  error
+}
+
+func newLayer(ctx context.Context, dest types.ImageDestination, algo compression.Algorithm, role ckpt.Role, volume string) (*layer, error) {
+	pr, pw := io.Pipe()
+	l := &layer{role: role, volume: volume, diff: digest.Canonical.Digester(), pw: pw, done: make(chan putResult, 1)}
+	go func() {
+		info, err := dest.PutBlob(ctx, pr, types.BlobInfo{Size: -1}, none.NoCache, false)
+		pr.CloseWithError(err)
+		l.done <- putResult{info, err}
+	}()
+	comp, err := compression.CompressStream(pw, algo, nil)
+	if err != nil {
+		l.abort(err)
+		return nil, err
+	}
+	l.comp = comp
+	l.tw = tar.NewWriter(io.MultiWriter(comp, l.diff.Hash()))
+	return l, nil
+}
+
+func (l *layer) close() (types.BlobInfo, error) {
+	err := l.tw.Close()
+	if err == nil {
+		err = l.comp.Close()
+	}
+	if err != nil {
+		l.abort(err)
+		return types.BlobInfo{}, err
+	}
+	_ = l.pw.Close()
+	r := <-l.done
+	return r.info, r.err
+}
+
+func (l *layer) abort(err error) {
+	l.pw.CloseWithError(err)
+	<-l.done
+}
+
+// Build reads podman's export archive from r and writes it into the OCI
+// layout directory dir (tag "checkpoint") as a checkpoint image.
+func Build(ctx context.Context, r io.Reader, dir string, o BuildOptions) (built *Built, retErr error) {
+	mediaType, algo, err := MediaType(o.Compression)
+	if err != nil {
+		return nil, err
+	}
+	ref, err := layout.NewReference(dir, "checkpoint")
+	if err != nil {
+		return nil, err
+	}
+	dest, err := ref.NewImageDestination(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err := dest.Close(); err != nil && retErr == nil {
+			retErr = err
+		}
+	}()
+
+	layers := map[string]*layer{} // by role, or "volume/NAME"
+	var order []*layer
+	defer func() {
+		if retErr != nil {
+			for _, l := range order {
+				if l.tw != nil {
+					l.abort(retErr)
+				}
+			}
+		}
+	}()
+	get := func(role ckpt.Role, volume string) (*layer, error) {
+		key := string(role) + "/" + volume
+		if l, ok := layers[key]; ok {
+			return l, nil
+		}
+		l, err := newLayer(ctx, dest, algo, role, volume)
+		if err != nil {
+			return nil, err
+		}
+		layers[key] = l
+		order = append(order, l)
+		if role == ckpt.RoleVolume {
+			// Each volume layer carries the parent directory itself, so
+			// any one of them unpacks on its own.
+			if err := l.tw.WriteHeader(&tar.Header{Name: ckpt.VolumesDir + "/", Typeflag: tar.TypeDir, Mode: 0o700, ModTime: o.Created}); err != nil {
+				return nil, err
+			}
+		}
+		return l, nil
+	}
+	// The metadata layer comes first even if podman's archive starts with
+	// something else.
+	if _, err := get(ckpt.RoleMetadata, ""); err != nil {
+		return nil, err
+	}
+
+	var cfg *dump.Config
+	var cleared []string
+	seenCRIU := false
+	check := tarsafe.NewChecker(tarsafe.Plain)
+	tr := tar.NewReader(r)
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%w: reading: %w", ErrBadArchive, err)
+		}
+		name, err := check.Check(h)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrBadArchive, err)
+		}
+		if name == "." {
+			continue
+		}
+		role, volume, ok := ckpt.RoleOf(name)
+		if !ok {
+			return nil, fmt.Errorf("%w: member %q is not part of the checkpoint format this tool knows", ErrBadArchive, h.Name)
+		}
+		if role == ckpt.RoleVolume && volume == "" {
+			continue // the volumes/ directory: each volume layer has its own
+		}
+		if role == ckpt.RoleCRIU {
+			seenCRIU = true
+		}
+		l, err := get(role, volume)
+		if err != nil {
+			return nil, err
+		}
+		out := &tar.Header{
+			Name: name, Typeflag: h.Typeflag, Mode: h.Mode, Size: h.Size,
+			Uid: h.Uid, Gid: h.Gid, Uname: h.Uname, Gname: h.Gname, ModTime: h.ModTime,
+		}
+		if h.Typeflag == tar.TypeDir {
+			out.Name += "/"
+		}
+		var body io.Reader = tr
+		if name == ckpt.ConfigDump {
+			if cfg, err = dump.ReadConfig(tr); err != nil {
+				return nil, fmt.Errorf("%w: %w", ErrBadArchive, err)
+			}
+			cleared = cfg.Neutralize()
+			b, err := cfg.Bytes()
+			if err != nil {
+				return nil, err
+			}
+			out.Size = int64(len(b))
+			body = bytes.NewReader(b)
+		}
+		if err := l.tw.WriteHeader(out); err != nil {
+			return nil, fmt.Errorf("writing %s layer: %w", l.role, err)
+		}
+		if out.Typeflag == tar.TypeReg || out.Typeflag == tar.TypeRegA {
+			if _, err := io.Copy(l.tw, body); err != nil {
+				return nil, fmt.Errorf("copying %q into the %s layer: %w", name, l.role, err)
+			}
+		}
+	}
+	if cfg == nil {
+		return nil, fmt.Errorf("%w: no %s in it", ErrBadArchive, ckpt.ConfigDump)
+	}
+	if !seenCRIU {
+		return nil, fmt.Errorf("%w: no %s/ directory (CRIU images) in it", ErrBadArchive, ckpt.CheckpointDir)
+	}
+
+	// Close every layer, in manifest order: metadata, CRIU, rootfs, volumes.
+	sorted := sortLayers(order)
+	built = &Built{Ref: ref, Config: cfg, Cleared: cleared}
+	for _, l := range sorted {
+		info, err := l.close()
+		l.tw = nil
+		if err != nil {
+			return nil, fmt.Errorf("storing the %s layer: %w", l.role, err)
+		}
+		ann := map[string]string{ckpt.AnnLayerRole: string(l.role)}
+		if l.volume != "" {
+			ann[ckpt.AnnLayerVolume] = l.volume
+		}
+		built.Layers = append(built.Layers, Layer{
+			Role: l.role, Volume: l.volume, DiffID: l.diff.Digest(),
+			Desc: imgspecv1.Descriptor{MediaType: mediaType, Digest: info.Digest, Size: info.Size, Annotations: ann},
+		})
+	}
+
+	annotations := map[string]string{}
+	if o.Annotate != nil {
+		if annotations, err = o.Annotate(cfg); err != nil {
+			return nil, err
+		}
+	}
+	configDesc, err := putConfig(ctx, dest, built.Layers, o)
+	if err != nil {
+		return nil, err
+	}
+	built.Manifest = imgspecv1.Manifest{
+		Versioned:   specs.Versioned{SchemaVersion: 2},
+		MediaType:   imgspecv1.MediaTypeImageManifest,
+		Config:      configDesc,
+		Annotations: annotations,
+	}
+	for _, l := range built.Layers {
+		built.Manifest.Layers = append(built.Manifest.Layers, l.Desc)
+	}
+	mb, err := json.Marshal(built.Manifest)
+	if err != nil {
+		return nil, err
+	}
+	if err := dest.PutManifest(ctx, mb, nil); err != nil {
+		return nil, fmt.Errorf("storing the manifest: %w", err)
+	}
+	if err := dest.Commit(ctx, nil); err != nil {
+		return nil, fmt.Errorf("committing the image: %w", err)
+	}
+	built.Digest = digest.FromBytes(mb)
+	return built, nil
+}
+
+func sortLayers(ls []*layer) []*layer {
+	rank := map[ckpt.Role]int{ckpt.RoleMetadata: 0, ckpt.RoleCRIU: 1, ckpt.RoleRootfs: 2, ckpt.RoleVolume: 3}
+	out := make([]*layer, 0, len(ls))
+	for r := 0; r <= 3; r++ {
+		for _, l := range ls { // volumes keep the archive's order
+			if rank[l.role] == r {
+				out = append(out, l)
+			}
+		}
+	}
+	return out
+}
+
+func putConfig(ctx context.Context, dest types.ImageDestination, layers []Layer, o BuildOptions) (imgspecv1.Descriptor, error) {
+	created := o.Created
+	if created.IsZero() {
+		created = time.Now().UTC()
+	}
+	cfg := imgspecv1.Image{
+		Created:  &created,
+		Platform: imgspecv1.Platform{Architecture: orDefault(o.Arch, runtime.GOARCH), OS: orDefault(o.OS, "linux")},
+		RootFS:   imgspecv1.RootFS{Type: "layers"},
+	}
+	for _, l := range layers {
+		cfg.RootFS.DiffIDs = append(cfg.RootFS.DiffIDs, l.DiffID)
+		comment := string(l.Role)
+		if l.Volume != "" {
+			comment += " " + l.Volume
+		}
+		cfg.History = append(cfg.History, imgspecv1.History{Created: &created, CreatedBy: "podman-migrate push", Comment: comment})
+	}
+	b, err := json.Marshal(cfg)
+	if err != nil {
+		return imgspecv1.Descriptor{}, err
+	}
+	info, err := dest.PutBlob(ctx, bytes.NewReader(b), types.BlobInfo{Digest: digest.FromBytes(b), Size: int64(len(b))}, none.NoCache, true)
+	if err != nil {
+		return imgspecv1.Descriptor{}, fmt.Errorf("storing the image config: %w", err)
+	}
+	return imgspecv1.Descriptor{MediaType: imgspecv1.MediaTypeImageConfig, Digest: info.Digest, Size: info.Size}, nil
+}
+
+func orDefault(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
+}

@@ -1,0 +1,216 @@
+package export
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"time"
+
+	podman "github.com/podman-migrate/podman-migrate/bindings"
+	"github.com/podman-migrate/podman-migrate/internal/ckpt"
+	"github.com/podman-migrate/podman-migrate/internal/dump"
+	"github.com/podman-migrate/podman-migrate/internal/transfer"
+)
+
+// ErrNoContainer is wrapped when the container to push does not exist.
+var ErrNoContainer = errors.New("no such container")
+
+// ErrNotRunning is wrapped when the container to push is not running.
+var ErrNotRunning = errors.New("container is not running")
+
+// PushOptions are the settings of one push.
+type PushOptions struct {
+	Container      string
+	Dest           string
+	LeaveRunning   bool
+	TCPEstablished bool
+	FileLocks      bool
+	IgnoreRootfs   bool
+	Compression    string
+	Transfer       transfer.Options
+	// TmpDir holds the image between checkpoint and upload; "" means
+	// $TMPDIR or /var/tmp (CRIU images can be far larger than a tmpfs).
+	TmpDir      string
+	ToolVersion string
+	Log         io.Writer // progress and notes; nil discards
+}
+
+// PushError is a failure after the container was checkpointed. It says
+// whether the container was restored on this host again.
+type PushError struct {
+	Container   string
+	Err         error
+	LeftRunning bool  // --leave-running: the container never stopped
+	NotStopped  bool  // the checkpoint failed and the process ran on
+	RolledBack  bool  // restored from the kept checkpoint
+	RollbackErr error // why restoring it failed
+}
+
+func (e *PushError) Error() string {
+	switch {
+	case e.LeftRunning:
+		return fmt.Sprintf("%v; container %q kept running (--leave-running)", e.Err, e.Container)
+	case e.NotStopped:
+		return fmt.Sprintf("%v; container %q was not stopped and is still running", e.Err, e.Container)
+	case e.RolledBack:
+		return fmt.Sprintf("%v; container %q was restored from its checkpoint and is running again on this host", e.Err, e.Container)
+	default:
+		return fmt.Sprintf("%v; restoring container %q on this host also failed (%v): it is still checkpointed, run `podman container restore --keep %s` to resume it", e.Err, e.Container, e.RollbackErr, e.Container)
+	}
+}
+
+func (e *PushError) Unwrap() error { return e.Err }
+
+// Push checkpoints a running container, converts the checkpoint into an OCI
+// image and copies it to o.Dest. It returns the destination as shown to
+// users and the manifest digest. Any failure after the checkpoint restores
+// the container on this host from the kept checkpoint.
+func Push(ctx context.Context, c *podman.Client, o PushOptions) (string, string, error) {
+	logw := o.Log
+	if logw == nil {
+		logw = io.Discard
+	}
+	destRef, err := transfer.ParseReference(o.Dest)
+	if err != nil {
+		return "", "", err
+	}
+	if _, _, err := MediaType(o.Compression); err != nil {
+		return "", "", err
+	}
+	ctr, err := c.InspectContainer(ctx, o.Container)
+	if errors.Is(err, podman.ErrNotFound) {
+		return "", "", fmt.Errorf("%w %q on %s: check `podman ps -a` on that host", ErrNoContainer, o.Container, c.URI)
+	}
+	if err != nil {
+		return "", "", err
+	}
+	if !ctr.State.Running {
+		return "", "", fmt.Errorf("%w: %q is %s; only a running container can be migrated", ErrNotRunning, ctr.Name, ctr.State.Status)
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		return "", "", err
+	}
+	var baseDigest string
+	if img, err := c.InspectImage(ctx, ctr.Image); err == nil {
+		baseDigest = img.Digest
+	}
+
+	tmp, err := os.MkdirTemp(transfer.StagingDir(o.TmpDir), "podman-migrate-push-")
+	if err != nil {
+		return "", "", fmt.Errorf("creating a staging directory: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+
+	copts := podman.CheckpointOptions{
+		LeaveRunning: o.LeaveRunning, TCPEstablished: o.TCPEstablished,
+		FileLocks: o.FileLocks, IgnoreRootfs: o.IgnoreRootfs,
+	}
+	fmt.Fprintf(logw, "Checkpointing container %s (%s)\n", ctr.Name, shortID(ctr.ID))
+	start := time.Now()
+	archive, err := c.Checkpoint(ctx, ctr.ID, copts)
+	if err != nil {
+		return "", "", rollback(ctx, c, ctr, copts, o.LeaveRunning, err, logw)
+	}
+	fmt.Fprintf(logw, "Checkpoint taken in %s; building the image\n", time.Since(start).Round(time.Millisecond))
+
+	built, err := Build(ctx, archive, tmp, BuildOptions{
+		Compression: o.Compression,
+		Arch:        info.Host.Arch,
+		Created:     time.Now().UTC(),
+		Annotate: func(cfg *dump.Config) (map[string]string, error) {
+			return annotations(cfg, ctr, info, baseDigest, o), nil
+		},
+	})
+	if cerr := archive.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("reading the checkpoint from podman: %w", cerr)
+	}
+	if err != nil {
+		return "", "", rollback(ctx, c, ctr, copts, o.LeaveRunning, fmt.Errorf("converting the checkpoint: %w", err), logw)
+	}
+	if len(built.Cleared) > 0 {
+		fmt.Fprintf(logw, "Removed source-host paths from config.dump: %v\n", built.Cleared)
+	}
+	fmt.Fprintf(logw, "Copying the image to %s\n", transfer.Display(destRef))
+	d, err := transfer.Copy(ctx, "pushing", destRef, built.Ref, o.Transfer)
+	if err != nil {
+		return "", "", rollback(ctx, c, ctr, copts, o.LeaveRunning, err, logw)
+	}
+	return transfer.Display(destRef), d.String(), nil
+}
+
+// rollback restores the source container from its kept checkpoint after a
+// failure, even if ctx was cancelled (an interrupted push).
+func rollback(ctx context.Context, c *podman.Client, ctr *podman.Container, copts podman.CheckpointOptions, leftRunning bool, cause error, logw io.Writer) error {
+	perr := &PushError{Container: ctr.Name, Err: cause, LeftRunning: leftRunning}
+	if leftRunning {
+		return perr
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Minute)
+	defer cancel()
+	now, err := c.InspectContainer(rctx, ctr.ID)
+	if err == nil && now.State.Running {
+		// The checkpoint itself failed and CRIU left the process running.
+		perr.NotStopped = true
+		return perr
+	}
+	fmt.Fprintf(logw, "Push failed; restoring container %s on this host\n", ctr.Name)
+	if err == nil {
+		err = c.RestoreKept(rctx, ctr.ID, copts)
+	}
+	if err != nil {
+		perr.RollbackErr = err
+		return perr
+	}
+	perr.RolledBack = true
+	return perr
+}
+
+func annotations(cfg *dump.Config, ctr *podman.Container, info *podman.Info, baseDigest string, o PushOptions) map[string]string {
+	runtimeName := ctr.OCIRuntime // what the container really ran with
+	if runtimeName == "" {
+		runtimeName = info.Host.OCIRuntime.Name
+	}
+	a := map[string]string{
+		ckpt.AnnName:             cfg.Name(),
+		ckpt.AnnRawImageName:     cfg.RawImageName(),
+		ckpt.AnnRootfsImageID:    cfg.RootfsImageID(),
+		ckpt.AnnRootfsImageName:  cfg.RootfsImageName(),
+		ckpt.AnnPodmanVersion:    info.Version.Version,
+		ckpt.AnnRuntimeName:      runtimeName,
+		ckpt.AnnRuntimeVersion:   info.Host.OCIRuntime.Version,
+		ckpt.AnnConmonVersion:    info.Host.Conmon.Version,
+		ckpt.AnnHostArch:         info.Host.Arch,
+		ckpt.AnnHostKernel:       info.Host.Kernel,
+		ckpt.AnnCgroupVersion:    info.Host.CgroupsVersion,
+		ckpt.AnnDistributionVer:  info.Host.Distribution.Version,
+		ckpt.AnnDistributionName: info.Host.Distribution.Distribution,
+		ckpt.AnnBaseName:         cfg.RootfsImageName(),
+		ckpt.AnnFormat:           ckpt.FormatVersion,
+		ckpt.AnnToolVersion:      o.ToolVersion,
+		ckpt.AnnSourceID:         ctr.ID,
+		ckpt.AnnLeaveRunning:     strconv.FormatBool(o.LeaveRunning),
+		ckpt.AnnTCPEstablished:   strconv.FormatBool(o.TCPEstablished),
+		ckpt.AnnFileLocks:        strconv.FormatBool(o.FileLocks),
+		ckpt.AnnCreated:          time.Now().UTC().Format(time.RFC3339),
+	}
+	if baseDigest != "" {
+		a[ckpt.AnnBaseDigest] = baseDigest
+	}
+	for k, v := range a {
+		if v == "" {
+			delete(a, k)
+		}
+	}
+	return a
+}
+
+func shortID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}

@@ -1,0 +1,128 @@
+// Package ckpt describes the checkpoint image format shared by push and pull:
+// the members of podman's checkpoint archive, the role each layer plays, and
+// the annotation keys on the manifest and its layers.
+package ckpt
+
+import (
+	"errors"
+	"path"
+	"strings"
+
+	metadata "github.com/checkpoint-restore/checkpointctl/lib"
+)
+
+// Members of podman's export archive (checkpointctl's names where it has them).
+const (
+	ConfigDump     = metadata.ConfigDumpFile
+	SpecDump       = metadata.SpecDumpFile
+	NetworkStatus  = metadata.NetworkStatusFile
+	CheckpointDir  = metadata.CheckpointDirectory
+	VolumesDir     = metadata.CheckpointVolumesDirectory
+	DevShmTar      = metadata.DevShmCheckpointTar
+	RootfsDiffTar  = metadata.RootFsDiffTar
+	DeletedFiles   = metadata.DeletedFilesFile
+	StatsDump      = "stats-dump" // go-criu's stats.StatsDump
+	ArtifactsDir   = "artifacts"
+	ContainerLog   = "ctr.log"
+	PreCheckpoint  = "pre-checkpoint"
+	CheckpointDone = "checkpoint.done"
+)
+
+// Role says what a layer of a checkpoint image holds.
+type Role string
+
+// The layer roles, in the order the layers appear in the manifest.
+const (
+	RoleMetadata Role = "metadata"
+	RoleCRIU     Role = "criu"
+	RoleRootfs   Role = "rootfs"
+	RoleVolume   Role = "volume"
+)
+
+// Annotation keys. Podman's own keys are the ones `podman container
+// checkpoint --create-image` writes and `podman container restore IMAGE`
+// reads (libpod/define/annotations.go).
+const (
+	PodmanPrefix        = "io.podman.annotations.checkpoint."
+	AnnName             = PodmanPrefix + "name"
+	AnnRawImageName     = PodmanPrefix + "rawImageName"
+	AnnRootfsImageID    = PodmanPrefix + "rootfsImageID"
+	AnnRootfsImageName  = PodmanPrefix + "rootfsImageName"
+	AnnPodmanVersion    = PodmanPrefix + "podman.version"
+	AnnCriuVersion      = PodmanPrefix + "criu.version"
+	AnnRuntimeName      = PodmanPrefix + "runtime.name"
+	AnnRuntimeVersion   = PodmanPrefix + "runtime.version"
+	AnnConmonVersion    = PodmanPrefix + "conmon.version"
+	AnnHostArch         = PodmanPrefix + "host.arch"
+	AnnHostKernel       = PodmanPrefix + "host.kernel"
+	AnnCgroupVersion    = PodmanPrefix + "cgroups.version"
+	AnnDistributionVer  = PodmanPrefix + "distribution.version"
+	AnnDistributionName = PodmanPrefix + "distribution.name"
+	AnnBaseName         = "org.opencontainers.image.base.name"
+	AnnBaseDigest       = "org.opencontainers.image.base.digest"
+	AnnCreated          = "org.opencontainers.image.created"
+	Prefix              = "io.podman-migrate."
+	AnnFormat           = Prefix + "format"
+	AnnToolVersion      = Prefix + "version"
+	AnnSourceID         = Prefix + "source.id"
+	AnnLeaveRunning     = Prefix + "source.left-running"
+	AnnTCPEstablished   = Prefix + "tcp-established"
+	AnnFileLocks        = Prefix + "file-locks"
+	AnnLayerRole        = Prefix + "layer.role"
+	AnnLayerVolume      = Prefix + "layer.volume"
+	FormatVersion       = "1"
+)
+
+// RoleOf returns the layer role of an archive member (a slash-separated path
+// relative to the archive root, without "./"), and for volumes the volume's
+// name. ok is false for members this format does not know.
+func RoleOf(name string) (role Role, volume string, ok bool) {
+	name = strings.TrimSuffix(name, "/")
+	top, rest, _ := strings.Cut(name, "/")
+	switch top {
+	case ConfigDump, SpecDump, NetworkStatus, StatsDump, DeletedFiles, DevShmTar, ContainerLog, CheckpointDone:
+		if rest != "" {
+			return "", "", false
+		}
+		return RoleMetadata, "", true
+	case ArtifactsDir:
+		return RoleMetadata, "", true
+	case CheckpointDir, PreCheckpoint:
+		return RoleCRIU, "", true
+	case RootfsDiffTar:
+		if rest != "" {
+			return "", "", false
+		}
+		return RoleRootfs, "", true
+	case VolumesDir:
+		if rest == "" {
+			return RoleVolume, "", true
+		}
+		if strings.Contains(rest, "/") || !strings.HasSuffix(rest, ".tar") || rest == ".tar" {
+			return "", "", false
+		}
+		return RoleVolume, strings.TrimSuffix(rest, ".tar"), true
+	}
+	return "", "", false
+}
+
+// Clean turns a tar entry name into the slash-separated form RoleOf takes:
+// "./a/b/" becomes "a/b". It does not make a hostile name safe; tarsafe
+// rejects those first.
+func Clean(name string) string {
+	c := path.Clean("/" + name)
+	return strings.TrimPrefix(c, "/")
+}
+
+// IsCheckpointAnnotations reports whether manifest annotations mark an image
+// as a container checkpoint, ours or podman's.
+func IsCheckpointAnnotations(a map[string]string) bool {
+	if a[AnnFormat] != "" {
+		return true
+	}
+	_, ok := a[AnnRuntimeName]
+	return ok
+}
+
+// ErrNotCheckpoint is wrapped when an image is not a container checkpoint.
+var ErrNotCheckpoint = errors.New("not a checkpoint image")

@@ -1,0 +1,191 @@
+// Package tarsafe checks tar entries from untrusted checkpoint images before
+// anything reaches podman. podman 4.3.1 extracts checkpoint archives, and the
+// root-filesystem diff inside them, with a plain (non-chroot) untar into host
+// directories, so every name and link must be proven harmless here first.
+package tarsafe
+
+import (
+	"archive/tar"
+	"errors"
+	"fmt"
+	"io"
+	"path"
+	"strings"
+)
+
+// ErrUnsafe is wrapped by every rejection, so callers can tell hostile or
+// broken input apart from I/O failures.
+var ErrUnsafe = errors.New("unsafe archive entry")
+
+// Policy says which kinds of entry an archive may hold.
+type Policy int
+
+const (
+	// Plain allows regular files and directories only: the members of a
+	// checkpoint archive (CRIU images, dumps) are never anything else.
+	Plain Policy = iota
+	// Tree allows what a file tree legitimately holds (a root-filesystem
+	// diff, a volume): also symbolic and hard links and FIFOs. Device nodes
+	// are never allowed.
+	Tree
+)
+
+// EntryError names the entry that was rejected and why.
+type EntryError struct {
+	Name   string
+	Reason string
+}
+
+func (e *EntryError) Error() string {
+	return fmt.Sprintf("archive entry %q: %s", e.Name, e.Reason)
+}
+
+// Unwrap makes errors.Is(err, ErrUnsafe) hold.
+func (e *EntryError) Unwrap() error { return ErrUnsafe }
+
+// Checker checks the entries of one archive in order. It remembers the
+// archive's own symbolic links, because an entry written beneath one of them
+// would land wherever the link points.
+type Checker struct {
+	policy  Policy
+	links   map[string]bool
+	regular map[string]bool
+}
+
+// NewChecker returns a Checker for one archive.
+func NewChecker(p Policy) *Checker {
+	return &Checker{policy: p, links: map[string]bool{}, regular: map[string]bool{}}
+}
+
+// Check rejects an entry that could write outside the extraction directory
+// or create something the policy does not allow. It returns the entry's name
+// in clean relative form ("./a/b/" gives "a/b"; the root itself gives ".").
+func (c *Checker) Check(h *tar.Header) (string, error) {
+	name, err := CleanName(h.Name)
+	if err != nil {
+		return "", err
+	}
+	fail := func(format string, a ...any) (string, error) {
+		return "", &EntryError{Name: h.Name, Reason: fmt.Sprintf(format, a...)}
+	}
+	if c.BeneathLink(name) {
+		return fail("lies beneath a symbolic link from the same archive")
+	}
+	if name != "." {
+		delete(c.links, name)
+		delete(c.regular, name)
+	}
+	switch h.Typeflag {
+	case tar.TypeDir:
+	case tar.TypeReg, tar.TypeRegA, tar.TypeGNUSparse:
+		c.regular[name] = true
+	case tar.TypeSymlink:
+		if c.policy != Tree {
+			return fail("symbolic links are not allowed here")
+		}
+		if name == "." {
+			return fail("the archive root cannot be a link")
+		}
+		if h.Linkname == "" {
+			return fail("symbolic link without a target")
+		}
+		// An absolute target resolves inside the container's root at run
+		// time; a relative one must not climb out of the tree.
+		if !path.IsAbs(h.Linkname) && escapes(path.Join(path.Dir(name), h.Linkname)) {
+			return fail("symbolic link points outside the archive (%q)", h.Linkname)
+		}
+		c.links[name] = true
+	case tar.TypeLink:
+		if c.policy != Tree {
+			return fail("hard links are not allowed here")
+		}
+		target, err := CleanName(h.Linkname)
+		if err != nil || target == "." {
+			return fail("hard link target %q is not a path inside the archive", h.Linkname)
+		}
+		if !c.regular[target] {
+			return fail("hard link target %q is not a regular file earlier in the archive", h.Linkname)
+		}
+		c.regular[name] = true
+	case tar.TypeFifo:
+		if c.policy != Tree {
+			return fail("FIFOs are not allowed here")
+		}
+	case tar.TypeChar, tar.TypeBlock:
+		return fail("device nodes are not allowed")
+	default:
+		return fail("entry type %q is not allowed", string(h.Typeflag))
+	}
+	return name, nil
+}
+
+// CleanName returns an entry name in clean relative form, rejecting absolute
+// names, ".." components and empty names.
+func CleanName(raw string) (string, error) {
+	if raw == "" {
+		return "", &EntryError{Name: raw, Reason: "empty name"}
+	}
+	if strings.HasPrefix(raw, "/") {
+		return "", &EntryError{Name: raw, Reason: "absolute path"}
+	}
+	if strings.ContainsRune(raw, 0) || strings.Contains(raw, "\\") {
+		return "", &EntryError{Name: raw, Reason: "name contains a NUL or backslash"}
+	}
+	for _, part := range strings.Split(raw, "/") {
+		if part == ".." {
+			return "", &EntryError{Name: raw, Reason: `".." in path`}
+		}
+	}
+	return path.Clean(raw), nil
+}
+
+func escapes(p string) bool {
+	return p == ".." || strings.HasPrefix(p, "../") || path.IsAbs(p)
+}
+
+// BeneathLink reports whether name (clean, relative) lies beneath one of the
+// archive's symbolic links seen so far.
+func (c *Checker) BeneathLink(name string) bool {
+	for p := path.Dir(name); p != "." && p != "/"; p = path.Dir(p) {
+		if c.links[p] {
+			return true
+		}
+	}
+	return false
+}
+
+// Verify reads a whole archive and checks every entry under the policy,
+// returning the Checker so its links can be consulted afterwards. It drains
+// r so it can sit on the far side of a tee.
+func Verify(r io.Reader, p Policy) (*Checker, error) {
+	c := NewChecker(p)
+	tr := tar.NewReader(r)
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			// Trailing padding after the end-of-archive blocks is harmless.
+			_, err = io.Copy(io.Discard, r)
+			return c, err
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading archive: %w", errors.Join(ErrUnsafe, err))
+		}
+		if _, err := c.Check(h); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// CheckDeletedPath checks one entry of podman's deleted.files: podman joins
+// it to the container's root on the host and removes the result
+// recursively, so it must name something strictly inside that root.
+func CheckDeletedPath(p string) error {
+	rel := strings.TrimLeft(p, "/")
+	if rel == "" {
+		return &EntryError{Name: p, Reason: "deleting the container's root is not allowed"}
+	}
+	if _, err := CleanName(rel); err != nil {
+		return &EntryError{Name: p, Reason: "not a path inside the container"}
+	}
+	return nil
+}

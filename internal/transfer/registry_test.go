@@ -1,0 +1,83 @@
+package transfer
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/containers/image/v5/oci/layout"
+	"github.com/google/go-containerregistry/pkg/registry"
+
+	"github.com/podman-migrate/podman-migrate/internal/ckpt"
+	"github.com/podman-migrate/podman-migrate/internal/ckpttest"
+)
+
+// failing wraps the in-memory registry and fails manifest uploads while
+// fail is set, as a registry with a full disk would.
+type failing struct {
+	next http.Handler
+	fail atomic.Bool
+}
+
+func (f *failing) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if f.fail.Load() && r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/manifests/") {
+		http.Error(w, `{"errors":[{"code":"UNKNOWN","message":"disk full"}]}`, http.StatusInternalServerError)
+		return
+	}
+	f.next.ServeHTTP(w, r)
+}
+
+func TestCopyThroughRegistry(t *testing.T) {
+	h := &failing{next: registry.New(registry.Logger(log.New(io.Discard, "", 0)))}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	host := strings.TrimPrefix(srv.URL, "http://")
+
+	ctx := context.Background()
+	src := ckpttest.WriteImage(t, t.TempDir(), []ckpttest.Layer{{Tar: ckpttest.Tar(t, ckpttest.Archive(t))}},
+		map[string]string{ckpt.AnnRuntimeName: "runc"})
+	opts := Options{TLSVerify: TLSVerify(true, false)}
+
+	dst, err := ParseReference(host + "/ckpt/web:v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.fail.Store(true)
+	_, err = Copy(ctx, "pushing", dst, src, opts)
+	var terr *Error
+	if !errors.As(err, &terr) || terr.Op != "pushing" || !strings.Contains(err.Error(), host) {
+		t.Fatalf("failed push: err = %v, want a *transfer.Error naming the registry", err)
+	}
+	h.fail.Store(false)
+	pushed, err := Copy(ctx, "pushing", dst, src, opts)
+	if err != nil {
+		t.Fatalf("push: %v", err)
+	}
+
+	back, err := layout.NewReference(t.TempDir(), "checkpoint")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pulled, err := Copy(ctx, "pulling", back, dst, opts)
+	if err != nil {
+		t.Fatalf("pull: %v", err)
+	}
+	if pushed != pulled {
+		t.Fatalf("digest changed in transit: pushed %s, pulled %s", pushed, pulled)
+	}
+
+	// Verification on: the test registry speaks plain HTTP, so this must fail.
+	if _, err := Copy(ctx, "pulling", back, dst, Options{TLSVerify: TLSVerify(true, true)}); err == nil {
+		t.Fatal("--tls-verify=true pulled over plain HTTP")
+	}
+	missing, _ := ParseReference(host + "/ckpt/none:v1")
+	if _, err := Copy(ctx, "pulling", back, missing, opts); !errors.As(err, &terr) {
+		t.Fatalf("missing image: err = %v", err)
+	}
+}

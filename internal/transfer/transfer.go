@@ -1,0 +1,175 @@
+// Package transfer moves images between a local OCI layout and any
+// containers/image transport. Every transfer goes through copy.Image, so
+// digests are verified, policy.json applies, and podman's credentials,
+// registries.conf and certs.d are honoured.
+package transfer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/containers/image/v5/copy"
+	"github.com/containers/image/v5/docker"
+	"github.com/containers/image/v5/docker/reference"
+	"github.com/containers/image/v5/manifest"
+	"github.com/containers/image/v5/signature"
+	"github.com/containers/image/v5/transports"
+	"github.com/containers/image/v5/transports/alltransports"
+	"github.com/containers/image/v5/types"
+	"github.com/opencontainers/go-digest"
+)
+
+// ErrBadReference is wrapped when a reference cannot be parsed.
+var ErrBadReference = errors.New("invalid image reference")
+
+// Error is a failure in reaching or using the other side of a transfer
+// (a registry, or a local layout or archive).
+type Error struct {
+	Op  string // "pushing", "pulling"
+	Ref string
+	Err error
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("registry: %s %s: %v", e.Op, e.Ref, e.Err)
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// ParseReference parses a destination or source as users write it: a
+// registry reference (host[:port]/repo[:tag|@digest]) or any containers/image
+// transport ("docker://…", "oci:DIR:TAG", "oci-archive:FILE", "dir:DIR").
+func ParseReference(s string) (types.ImageReference, error) {
+	if s == "" {
+		return nil, fmt.Errorf("%w: empty", ErrBadReference)
+	}
+	if name, _, ok := strings.Cut(s, ":"); ok && transports.Get(name) != nil {
+		ref, err := alltransports.ParseImageName(s)
+		if err != nil {
+			return nil, fmt.Errorf("%w %q: %w", ErrBadReference, s, err)
+		}
+		return ref, nil
+	}
+	named, err := reference.ParseNormalizedNamed(s)
+	if err != nil {
+		return nil, fmt.Errorf("%w %q: %w", ErrBadReference, s, err)
+	}
+	// A short name would silently mean Docker Hub; make the user say which
+	// registry instead.
+	if reference.Domain(named) == "docker.io" && !strings.HasPrefix(s, "docker.io/") {
+		return nil, fmt.Errorf("%w %q: name a registry (host[:port]/repo:tag) or a transport (oci:DIR:TAG, docker://…)", ErrBadReference, s)
+	}
+	// push prints REF:TAG@DIGEST; the digest pins the image, and
+	// containers/image refuses a reference with both.
+	if canonical, ok := named.(reference.Canonical); ok {
+		if _, tagged := named.(reference.NamedTagged); tagged {
+			if named, err = reference.WithDigest(reference.TrimNamed(named), canonical.Digest()); err != nil {
+				return nil, fmt.Errorf("%w %q: %w", ErrBadReference, s, err)
+			}
+		}
+	}
+	ref, err := docker.NewReference(reference.TagNameOnly(named))
+	if err != nil {
+		return nil, fmt.Errorf("%w %q: %w", ErrBadReference, s, err)
+	}
+	return ref, nil
+}
+
+// Display returns how a reference is shown to users: a registry reference
+// without the "docker://" prefix, anything else as "transport:reference".
+func Display(ref types.ImageReference) string {
+	if ref.Transport().Name() == docker.Transport.Name() && ref.DockerReference() != nil {
+		return ref.DockerReference().String()
+	}
+	return strings.TrimSuffix(transports.ImageName(ref), ":")
+}
+
+// Options are the user's settings for talking to registries.
+type Options struct {
+	// TLSVerify overrides registries.conf when not OptionalBoolUndefined.
+	TLSVerify types.OptionalBool
+	AuthFile  string
+	// Report receives copy.Image's progress (stderr); nil discards it.
+	Report io.Writer
+	// UserAgent is sent to registries.
+	UserAgent string
+}
+
+// SystemContext returns the containers/image settings for these options.
+func (o Options) SystemContext() *types.SystemContext {
+	sys := &types.SystemContext{
+		AuthFilePath:            o.AuthFile,
+		DockerRegistryUserAgent: o.UserAgent,
+	}
+	if o.TLSVerify != types.OptionalBoolUndefined {
+		skip := o.TLSVerify == types.OptionalBoolFalse
+		sys.DockerInsecureSkipTLSVerify = types.NewOptionalBool(skip)
+		sys.OCIInsecureSkipTLSVerify = skip
+		sys.DockerDaemonInsecureSkipTLSVerify = skip
+	}
+	return sys
+}
+
+// Copy copies an image with copy.Image under the system's signature policy
+// and returns the digest of the manifest written to dst.
+func Copy(ctx context.Context, op string, dst, src types.ImageReference, o Options) (digest.Digest, error) {
+	remote := dst
+	if op == "pulling" {
+		remote = src
+	}
+	fail := func(err error) (digest.Digest, error) {
+		return "", &Error{Op: op, Ref: Display(remote), Err: err}
+	}
+	sys := o.SystemContext()
+	policy, err := signature.DefaultPolicy(sys)
+	if err != nil {
+		return fail(fmt.Errorf("reading signature policy: %w", err))
+	}
+	pc, err := signature.NewPolicyContext(policy)
+	if err != nil {
+		return fail(fmt.Errorf("reading signature policy: %w", err))
+	}
+	defer func() { _ = pc.Destroy() }()
+	report := o.Report
+	if report == nil {
+		report = io.Discard
+	}
+	m, err := copy.Image(ctx, pc, dst, src, &copy.Options{
+		ReportWriter:   report,
+		SourceCtx:      sys,
+		DestinationCtx: sys,
+	})
+	if err != nil {
+		return fail(err)
+	}
+	d, err := manifest.Digest(m)
+	if err != nil {
+		return fail(err)
+	}
+	return d, nil
+}
+
+// TLSVerify turns a --tls-verify flag into containers/image's tri-state:
+// unset leaves the choice to registries.conf.
+func TLSVerify(set, value bool) types.OptionalBool {
+	if !set {
+		return types.OptionalBoolUndefined
+	}
+	return types.NewOptionalBool(value)
+}
+
+// StagingDir is where an image waits between podman and the registry: dir
+// if set, else $TMPDIR, else /var/tmp (CRIU images outgrow a tmpfs /tmp).
+func StagingDir(dir string) string {
+	if dir != "" {
+		return dir
+	}
+	if d := os.Getenv("TMPDIR"); d != "" {
+		return d
+	}
+	return "/var/tmp"
+}

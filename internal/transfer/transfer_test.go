@@ -1,0 +1,61 @@
+package transfer
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/containers/image/v5/types"
+)
+
+func TestParseReference(t *testing.T) {
+	tests := []struct {
+		in, transport, display string
+		wantErr                bool
+	}{
+		{"127.0.0.1:5000/ckpt/web:v1", "docker", "127.0.0.1:5000/ckpt/web:v1", false},
+		{"registry.example:5000/web", "docker", "registry.example:5000/web:latest", false},
+		{"localhost/web:1", "docker", "localhost/web:1", false},
+		{"docker://127.0.0.1:5000/web:v1", "docker", "127.0.0.1:5000/web:v1", false},
+		{"docker.io/library/web:1", "docker", "docker.io/library/web:1", false},
+		{"oci:/tmp/layout:web", "oci", "oci:/tmp/layout:web", false},
+		{"oci-archive:/tmp/web.tar", "oci-archive", "oci-archive:/tmp/web.tar", false},
+		{"dir:/tmp/web", "dir", "dir:/tmp/web", false},
+		{"127.0.0.1:5000/web:v1@sha256:be830bd6003ad9c96056b82b4e47d220bea005c75096c9628798d38ce64ab981", "docker", "127.0.0.1:5000/web@sha256:be830bd6003ad9c96056b82b4e47d220bea005c75096c9628798d38ce64ab981", false},
+		{"web:latest", "", "", true}, // would silently mean Docker Hub
+		{"web", "", "", true},
+		{"", "", "", true},
+		{"Bad/UPPER:tag", "", "", true},
+		{"docker://", "", "", true},
+	}
+	for _, tt := range tests {
+		ref, err := ParseReference(tt.in)
+		if tt.wantErr {
+			if !errors.Is(err, ErrBadReference) {
+				t.Errorf("ParseReference(%q) = %v, want ErrBadReference", tt.in, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("ParseReference(%q): %v", tt.in, err)
+			continue
+		}
+		if got := ref.Transport().Name(); got != tt.transport {
+			t.Errorf("ParseReference(%q) transport %q, want %q", tt.in, got, tt.transport)
+		}
+		if got := Display(ref); got != tt.display {
+			t.Errorf("Display(%q) = %q, want %q", tt.in, got, tt.display)
+		}
+	}
+}
+
+func TestSystemContextTLS(t *testing.T) {
+	if sys := (Options{}).SystemContext(); sys.DockerInsecureSkipTLSVerify != types.OptionalBoolUndefined {
+		t.Error("unset --tls-verify must leave registries.conf in charge")
+	}
+	if sys := (Options{TLSVerify: TLSVerify(true, false)}).SystemContext(); sys.DockerInsecureSkipTLSVerify != types.OptionalBoolTrue || !sys.OCIInsecureSkipTLSVerify {
+		t.Error("--tls-verify=false must skip verification")
+	}
+	if sys := (Options{TLSVerify: TLSVerify(true, true)}).SystemContext(); sys.DockerInsecureSkipTLSVerify != types.OptionalBoolFalse {
+		t.Error("--tls-verify=true must verify")
+	}
+}

@@ -1,0 +1,60 @@
+package main
+
+import (
+	"errors"
+	"os"
+	"syscall"
+
+	podman "github.com/podman-migrate/podman-migrate/bindings"
+	"github.com/podman-migrate/podman-migrate/export"
+	restore "github.com/podman-migrate/podman-migrate/import"
+	"github.com/podman-migrate/podman-migrate/internal/ckpt"
+	"github.com/podman-migrate/podman-migrate/internal/tarsafe"
+	"github.com/podman-migrate/podman-migrate/internal/transfer"
+)
+
+// Exit codes, documented in the README and in --help.
+const (
+	ExitOK       = 0
+	ExitFailure  = 1
+	ExitUsage    = 2
+	ExitPodman   = 3
+	ExitRegistry = 4
+	ExitInput    = 5
+)
+
+func exitCode(err error) int {
+	var usage usageError
+	var perr *podman.Error
+	var terr *transfer.Error
+	switch {
+	case errors.As(err, &usage):
+		return ExitUsage
+	case errors.Is(err, export.ErrNoContainer), errors.Is(err, export.ErrNotRunning),
+		errors.Is(err, ckpt.ErrNotCheckpoint), errors.Is(err, tarsafe.ErrUnsafe),
+		errors.Is(err, transfer.ErrBadReference), errors.Is(err, restore.ErrConflict),
+		errors.Is(err, restore.ErrBaseImage):
+		return ExitInput
+	case errors.As(err, &terr):
+		return ExitRegistry
+	case errors.As(err, &perr):
+		return ExitPodman
+	}
+	return ExitFailure
+}
+
+func hintFor(err error) string {
+	var perr *podman.Error
+	var terr *transfer.Error
+	switch {
+	case errors.Is(err, syscall.ENOSPC):
+		return "the staging directory ran out of space; set TMPDIR to a larger file system"
+	case errors.Is(err, os.ErrPermission):
+		return "podman-migrate needs access to the podman socket and, for checkpoints, a rootful podman"
+	case errors.As(err, &terr):
+		return "check the reference, that the registry is reachable, `podman login` for credentials, and --tls-verify=false for a plain-HTTP registry"
+	case errors.As(err, &perr) && perr.Status == 0:
+		return "start the service with `podman system service --time=0` or point --url at its socket"
+	}
+	return ""
+}

@@ -1,0 +1,42 @@
+// Command podman-migrate moves running Podman containers between hosts
+// through an OCI registry: push checkpoints a container into an image,
+// pull restores that image as a new container on another host.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+)
+
+// Version is stamped at build time with -ldflags "-X main.Version=…".
+var Version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// run executes one command line and returns the process exit code; tests
+// call it in-process with their own writers.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	root := newRootCmd(stdout, stderr)
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return ExitOK
+	}
+	code := exitCode(err)
+	msg := strings.ReplaceAll(err.Error(), "\n", " ")
+	fmt.Fprintf(stderr, "Error: %s\n", msg)
+	if hint := hintFor(err); hint != "" {
+		fmt.Fprintf(stderr, "Hint: %s\n", hint)
+	}
+	return code
+}

@@ -1,0 +1,82 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/spf13/cobra"
+
+	"github.com/podman-migrate/podman-migrate/export"
+	"github.com/podman-migrate/podman-migrate/internal/transfer"
+)
+
+type pushOptions struct {
+	global         *globalOptions
+	leaveRunning   bool
+	tlsVerify      bool
+	authFile       string
+	compression    string
+	tcpEstablished bool
+	fileLocks      bool
+	ignoreRootfs   bool
+	tlsVerifySet   func() bool
+}
+
+func newPushCmd(g *globalOptions) *cobra.Command {
+	o := &pushOptions{global: g}
+	cmd := &cobra.Command{
+		Use:   "push [flags] CONTAINER DEST",
+		Short: "Checkpoint a running container and publish it as an OCI image",
+		Long: `Checkpoint CONTAINER with CRIU and publish the checkpoint to DEST.
+
+DEST is a registry reference (host[:port]/repo:tag) or any containers/image
+transport: docker://host/repo:tag, oci:DIR:TAG, oci-archive:FILE, dir:DIR.
+The container stops (its checkpoint is kept on this host) unless
+--leave-running is given; if anything fails after the checkpoint, it is
+restored here. Prints DEST@DIGEST on success.`,
+		Args: exactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return o.run(cmd.Context(), args, cmd.OutOrStdout())
+		},
+	}
+	f := cmd.Flags()
+	f.BoolVar(&o.leaveRunning, "leave-running", false, "keep the source container running (copy, not move)")
+	f.BoolVar(&o.tlsVerify, "tls-verify", true, "require HTTPS and verify certificates when talking to the registry")
+	f.StringVar(&o.authFile, "authfile", "", "path of the authentication file (default: podman login's)")
+	f.StringVar(&o.compression, "compression-format", "zstd", "layer compression: zstd or gzip")
+	f.BoolVar(&o.tcpEstablished, "tcp-established", false, "checkpoint established TCP connections")
+	f.BoolVar(&o.fileLocks, "file-locks", false, "checkpoint file locks")
+	f.BoolVar(&o.ignoreRootfs, "ignore-rootfs", false, "leave root file-system changes out of the image")
+	o.tlsVerifySet = func() bool { return f.Changed("tls-verify") }
+	return cmd
+}
+
+func (o *pushOptions) run(ctx context.Context, args []string, stdout io.Writer) error {
+	c, err := o.global.client(ctx)
+	if err != nil {
+		return err
+	}
+	dest, dgst, err := export.Push(ctx, c, export.PushOptions{
+		Container:      args[0],
+		Dest:           args[1],
+		LeaveRunning:   o.leaveRunning,
+		TCPEstablished: o.tcpEstablished,
+		FileLocks:      o.fileLocks,
+		IgnoreRootfs:   o.ignoreRootfs,
+		Compression:    o.compression,
+		Transfer: transfer.Options{
+			TLSVerify: transfer.TLSVerify(o.tlsVerifySet(), o.tlsVerify),
+			AuthFile:  o.authFile,
+			Report:    o.global.stderr,
+			UserAgent: "podman-migrate/" + Version,
+		},
+		ToolVersion: Version,
+		Log:         o.global.stderr,
+	})
+	if err != nil {
+		return fmt.Errorf("pushing %q to %q: %w", args[0], args[1], err)
+	}
+	_, err = fmt.Fprintf(stdout, "%s@%s\n", dest, dgst)
+	return err
+}

@@ -1,0 +1,222 @@
+//go:build e2e
+
+// Package e2e migrates real running containers between two podman "hosts"
+// on this machine: host A (this machine's storage) and host B (its own
+// mount namespace, none of A's storage paths visible), through a real
+// registry, with real CRIU. tests/hosts.sh starts them.
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+// env is what tests/hosts.sh up writes to env.json.
+type env struct {
+	Registry  string `json:"REGISTRY"`
+	HostAURL  string `json:"HOST_A_URL"`
+	HostBURL  string `json:"HOST_B_URL"`
+	HostBPID  string `json:"HOST_B_PID"`
+	TestImage string `json:"TEST_IMAGE"`
+	HostAData string `json:"HOST_A_DATA"`
+}
+
+var (
+	hosts    env
+	bin      string // the podman-migrate binary under test
+	repo     string
+	stateDir string
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(testMain(m))
+}
+
+func testMain(m *testing.M) int {
+	if os.Geteuid() != 0 {
+		fmt.Println("SKIP e2e: needs root (podman rootful, CRIU, mount namespaces); run `make test` as root")
+		return 0
+	}
+	_, file, _, _ := runtime.Caller(0)
+	repo = filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+	tmp, err := os.MkdirTemp("", "podman-migrate-e2e-")
+	if err != nil {
+		fmt.Println("e2e:", err)
+		return 1
+	}
+	defer os.RemoveAll(tmp)
+	bin = filepath.Join(tmp, "podman-migrate")
+	build := exec.Command("go", "build", "-tags", "remote exclude_graphdriver_btrfs btrfs_noversion exclude_graphdriver_devicemapper containers_image_openpgp",
+		"-ldflags", "-X main.Version=e2e", "-o", bin, "./plugin")
+	build.Dir = repo
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Printf("e2e: building podman-migrate: %v\n%s", err, out)
+		return 1
+	}
+	stateDir = filepath.Join(tmp, "hosts")
+	up := exec.Command("bash", filepath.Join(repo, "tests", "hosts.sh"), "up", stateDir)
+	up.Stdout, up.Stderr = os.Stderr, os.Stderr
+	down := func() {
+		d := exec.Command("bash", filepath.Join(repo, "tests", "hosts.sh"), "down", stateDir)
+		d.Stdout, d.Stderr = os.Stderr, os.Stderr
+		_ = d.Run()
+	}
+	if err := up.Run(); err != nil {
+		fmt.Printf("e2e: starting the test hosts failed (%v); run `make setup-host` first\n", err)
+		down()
+		return 1
+	}
+	defer down()
+	b, err := os.ReadFile(filepath.Join(stateDir, "env.json"))
+	if err == nil {
+		err = json.Unmarshal(b, &hosts)
+	}
+	if err != nil || hosts.Registry == "" || hosts.HostBURL == "" {
+		fmt.Printf("e2e: reading %s/env.json: %v (%s)\n", stateDir, err, b)
+		return 1
+	}
+	return m.Run()
+}
+
+// result is one finished command.
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+func runCmd(t *testing.T, name string, args ...string) result {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	r := result{stdout: out.String(), stderr: errb.String()}
+	if ee, ok := err.(*exec.ExitError); ok {
+		r.code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("running %s %v: %v", name, args, err)
+	}
+	return r
+}
+
+// migrate runs podman-migrate and logs what it printed.
+func migrate(t *testing.T, args ...string) result {
+	t.Helper()
+	r := runCmd(t, bin, args...)
+	t.Logf("podman-migrate %s -> exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), r.code, r.stdout, r.stderr)
+	return r
+}
+
+// podman runs the podman client against a host's service and fails the
+// test if it fails.
+func podman(t *testing.T, url string, args ...string) string {
+	t.Helper()
+	r := podmanTry(t, url, args...)
+	if r.code != 0 {
+		t.Fatalf("podman %s: exit %d: %s", strings.Join(args, " "), r.code, r.stderr)
+	}
+	return strings.TrimSpace(r.stdout)
+}
+
+func podmanTry(t *testing.T, url string, args ...string) result {
+	t.Helper()
+	return runCmd(t, "podman", append([]string{"--url", url}, args...)...)
+}
+
+// status is what the workload writes to /workload/status.
+type status struct {
+	Boot       string `json:"boot"`
+	Counter    uint64 `json:"counter"`
+	InitialSum string `json:"initial_sum"`
+	Sum        string `json:"sum"`
+	SumAt      uint64 `json:"sum_at"`
+}
+
+func readStatus(t *testing.T, url, ctr string) status {
+	t.Helper()
+	var st status
+	out := podman(t, url, "exec", ctr, "cat", "/workload/status")
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("parsing status %q: %v", out, err)
+	}
+	return st
+}
+
+// waitStatus polls until ok accepts the workload's status. The bound only
+// keeps a broken run from hanging; no assertion depends on timing.
+func waitStatus(t *testing.T, url, ctr string, ok func(status) bool) status {
+	t.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	var st status
+	for time.Now().Before(deadline) {
+		r := podmanTry(t, url, "exec", ctr, "cat", "/workload/status")
+		if r.code == 0 && json.Unmarshal([]byte(r.stdout), &st) == nil && ok(st) {
+			return st
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("container %s never reached the expected state; last status %+v", ctr, st)
+	return st
+}
+
+// startWorkload runs the test workload on host A and waits until it counts.
+func startWorkload(t *testing.T, name string, extra ...string) status {
+	t.Helper()
+	args := append([]string{"run", "-d", "--name", name}, extra...)
+	args = append(args, hosts.TestImage, "/bin/workload", "-mem", "32", "-sum-every", "5")
+	podman(t, hosts.HostAURL, args...)
+	t.Cleanup(func() { podmanTry(t, hosts.HostAURL, "rm", "-f", name) })
+	return waitStatus(t, hosts.HostAURL, name, func(s status) bool { return s.Counter >= 5 })
+}
+
+// checkContinued asserts the container on url carries on from before: same
+// boot, counter past before's, memory checksum recomputed after the restore
+// and equal to the original.
+func checkContinued(t *testing.T, url, ctr string, before status) {
+	t.Helper()
+	if state := podman(t, url, "inspect", "--format", "{{.State.Status}}", ctr); state != "running" {
+		t.Fatalf("container %s is %s, want running", ctr, state)
+	}
+	after := waitStatus(t, url, ctr, func(s status) bool { return s.SumAt > before.Counter })
+	if after.Boot != before.Boot {
+		t.Fatalf("process restarted: boot %s, was %s", after.Boot, before.Boot)
+	}
+	if after.Counter <= before.Counter {
+		t.Fatalf("counter %d did not continue past %d", after.Counter, before.Counter)
+	}
+	if after.Sum != before.InitialSum {
+		t.Fatalf("memory checksum %s after restore, was %s", after.Sum, before.InitialSum)
+	}
+}
+
+func containerNames(t *testing.T, url string) []string {
+	t.Helper()
+	out := podman(t, url, "ps", "-a", "--format", "{{.Names}}")
+	if out == "" {
+		return nil
+	}
+	return strings.Fields(out)
+}
+
+func hasContainer(t *testing.T, url, name string) bool {
+	t.Helper()
+	for _, n := range containerNames(t, url) {
+		if n == name {
+			return true
+		}
+	}
+	return false
+}
+
+// rmB removes a container on host B when the test ends.
+func rmB(t *testing.T, name string) {
+	t.Cleanup(func() { podmanTry(t, hosts.HostBURL, "rm", "-f", name) })
+}

@@ -1,0 +1,232 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+type manifest struct {
+	MediaType string `json:"mediaType"`
+	Layers    []struct {
+		MediaType   string            `json:"mediaType"`
+		Annotations map[string]string `json:"annotations"`
+	} `json:"layers"`
+	Annotations map[string]string `json:"annotations"`
+}
+
+func inspectRaw(t *testing.T, ref string) manifest {
+	t.Helper()
+	r := runCmd(t, "skopeo", "inspect", "--raw", "--tls-verify=false", "docker://"+ref)
+	if r.code != 0 {
+		t.Fatalf("skopeo inspect %s: %s", ref, r.stderr)
+	}
+	var m manifest
+	if err := json.Unmarshal([]byte(r.stdout), &m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// TestMigrateThroughRegistry is the main job: push a running container from
+// A, pull it on isolated B, and find the process carrying on.
+func TestMigrateThroughRegistry(t *testing.T) {
+	src, dst := "e2e-basic-src", "e2e-basic-dst"
+	startWorkload(t, src)
+	podman(t, hosts.HostAURL, "exec", src, "sh", "-c", "echo carried-over > /etc/migrated-marker")
+	before := readStatus(t, hosts.HostAURL, src)
+
+	ref := hosts.Registry + "/e2e/basic:v1"
+	r := migrate(t, "--url", hosts.HostAURL, "push", "--tls-verify=false", src, ref)
+	if r.code != 0 {
+		t.Fatalf("push failed: %s", r.stderr)
+	}
+	out := strings.TrimSpace(r.stdout)
+	if !strings.HasPrefix(out, ref+"@sha256:") || strings.Contains(out, "\n") {
+		t.Fatalf("push printed %q, want %s@sha256:…", out, ref)
+	}
+	if state := podman(t, hosts.HostAURL, "inspect", "--format", "{{.State.Status}}", src); state == "running" {
+		t.Fatalf("source still running after push without --leave-running")
+	}
+
+	m := inspectRaw(t, ref)
+	var roles []string
+	for _, l := range m.Layers {
+		roles = append(roles, l.Annotations["io.podman-migrate.layer.role"])
+		if l.MediaType != "application/vnd.oci.image.layer.v1.tar+zstd" {
+			t.Errorf("layer media type %s, want zstd", l.MediaType)
+		}
+	}
+	if got := strings.Join(roles, ","); got != "metadata,criu,rootfs" {
+		t.Errorf("layer roles %s, want metadata,criu,rootfs", got)
+	}
+	for k, want := range map[string]string{
+		"io.podman.annotations.checkpoint.name":            src,
+		"io.podman.annotations.checkpoint.runtime.name":    "runc",
+		"io.podman.annotations.checkpoint.rootfsImageName": hosts.TestImage,
+		"org.opencontainers.image.base.name":               hosts.TestImage,
+	} {
+		if m.Annotations[k] != want {
+			t.Errorf("annotation %s = %q, want %q", k, m.Annotations[k], want)
+		}
+	}
+	if !strings.HasPrefix(m.Annotations["org.opencontainers.image.base.digest"], "sha256:") {
+		t.Errorf("no base digest annotation: %v", m.Annotations)
+	}
+
+	rmB(t, dst)
+	r = migrate(t, "--url", hosts.HostBURL, "pull", "--tls-verify=false", "--name", dst, out)
+	if r.code != 0 {
+		t.Fatalf("pull failed: %s", r.stderr)
+	}
+	id := strings.TrimSpace(r.stdout)
+	if got := podman(t, hosts.HostBURL, "inspect", "--format", "{{.Id}}", dst); got != id {
+		t.Fatalf("pull printed %q, container %s has ID %q", id, dst, got)
+	}
+	checkContinued(t, hosts.HostBURL, dst, before)
+	if got := podman(t, hosts.HostBURL, "exec", dst, "cat", "/etc/migrated-marker"); got != "carried-over" {
+		t.Fatalf("root file-system change lost: %q", got)
+	}
+}
+
+// TestLeaveRunningToOCILayout copies instead of moving, through a local OCI
+// layout instead of a registry.
+func TestLeaveRunningToOCILayout(t *testing.T) {
+	src, dst := "e2e-copy-src", "e2e-copy-dst"
+	before := startWorkload(t, src)
+	// Not under /var/tmp: host B has its own.
+	dir := filepath.Join(stateDir, "layout")
+	r := migrate(t, "--url", hosts.HostAURL, "push", "--leave-running", "--compression-format", "gzip", src, "oci:"+dir+":copy")
+	if r.code != 0 {
+		t.Fatalf("push failed: %s", r.stderr)
+	}
+	if !strings.HasPrefix(r.stdout, "oci:"+dir+":copy@sha256:") {
+		t.Fatalf("push printed %q", r.stdout)
+	}
+	// The source never stopped: same process, still counting.
+	checkContinued(t, hosts.HostAURL, src, before)
+
+	rmB(t, dst)
+	r = migrate(t, "--url", hosts.HostBURL, "pull", "--name", dst, "oci:"+dir+":copy")
+	if r.code != 0 {
+		t.Fatalf("pull failed: %s", r.stderr)
+	}
+	checkContinued(t, hosts.HostBURL, dst, before)
+}
+
+// TestPodmanRestoresOurImage: plain `podman pull` + `podman container
+// restore IMAGE` on B restores what podman-migrate pushed.
+func TestPodmanRestoresOurImage(t *testing.T) {
+	src := "e2e-interop1"
+	startWorkload(t, src)
+	before := readStatus(t, hosts.HostAURL, src)
+	ref := hosts.Registry + "/e2e/interop1:v1"
+	if r := migrate(t, "--url", hosts.HostAURL, "push", "--tls-verify=false", src, ref); r.code != 0 {
+		t.Fatalf("push failed: %s", r.stderr)
+	}
+	podman(t, hosts.HostAURL, "rm", "-f", src)
+
+	rmB(t, src)
+	t.Cleanup(func() { podmanTry(t, hosts.HostBURL, "rmi", "-f", ref) })
+	podman(t, hosts.HostBURL, "pull", "--tls-verify=false", ref)
+	podman(t, hosts.HostBURL, "container", "restore", ref)
+	checkContinued(t, hosts.HostBURL, src, before)
+}
+
+// TestWePullPodmansImage: podman-migrate pull restores, on isolated B, what
+// `podman container checkpoint --create-image` + `podman push` made on A.
+func TestWePullPodmansImage(t *testing.T) {
+	src, dst := "e2e-interop2", "e2e-interop2-dst"
+	startWorkload(t, src)
+	before := readStatus(t, hosts.HostAURL, src)
+	ref := hosts.Registry + "/e2e/podman-made:v1"
+	podman(t, hosts.HostAURL, "container", "checkpoint", "--create-image", ref, src)
+	t.Cleanup(func() { podmanTry(t, hosts.HostAURL, "rmi", "-f", ref) })
+	podman(t, hosts.HostAURL, "push", "--tls-verify=false", ref)
+
+	rmB(t, dst)
+	r := migrate(t, "--url", hosts.HostBURL, "pull", "--tls-verify=false", "--name", dst, ref)
+	if r.code != 0 {
+		t.Fatalf("pull of podman's checkpoint image failed: %s", r.stderr)
+	}
+	if !strings.Contains(r.stderr, "Removed source-host paths from config.dump") {
+		t.Errorf("podman's image kept its host paths? stderr: %s", r.stderr)
+	}
+	checkContinued(t, hosts.HostBURL, dst, before)
+}
+
+// TestBadInput: clear errors, non-zero exits, nothing created, nothing lost.
+func TestBadInput(t *testing.T) {
+	t.Run("push missing container", func(t *testing.T) {
+		r := migrate(t, "--url", hosts.HostAURL, "push", "--tls-verify=false", "e2e-no-such-container", hosts.Registry+"/e2e/none:v1")
+		if r.code != 5 || !strings.Contains(r.stderr, "no such container") {
+			t.Fatalf("exit %d, stderr %q; want 5 and 'no such container'", r.code, r.stderr)
+		}
+		if rr := runCmd(t, "skopeo", "inspect", "--raw", "--tls-verify=false", "docker://"+hosts.Registry+"/e2e/none:v1"); rr.code == 0 {
+			t.Fatal("an image was pushed for a missing container")
+		}
+	})
+
+	t.Run("pull image that is not a checkpoint", func(t *testing.T) {
+		ref := hosts.Registry + "/e2e/plain:v1"
+		podman(t, hosts.HostAURL, "push", "--tls-verify=false", hosts.TestImage, ref)
+		namesBefore := containerNames(t, hosts.HostBURL)
+		r := migrate(t, "--url", hosts.HostBURL, "pull", "--tls-verify=false", "--name", "e2e-plain", ref)
+		if r.code != 5 || !strings.Contains(r.stderr, "not a checkpoint image") {
+			t.Fatalf("exit %d, stderr %q; want 5 and 'not a checkpoint image'", r.code, r.stderr)
+		}
+		if after := containerNames(t, hosts.HostBURL); len(after) != len(namesBefore) {
+			t.Fatalf("containers on B changed: %v -> %v", namesBefore, after)
+		}
+	})
+
+	t.Run("push to unreachable registry rolls back", func(t *testing.T) {
+		src := "e2e-unreachable"
+		startWorkload(t, src)
+		before := readStatus(t, hosts.HostAURL, src)
+		r := migrate(t, "--url", hosts.HostAURL, "push", "--tls-verify=false", src, "127.0.0.1:1/e2e/x:v1")
+		if r.code != 4 {
+			t.Fatalf("exit %d, want 4 (registry)", r.code)
+		}
+		if !strings.Contains(r.stderr, "127.0.0.1:1") || !strings.Contains(r.stderr, "running again") {
+			t.Fatalf("error does not name the registry and the rollback: %q", r.stderr)
+		}
+		// Restored from its checkpoint: the same process, not a restart.
+		checkContinued(t, hosts.HostAURL, src, before)
+	})
+
+	t.Run("pull of missing image", func(t *testing.T) {
+		r := migrate(t, "--url", hosts.HostBURL, "pull", "--tls-verify=false", hosts.Registry+"/e2e/never-pushed:v1")
+		if r.code != 4 || !strings.Contains(r.stderr, "never-pushed") {
+			t.Fatalf("exit %d, stderr %q; want 4 naming the image", r.code, r.stderr)
+		}
+	})
+}
+
+// TestFailedRestoreLeavesNothing: a restore that podman refuses on B (the
+// bind-mount source exists on A only) leaves no half-made container.
+func TestFailedRestoreLeavesNothing(t *testing.T) {
+	if hosts.HostAData == "" {
+		t.Fatal("hosts.sh gave no HOST_A_DATA directory")
+	}
+	if _, err := os.Stat(hosts.HostAData); err != nil {
+		t.Fatalf("HOST_A_DATA: %v", err)
+	}
+	src := "e2e-bind-src"
+	startWorkload(t, src, "-v", hosts.HostAData+":/data")
+	ref := hosts.Registry + "/e2e/bind:v1"
+	if r := migrate(t, "--url", hosts.HostAURL, "push", "--leave-running", "--tls-verify=false", src, ref); r.code != 0 {
+		t.Fatalf("push failed: %s", r.stderr)
+	}
+	r := migrate(t, "--url", hosts.HostBURL, "pull", "--tls-verify=false", "--name", "e2e-bind-dst", ref)
+	if r.code != 3 || !strings.Contains(r.stderr, "podman:") {
+		t.Fatalf("exit %d, stderr %q; want 3 with podman's error", r.code, r.stderr)
+	}
+	if hasContainer(t, hosts.HostBURL, "e2e-bind-dst") {
+		t.Fatal("the failed restore left a container behind on B")
+	}
+}

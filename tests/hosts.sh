@@ -1,0 +1,562 @@
+#!/usr/bin/env bash
+# hosts.sh: start and stop the test "hosts" of podman-migrate on this machine.
+#
+#   tests/hosts.sh up STATE_DIR       start registry, host A and host B
+#   tests/hosts.sh down STATE_DIR     stop them and remove their data (logs stay)
+#   tests/hosts.sh status STATE_DIR   exit 0 and print STATE_DIR/env if all are up
+#
+# Needs root and a host prepared by contrib/setup-host.sh. HOSTS_TIMEOUT
+# (seconds, default 60) bounds each wait; HOSTS_LOG_LEVEL (default info) is
+# the services' --log-level. Logs: STATE_DIR/registry.log, a/service.log,
+# b/service.log (kept by `down`).
+#
+# After `up`, STATE_DIR/env (shell) and STATE_DIR/env.json (flat JSON) hold:
+#   REGISTRY      127.0.0.1:PORT, a docker-registry over plain HTTP (tls-verify=false)
+#   HOST_A_URL    unix://STATE_DIR/a/podman.sock, podman service on this machine's
+#                 own storage (/var/lib/containers/storage)
+#   HOST_B_URL    unix://STATE_DIR/b/run/podman.sock, podman service in its own
+#                 mount namespace: private storage, /run/containers, /run/libpod,
+#                 /run/runc, /run/netns, /dev/shm, /var/tmp, /etc/containers/networks
+#   HOST_B_PID    `nsenter -t $HOST_B_PID -m podman ...` runs podman as host B
+#   TEST_IMAGE    localhost/podman-migrate-test:latest, same image ID on A and B
+#   TEST_IMAGE_ID, HOST_A_PID, REGISTRY_PID, HOST_A_DATA (a directory that
+#   exists for host A only, as a bind-mount source), STATE_DIR
+#
+# Both hosts share this machine's network namespace (and so the podman0
+# bridge and 10.88.0.0/16): the registry on 127.0.0.1 is reachable from both.
+set -euo pipefail
+
+SCRIPT=$(readlink -f "${BASH_SOURCE[0]}")
+readonly SCRIPT
+readonly SERVICE_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+readonly TEST_IMAGE=localhost/podman-migrate-test:latest
+readonly BASE_DIR=/var/lib/podman-migrate
+readonly BASE_IMAGE_TAR=$BASE_DIR/testbase-image.tar
+readonly TIMEOUT=${HOSTS_TIMEOUT:-60}
+readonly LOG_LEVEL=${HOSTS_LOG_LEVEL:-info}
+# Paths that host B gets its own copy of (tmpfs or a bind of STATE_DIR/b/NAME).
+readonly B_PRIVATE=(/var/lib/containers/storage /var/lib/containers/cache
+	/etc/containers/networks /run/containers /run/libpod /run/runc /run/netns
+	/dev/shm /var/tmp)
+export PATH="$SERVICE_PATH${PATH:+:$PATH}"
+
+log() { printf 'hosts: %s\n' "$*" >&2; }
+warn() { printf 'hosts: WARNING: %s\n' "$*" >&2; }
+die() {
+	printf 'hosts: ERROR: %s\n' "$*" >&2
+	exit 1
+}
+usage() {
+	sed -n '2,11p' "$SCRIPT" | sed 's/^# \{0,1\}//' >&2
+	exit 2
+}
+
+# tail_log FILE: the end of a log file, for error messages.
+tail_log() {
+	[[ -s $1 ]] || return 0
+	printf '\n--- last lines of %s ---\n' "$1"
+	tail -n 15 "$1"
+	printf -- '---'
+}
+
+# abs_state DIR: the absolute path of a state directory, refusing places
+# that host B's mounts would hide from it.
+abs_state() {
+	local d p
+	[[ -n ${1:-} ]] || usage
+	d=$(realpath -m -- "$1")
+	[[ $d != / ]] || die "STATE_DIR must not be /"
+	for p in "${B_PRIVATE[@]}"; do
+		if [[ $d == "$p" || $d == "$p"/* ]]; then
+			die "STATE_DIR $d is under $p, which host B gets a private copy of"
+		fi
+	done
+	printf '%s\n' "$d"
+}
+
+# cmdline PID: the command line of a process, NULs as spaces.
+cmdline() { tr '\0' ' ' 2>/dev/null <"/proc/$1/cmdline" || true; }
+
+# live_pid FILE PATTERN: the PID recorded in FILE if that process still
+# runs and its command line contains PATTERN (guards against PID reuse).
+live_pid() {
+	local pid
+	[[ -s $1 ]] || return 1
+	pid=$(<"$1")
+	[[ $pid =~ ^[0-9]+$ ]] || return 1
+	[[ $(cmdline "$pid") == *"$2"* ]] || return 1
+	printf '%s\n' "$pid"
+}
+
+# spawn PIDFILE LOGFILE CMD...: run CMD detached in a session of its own; its
+# exact PID goes to PIDFILE (sh records itself, then execs CMD).
+spawn() {
+	local pidfile=$1 logfile=$2 i
+	shift 2
+	rm -f "$pidfile"
+	# shellcheck disable=SC2016 # expanded by that sh
+	setsid sh -c 'echo $$ >"$0"; exec "$@"' "$pidfile" "$@" </dev/null >>"$logfile" 2>&1 9>&- &
+	for ((i = 0; i < 100; i++)); do
+		[[ -s $pidfile ]] && return 0
+		sleep 0.05
+	done
+	die "could not start $1 (no PID recorded)"
+}
+
+ping_sock() {
+	[[ $(curl -sf --max-time 2 --unix-socket "$1" http://d/_ping 2>/dev/null) == OK ]]
+}
+
+# wait_ready WHAT PID LOG CHECK...: wait until CHECK succeeds while PID lives.
+wait_ready() {
+	local what=$1 pid=$2 logfile=$3 deadline=$((SECONDS + TIMEOUT))
+	shift 3
+	until "$@"; do
+		if [[ ! -d /proc/$pid ]]; then
+			die "$what exited during start-up (log: $logfile)$(tail_log "$logfile")"
+		fi
+		if ((SECONDS >= deadline)); then
+			die "$what not ready after ${TIMEOUT}s (log: $logfile)$(tail_log "$logfile")"
+		fi
+		sleep 0.1
+	done
+}
+
+# stop_pids PID NAME [PID NAME]...: SIGTERM to all at once (podman takes
+# 1-2 s to shut down), then SIGKILL to whatever is left after 10 s.
+stop_pids() {
+	local -A name=()
+	local pid i
+	local -a left
+	while (($# >= 2)); do
+		name[$1]=$2
+		kill -TERM "$1" 2>/dev/null || true
+		shift 2
+	done
+	for ((i = 0; i < 200; i++)); do
+		left=()
+		for pid in "${!name[@]}"; do [[ -d /proc/$pid ]] && left+=("$pid"); done
+		((${#left[@]} > 0)) || break
+		if ((i == 100)); then
+			warn "still running 10 s after SIGTERM, killing: ${left[*]}"
+			kill -KILL "${left[@]}" 2>/dev/null || true
+		fi
+		sleep 0.1
+	done
+	for pid in "${!name[@]}"; do
+		if [[ -d /proc/$pid ]]; then
+			warn "${name[$pid]} (pid $pid) still there after SIGKILL"
+		else
+			log "stopped ${name[$pid]} (pid $pid)"
+		fi
+	done
+}
+
+free_port() {
+	python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' 2>/dev/null ||
+		echo $((20000 + RANDOM % 30000))
+}
+
+# b_podman STATE ARGS...: podman as host B (its mount namespace, local CLI).
+b_podman() {
+	local state=$1 pid
+	shift
+	pid=$(<"$state/b/pid")
+	nsenter -t "$pid" -m -- env PATH="$SERVICE_PATH" podman "$@"
+}
+
+# ---------------------------------------------------------------------- up
+
+start_registry() {
+	local state=$1 port attempt pid
+	mkdir -p "$state/registry-data"
+	for attempt in 1 2 3 4 5; do
+		port=$(free_port)
+		cat >"$state/registry.yml" <<EOF
+version: 0.1
+log:
+  level: info
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $state/registry-data
+  delete:
+    enabled: true
+  maintenance:
+    uploadpurging:
+      enabled: false
+http:
+  addr: 127.0.0.1:$port
+EOF
+		spawn "$state/registry.pid" "$state/registry.log" docker-registry serve "$state/registry.yml"
+		pid=$(<"$state/registry.pid")
+		local deadline=$((SECONDS + TIMEOUT))
+		while [[ -d /proc/$pid ]] && ((SECONDS < deadline)); do
+			if curl -sf --max-time 2 "http://127.0.0.1:$port/v2/" >/dev/null; then
+				REGISTRY_PORT=$port
+				log "registry: 127.0.0.1:$port (pid $pid, data $state/registry-data)"
+				return 0
+			fi
+			sleep 0.1
+		done
+		if [[ -d /proc/$pid ]]; then
+			die "registry not answering on 127.0.0.1:$port after ${TIMEOUT}s (log: $state/registry.log)$(tail_log "$state/registry.log")"
+		fi
+		if grep -q 'address already in use' "$state/registry.log"; then
+			warn "port $port taken (attempt $attempt), trying another"
+			continue
+		fi
+		die "registry exited during start-up (log: $state/registry.log)$(tail_log "$state/registry.log")"
+	done
+	die "no free port for the registry (log: $state/registry.log)"
+}
+
+start_host_a() {
+	local state=$1 pid sock=$1/a/podman.sock
+	rm -f "$sock"
+	spawn "$state/a/pid" "$state/a/service.log" \
+		env PATH="$SERVICE_PATH" podman --log-level="$LOG_LEVEL" system service --time=0 "unix://$sock"
+	pid=$(<"$state/a/pid")
+	wait_ready "host A podman service" "$pid" "$state/a/service.log" ping_sock "$sock"
+	log "host A: unix://$sock (pid $pid, storage /var/lib/containers/storage)"
+}
+
+# Runs inside host B's new mount namespace (via unshare), then becomes
+# host B's podman service, keeping the PID that `up` recorded.
+b_init() {
+	local state=$1 d
+	mount --make-rprivate /
+	for d in storage cache networks vartmp; do
+		[[ -d $state/b/$d ]] || die "missing $state/b/$d"
+	done
+	mount --bind "$state/b/storage" /var/lib/containers/storage
+	mount --bind "$state/b/cache" /var/lib/containers/cache
+	mount --bind "$state/b/networks" /etc/containers/networks
+	mount -t tmpfs -o mode=0700 tmpfs /run/containers
+	mount -t tmpfs -o mode=0700 tmpfs /run/libpod
+	mount -t tmpfs -o mode=0700 tmpfs /run/runc
+	mount -t tmpfs -o mode=0755 tmpfs /run/netns
+	mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /dev/shm
+	mount --bind "$state/b/vartmp" /var/tmp
+	log "host B: mount namespace $(readlink /proc/self/ns/mnt) ready, starting podman"
+	exec env PATH="$SERVICE_PATH" podman --log-level="$LOG_LEVEL" system service --time=0 \
+		"unix://$state/b/run/podman.sock"
+}
+
+# check_isolation STATE: every private path must be another file in B than
+# in A, and nothing of host A's runroot may show through.
+check_isolation() {
+	local state=$1 p a b out ids=()
+	[[ $(readlink "/proc/$(<"$state/b/pid")/ns/mnt") != "$(readlink /proc/self/ns/mnt)" ]] ||
+		die "host B runs in host A's mount namespace"
+	for p in "${B_PRIVATE[@]}"; do
+		a=$(stat -c '%d:%i' "$p")
+		b=$(nsenter -t "$(<"$state/b/pid")" -m -- stat -c '%d:%i' "$p")
+		[[ $a != "$b" ]] || die "isolation check: $p is the same directory on host A and host B ($a)"
+	done
+	if [[ -d /run/containers/storage/overlay-containers ]]; then
+		mapfile -t ids < <(find /run/containers/storage/overlay-containers -mindepth 1 -maxdepth 1 -type d -printf '%f\n')
+	fi
+	if ((${#ids[@]} > 0)); then
+		# shellcheck disable=SC2016 # expanded by that sh
+		out=$(nsenter -t "$(<"$state/b/pid")" -m -- sh -c \
+			'for id; do [ -e "/run/containers/storage/overlay-containers/$id" ] && echo "$id"; done; true' sh "${ids[@]}")
+		[[ -z $out ]] || die "isolation check: host B sees host A's runroot entries: $out"
+	fi
+	nsenter -t "$(<"$state/b/pid")" -m -- test ! -e "$(a_data "$state")" ||
+		die "isolation check: host B sees host A's data directory $(a_data "$state")"
+	log "isolation check OK: ${#B_PRIVATE[@]} paths differ between A and B (${B_PRIVATE[*]}); B sees none of A's ${#ids[@]} runroot container dirs"
+}
+
+start_host_b() {
+	local state=$1 pid sock=$1/b/run/podman.sock p
+	# Mount points must exist in the shared tree before B mounts over them.
+	for p in "${B_PRIVATE[@]}"; do mkdir -p "$p"; done
+	rm -f "$sock"
+	spawn "$state/b/pid" "$state/b/service.log" \
+		unshare --mount --propagation private -- "$SCRIPT" _b-init "$state"
+	pid=$(<"$state/b/pid")
+	wait_ready "host B podman service" "$pid" "$state/b/service.log" ping_sock "$sock"
+	readlink "/proc/$pid/ns/mnt" >"$state/b/mntns"
+	log "host B: unix://$sock (pid $pid, $(<"$state/b/mntns"), storage $state/b/storage)"
+	check_isolation "$state"
+
+	local want got
+	want=$(podman image inspect --format '{{.Id}}' "$TEST_IMAGE") ||
+		die "$TEST_IMAGE missing on host A: run contrib/setup-host.sh"
+	log "host B: loading $BASE_IMAGE_TAR"
+	b_podman "$state" load -q -i "$BASE_IMAGE_TAR" >>"$state/b/service.log" 2>&1 ||
+		die "podman load on host B failed (log: $state/b/service.log)$(tail_log "$state/b/service.log")"
+	got=$(b_podman "$state" images --format '{{.Repository}}:{{.Tag}} {{.ID}}' --noheading --no-trunc |
+		awk -v img="$TEST_IMAGE" '$1 == img { print $2 }')
+	got=${got#sha256:}
+	[[ -n $got ]] || die "host B does not list $TEST_IMAGE after podman load"
+	[[ $got == "$want" ]] ||
+		die "$TEST_IMAGE has ID $got on host B but $want on host A: run contrib/setup-host.sh (it re-saves $BASE_IMAGE_TAR)"
+	TEST_IMAGE_ID=$want
+	log "host B: $TEST_IMAGE loaded, same ID as on A (${want:0:12})"
+
+	local v
+	v=$(nsenter -t "$pid" -m -- env PATH="$SERVICE_PATH" criu --version 2>/dev/null | sed -n 's/^Version: *//p')
+	[[ -n $v ]] || die "criu does not run in host B's namespace"
+	log "host B: criu $v ($(nsenter -t "$pid" -m -- env PATH="$SERVICE_PATH" sh -c 'command -v criu'))"
+}
+
+# a_data STATE: host A's bind-mount source. It lives in A's /var/tmp, which
+# host B has its own copy of, so the path does not exist on B, as on a real
+# second host.
+a_data() {
+	printf '/var/tmp/podman-migrate-a-data-%s\n' "$(printf '%s' "$1" | sha256sum | cut -c1-12)"
+}
+
+json_str() {
+	local s=$1
+	s=${s//\\/\\\\}
+	s=${s//\"/\\\"}
+	printf '"%s"' "$s"
+}
+
+write_env() {
+	local state=$1 k sep=""
+	local -a keys=(REGISTRY HOST_A_URL HOST_B_URL HOST_B_PID TEST_IMAGE TEST_IMAGE_ID
+		HOST_A_PID REGISTRY_PID HOST_A_DATA STATE_DIR)
+	local -A v=(
+		[REGISTRY]="127.0.0.1:$REGISTRY_PORT"
+		[HOST_A_URL]="unix://$state/a/podman.sock"
+		[HOST_B_URL]="unix://$state/b/run/podman.sock"
+		[HOST_B_PID]="$(<"$state/b/pid")"
+		[TEST_IMAGE]="$TEST_IMAGE"
+		[TEST_IMAGE_ID]="$TEST_IMAGE_ID"
+		[HOST_A_PID]="$(<"$state/a/pid")"
+		[REGISTRY_PID]="$(<"$state/registry.pid")"
+		[HOST_A_DATA]="$(a_data "$state")"
+		[STATE_DIR]="$state"
+	)
+	{
+		for k in "${keys[@]}"; do printf '%s=%q\n' "$k" "${v[$k]}"; done
+	} >"$state/env.tmp"
+	{
+		printf '{'
+		for k in "${keys[@]}"; do
+			printf '%s\n  %s: %s' "$sep" "$(json_str "$k")" "$(json_str "${v[$k]}")"
+			sep=","
+		done
+		printf '\n}\n'
+	} >"$state/env.json.tmp"
+	mv -f "$state/env.json.tmp" "$state/env.json"
+	mv -f "$state/env.tmp" "$state/env"
+}
+
+# is_up STATE: all three services alive and answering.
+is_up() {
+	local state=$1 port
+	[[ -s $state/env ]] || return 1
+	live_pid "$state/registry.pid" "$state/registry.yml" >/dev/null || return 1
+	live_pid "$state/a/pid" "unix://$state/a/podman.sock" >/dev/null || return 1
+	live_pid "$state/b/pid" "unix://$state/b/run/podman.sock" >/dev/null || return 1
+	port=$(sed -n 's/^REGISTRY=127\.0\.0\.1://p' "$state/env")
+	curl -sf --max-time 2 "http://127.0.0.1:$port/v2/" >/dev/null || return 1
+	ping_sock "$state/a/podman.sock" && ping_sock "$state/b/run/podman.sock"
+}
+
+preflight() {
+	local c
+	[[ $(id -u) -eq 0 ]] || die "must run as root"
+	for c in podman docker-registry curl unshare nsenter findmnt setsid criu; do
+		command -v "$c" >/dev/null || die "$c not found: run contrib/setup-host.sh"
+	done
+	[[ -f $BASE_IMAGE_TAR ]] || die "$BASE_IMAGE_TAR missing: run contrib/setup-host.sh"
+}
+
+UP_STATE=""
+up_failed() {
+	local rc=$?
+	[[ -n $UP_STATE ]] || exit "$rc"
+	trap - EXIT
+	printf 'hosts: up failed; cleaning up what it started (logs: %s/registry.log, %s/a/service.log, %s/b/service.log)\n' \
+		"$UP_STATE" "$UP_STATE" "$UP_STATE" >&2
+	do_down "$UP_STATE" || true
+	exit 1
+}
+
+do_up() {
+	local state=$1 t0=$SECONDS
+	preflight
+	mkdir -p "$state"
+	if is_up "$state"; then
+		log "already up in $state"
+		return 0
+	fi
+	do_down "$state" quiet
+	mkdir -p "$state"/{a,b/run,b/storage,b/cache,b/networks,b/vartmp,registry-data} "$(a_data "$state")"
+	chmod 700 "$state/b/storage" "$state/b/cache" "$state/b/networks"
+	chmod 1777 "$state/b/vartmp"
+	: >"$state/registry.log"
+	: >"$state/a/service.log"
+	: >"$state/b/service.log"
+	UP_STATE=$state
+	trap up_failed EXIT
+	trap 'exit 1' INT TERM HUP
+	start_registry "$state"
+	start_host_a "$state"
+	start_host_b "$state"
+	write_env "$state"
+	UP_STATE=""
+	trap - EXIT INT TERM HUP
+	log "up in $((SECONDS - t0))s; environment in $state/env and $state/env.json:"
+	sed 's/^/  /' "$state/env" >&2
+}
+
+# -------------------------------------------------------------------- down
+
+# ppid_closure PID...: the PIDs given plus all their descendants.
+ppid_closure() {
+	cat /proc/[0-9]*/stat 2>/dev/null | awk -v seeds="$*" '
+		BEGIN { n = split(seeds, s, " "); for (i = 1; i <= n; i++) in_[s[i]] = 1 }
+		{ r = $0; sub(/^.*\) /, "", r); split(r, a, " "); parent[$1] = a[2] }
+		END {
+			do {
+				ch = 0
+				for (p in parent) if (!(p in in_) && (parent[p] in in_)) { in_[p] = 1; ch = 1 }
+			} while (ch)
+			for (p in in_) print p
+		}'
+}
+
+# b_owns_pid STATE PID: the process's root is an overlay whose upper layer
+# is in host B's storage.
+b_owns_pid() {
+	local layer
+	layer=$(awk '$5 == "/" && / - overlay / && match($0, /upperdir=[^,]*\/diff/) {
+		s = substr($0, RSTART, RLENGTH); sub(/\/diff$/, "", s); sub(/.*\//, "", s); print s; exit
+	}' "/proc/$2/mountinfo" 2>/dev/null) || return 1
+	[[ $layer =~ ^[0-9a-f]+$ && -d $1/b/storage/overlay/$layer ]]
+}
+
+# kill_b_leftovers STATE: whatever still runs of host B: processes in its
+# mount namespace (conmon, podman) and their descendants (containers), and
+# processes in the cgroups of B's containers.
+kill_b_leftovers() {
+	local state=$1 ns="" p pids=() ids=() id f
+	[[ -s $state/b/mntns ]] && ns=$(<"$state/b/mntns")
+	if [[ -n $ns ]]; then
+		if [[ $ns == "$(readlink /proc/1/ns/mnt)" || $ns == "$(readlink /proc/self/ns/mnt)" ]]; then
+			warn "recorded host B namespace $ns is the machine's own: not killing by namespace"
+		else
+			for p in /proc/[0-9]*; do
+				[[ $(readlink "$p/ns/mnt" 2>/dev/null) == "$ns" ]] && pids+=("${p#/proc/}")
+			done
+		fi
+	fi
+	if [[ -f $state/b/storage/overlay-containers/containers.json ]]; then
+		mapfile -t ids < <(grep -o '"id":"[0-9a-f]\{64\}"' "$state/b/storage/overlay-containers/containers.json" |
+			cut -d'"' -f4)
+	fi
+	# Both hosts share the machine's cgroup tree, and a container restored
+	# with its ID keeps its cgroup path: take a process from such a cgroup
+	# only if its root file system is a layer in B's storage.
+	for id in "${ids[@]}"; do
+		while IFS= read -r f; do
+			while IFS= read -r p; do
+				b_owns_pid "$state" "$p" && pids+=("$p")
+			done <"$f"
+		done < <(find /sys/fs/cgroup -maxdepth 5 -type f -name cgroup.procs -path "*$id*" 2>/dev/null)
+	done
+	((${#pids[@]} > 0)) || return 0
+	mapfile -t pids < <(ppid_closure "${pids[@]}")
+	log "killing ${#pids[@]} leftover host B processes: ${pids[*]}"
+	kill -KILL "${pids[@]}" 2>/dev/null || true
+	for ((p = 0; p < 50; p++)); do
+		local alive=0
+		for f in "${pids[@]}"; do [[ -d /proc/$f ]] && alive=1; done
+		((alive)) || break
+		sleep 0.1
+	done
+	# Empty cgroups that B's podman would have removed.
+	for id in "${ids[@]}"; do
+		find /sys/fs/cgroup -maxdepth 5 -depth -type d -name "*$id*" -exec rmdir {} + 2>/dev/null || true
+	done
+}
+
+do_down() {
+	local state=$1 quiet=${2:-} pid m
+	if [[ ! -d $state ]]; then
+		[[ -n $quiet ]] || log "nothing in $state"
+		return 0
+	fi
+	rm -f "$state/env" "$state/env.json"
+
+	# Host B: remove its containers through its own podman (tears down their
+	# networks properly), then stop all services, then kill whatever is left
+	# in B's namespace.
+	local stop=()
+	if pid=$(live_pid "$state/b/pid" "$state/b/run/podman.sock"); then
+		if ping_sock "$state/b/run/podman.sock"; then
+			timeout 60 nsenter -t "$pid" -m -- env PATH="$SERVICE_PATH" podman rm -af -t 0 \
+				>>"$state/b/service.log" 2>&1 || warn "podman rm -af on host B failed (log: $state/b/service.log)"
+		fi
+		stop+=("$pid" "host B podman service")
+	elif pid=$(live_pid "$state/b/pid" "_b-init $state"); then
+		stop+=("$pid" "host B start-up")
+	fi
+	if pid=$(live_pid "$state/a/pid" "unix://$state/a/podman.sock"); then
+		stop+=("$pid" "host A podman service")
+	fi
+	if pid=$(live_pid "$state/registry.pid" "$state/registry.yml"); then
+		stop+=("$pid" "registry")
+	fi
+	((${#stop[@]} == 0)) || stop_pids "${stop[@]}"
+	kill_b_leftovers "$state"
+
+	# Nothing of B's should be mounted here (its mounts lived in its own
+	# namespace), but never rm -rf through a mount.
+	while IFS= read -r m; do
+		[[ -n $m ]] || continue
+		warn "unmounting leftover $m"
+		umount -R "$m" 2>/dev/null || umount -l "$m" || true
+	done < <(findmnt -rn -o TARGET | awk -v s="$state/" 'index($0, s) == 1' | sort -r)
+	if findmnt -rn -o TARGET | awk -v s="$state/" 'index($0, s) == 1 { found = 1 } END { exit !found }'; then
+		die "mounts remain under $state; not removing its data"
+	fi
+
+	rm -rf --one-file-system -- "$state/b/storage" "$state/b/cache" "$state/b/networks" "$state/b/vartmp" \
+		"$state/b/run" "$state/registry-data" "$(a_data "$state")"
+	rm -f -- "$state/a/podman.sock" "$state/a/pid" "$state/b/pid" "$state/b/mntns" \
+		"$state/registry.pid" "$state/registry.yml" "$state/env.tmp" "$state/env.json.tmp"
+	[[ -n $quiet ]] || log "down: $state cleaned (logs kept)"
+}
+
+# -------------------------------------------------------------------- main
+
+cmd=${1:-}
+case $cmd in
+up | down | status)
+	[[ $# -eq 2 ]] || usage
+	state=$(abs_state "$2")
+	if [[ $cmd != up && ! -d $state ]]; then
+		log "nothing in $state"
+		[[ $cmd == down ]]
+		exit
+	fi
+	mkdir -p "$state"
+	# One up/down at a time per STATE_DIR; services get the lock fd closed.
+	exec 9>"$state/.lock"
+	flock 9
+	case $cmd in
+	up) do_up "$state" ;;
+	down) do_down "$state" ;;
+	status)
+		if is_up "$state"; then cat "$state/env"; else
+			log "not up in $state"
+			exit 1
+		fi
+		;;
+	esac
+	;;
+_b-init)
+	[[ $# -eq 2 ]] || usage
+	b_init "$2"
+	;;
+*) usage ;;
+esac
