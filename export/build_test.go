@@ -52,10 +52,10 @@ func TestRoundTrip(t *testing.T) {
 					t.Errorf("media type %q, want %q", l.Desc.MediaType, wantType)
 				}
 			}
-			if diff := cmp.Diff([]string{"metadata/", "criu/", "rootfs/", "volume/data"}, roles); diff != "" {
+			if diff := cmp.Diff([]string{"metadata/", "criu/", "rootfs/", "volume/fixvol"}, roles); diff != "" {
 				t.Fatalf("layer order (-want +got):\n%s", diff)
 			}
-			if b.Manifest.Annotations[ckpt.AnnName] != "web" {
+			if b.Manifest.Annotations[ckpt.AnnName] != "fixture" {
 				t.Errorf("annotations: %v", b.Manifest.Annotations)
 			}
 			if len(b.Cleared) == 0 || !b.Config.IsNeutral() {
@@ -101,7 +101,7 @@ func TestRoundTrip(t *testing.T) {
 					t.Errorf("config.dump still has %s", k)
 				}
 			}
-			if cfg["name"] != "web" || cfg["unknownFuture"] == nil {
+			if cfg["name"] != "fixture" || cfg["namedVolumes"] == nil || cfg["spec"] == nil {
 				t.Errorf("config.dump lost fields: %v", cfg)
 			}
 		})

@@ -61,7 +61,7 @@ func TestOpenRejects(t *testing.T) {
 			ckpttest.Entry{Name: "lib/shadow", Body: []byte("x")}))}}, podmanAnn, tarsafe.ErrUnsafe},
 		{"rootfs diff relative link out", []ckpttest.Layer{{Tar: replace(t, ckpt.RootfsDiffTar, nested(ckpttest.Entry{Name: "a", Type: tar.TypeSymlink, Linkname: "../../../"}))}}, podmanAnn, tarsafe.ErrUnsafe},
 		{"rootfs diff device", []ckpttest.Layer{{Tar: replace(t, ckpt.RootfsDiffTar, nested(ckpttest.Entry{Name: "dev/sda", Type: tar.TypeBlock}))}}, podmanAnn, tarsafe.ErrUnsafe},
-		{"volume tar climbing out", []ckpttest.Layer{{Tar: replace(t, "volumes/data.tar", nested(ckpttest.Entry{Name: "../x", Body: []byte("x")}))}}, podmanAnn, tarsafe.ErrUnsafe},
+		{"volume tar climbing out", []ckpttest.Layer{{Tar: replace(t, "volumes/fixvol.tar", nested(ckpttest.Entry{Name: "../x", Body: []byte("x")}))}}, podmanAnn, tarsafe.ErrUnsafe},
 		{"deleted.files climbing out", []ckpttest.Layer{{Tar: replace(t, ckpt.DeletedFiles, []byte(`["/../../../etc"]`))}}, podmanAnn, tarsafe.ErrUnsafe},
 		{"deleted.files root", []ckpttest.Layer{{Tar: replace(t, ckpt.DeletedFiles, []byte(`["/"]`))}}, podmanAnn, tarsafe.ErrUnsafe},
 		{"deleted.files not JSON", []ckpttest.Layer{{Tar: replace(t, ckpt.DeletedFiles, []byte(`rm -rf`))}}, podmanAnn, tarsafe.ErrUnsafe},

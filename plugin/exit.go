@@ -21,6 +21,8 @@ const (
 	ExitPodman   = 3
 	ExitRegistry = 4
 	ExitInput    = 5
+	// ExitInterrupted follows the shell's 128+SIGINT.
+	ExitInterrupted = 130
 )
 
 func exitCode(err error) int {

@@ -32,11 +32,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err == nil {
 		return ExitOK
 	}
-	code := exitCode(err)
 	msg := strings.ReplaceAll(err.Error(), "\n", " ")
+	if ctx.Err() != nil {
+		fmt.Fprintf(stderr, "Error: interrupted: %s\n", msg)
+		return ExitInterrupted
+	}
 	fmt.Fprintf(stderr, "Error: %s\n", msg)
 	if hint := hintFor(err); hint != "" {
 		fmt.Fprintf(stderr, "Hint: %s\n", hint)
 	}
-	return code
+	return exitCode(err)
 }

@@ -6,7 +6,7 @@ package ckpttest
 import (
 	"archive/tar"
 	"bytes"
-	"encoding/json"
+	_ "embed"
 	"math/rand"
 	"sort"
 	"testing"
@@ -22,32 +22,21 @@ type Entry struct {
 	Mode     int64
 }
 
-// ConfigDump is a config.dump as podman 4.3.1 writes it (the fields that
-// matter here), for a container "web" with a named volume "data".
-func ConfigDump() []byte {
-	id := "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
-	ud := "/var/lib/containers/storage/overlay-containers/" + id + "/userdata"
-	cfg := map[string]any{
-		"id":              id,
-		"name":            "web",
-		"rootfsImageID":   "feedfeedfeedfeedfeedfeedfeedfeedfeedfeedfeedfeedfeedfeedfeedfeed",
-		"rootfsImageName": "localhost/podman-migrate-test:latest",
-		"rawImageName":    "localhost/podman-migrate-test:latest",
-		"runtime":         "runc",
-		"conmonPidFile":   "/run/containers/storage/overlay-containers/" + id + "/userdata/conmon.pid",
-		"pid_file":        "/run/containers/storage/overlay-containers/" + id + "/userdata/pidfile",
-		"ShmDir":          ud + "/shm",
-		"staticDir":       ud,
-		"secretsPath":     ud + "/secrets",
-		"logPath":         ud + "/ctr.log",
-		"mounts":          []string{ud + "/shm", "/srv/keep"},
-		"namedVolumes":    []map[string]any{{"Name": "data", "Dest": "/data"}},
-		"unknownFuture":   map[string]any{"x": 1.5, "y": []int{1, 2}},
-		"spec":            map[string]any{"mounts": []map[string]string{{"destination": "/data", "source": "/srv/a", "type": "bind"}}},
-	}
-	b, _ := json.Marshal(cfg)
-	return b
-}
+// Captured from podman 4.3.1 on the project's machine kind: the checkpoint
+// export of a container "fixture" with a named volume "fixvol" (at /data)
+// and a bind mount /srv:/srv2.
+var (
+	//go:embed testdata/config.dump
+	configDump []byte
+	//go:embed testdata/spec.dump
+	specDump []byte
+	//go:embed testdata/network.status
+	networkStatus []byte
+)
+
+// ConfigDump is a real config.dump, with the source host's storage paths
+// in it.
+func ConfigDump() []byte { return append([]byte(nil), configDump...) }
 
 // Tar returns a tar archive of the entries, in order.
 func Tar(t testing.TB, entries []Entry) []byte {
@@ -106,8 +95,8 @@ func Archive(t testing.TB) []Entry {
 		{Name: "artifacts/", Type: tar.TypeDir},
 		{Name: "devshm-checkpoint.tar", Body: Tar(t, nil)},
 		{Name: "config.dump", Body: ConfigDump()},
-		{Name: "spec.dump", Body: []byte(`{"ociVersion":"1.0.2","mounts":[{"destination":"/data","source":"/srv/a","type":"bind"}]}`)},
-		{Name: "network.status", Body: []byte(`{}`)},
+		{Name: "spec.dump", Body: specDump},
+		{Name: "network.status", Body: networkStatus},
 		{Name: "stats-dump", Body: []byte{1, 2, 3}},
 		{Name: "checkpoint/", Type: tar.TypeDir},
 		{Name: "checkpoint/inventory.img", Body: []byte("inventory")},
@@ -115,7 +104,7 @@ func Archive(t testing.TB) []Entry {
 		{Name: "rootfs-diff.tar", Body: rootfs},
 		{Name: "deleted.files", Body: []byte(`["/etc/old"]`)},
 		{Name: "volumes/", Type: tar.TypeDir},
-		{Name: "volumes/data.tar", Body: volume},
+		{Name: "volumes/fixvol.tar", Body: volume},
 	}
 }
 

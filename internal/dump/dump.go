@@ -72,7 +72,7 @@ func (c *Config) RootfsImageID() string { return c.String("rootfsImageID") }
 func (c *Config) RootfsImageName() string { return c.String("rootfsImageName") }
 
 // RawImageName is the image name as the user gave it.
-func (c *Config) RawImageName() string { return c.String("rawImageName") }
+func (c *Config) RawImageName() string { return c.String("RawImageName") }
 
 // Runtime is the OCI runtime named at creation ("" means the default).
 func (c *Config) Runtime() string { return c.String("runtime") }
@@ -83,7 +83,7 @@ func (c *Config) Pod() string { return c.String("pod") }
 // NamedVolumes lists the names of the container's named volumes.
 func (c *Config) NamedVolumes() []string {
 	var vols []struct {
-		Name string `json:"Name"`
+		Name string `json:"volumeName"`
 	}
 	if v, ok := c.raw["namedVolumes"]; ok {
 		_ = json.Unmarshal(v, &vols)

@@ -3,8 +3,12 @@
 package e2e
 
 import (
+	"bufio"
 	"encoding/json"
+	"errors"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -68,6 +72,7 @@ func TestMigrateThroughRegistry(t *testing.T) {
 		"io.podman.annotations.checkpoint.name":            src,
 		"io.podman.annotations.checkpoint.runtime.name":    "runc",
 		"io.podman.annotations.checkpoint.rootfsImageName": hosts.TestImage,
+		"io.podman.annotations.checkpoint.rawImageName":    hosts.TestImage,
 		"org.opencontainers.image.base.name":               hosts.TestImage,
 	} {
 		if m.Annotations[k] != want {
@@ -110,10 +115,53 @@ func TestLeaveRunningToOCILayout(t *testing.T) {
 	// The source never stopped: same process, still counting.
 	checkContinued(t, hosts.HostAURL, src, before)
 
+	// Both copies run at once on one network here: B's gets a new address.
 	rmB(t, dst)
-	r = migrate(t, "--url", hosts.HostBURL, "pull", "--name", dst, "oci:"+dir+":copy")
+	r = migrate(t, "--url", hosts.HostBURL, "pull", "--name", dst, "--ignore-static-ip", "--ignore-static-mac",
+		"--publish", "127.0.0.1:18099:8080", "oci:"+dir+":copy")
 	if r.code != 0 {
 		t.Fatalf("pull failed: %s", r.stderr)
+	}
+	checkContinued(t, hosts.HostBURL, dst, before)
+	ipA := podman(t, hosts.HostAURL, "inspect", "--format", "{{.NetworkSettings.IPAddress}}", src)
+	ipB := podman(t, hosts.HostBURL, "inspect", "--format", "{{.NetworkSettings.IPAddress}}", dst)
+	if ipA == ipB {
+		t.Errorf("--ignore-static-ip: both copies have address %s", ipA)
+	}
+	if ports := podman(t, hosts.HostBURL, "port", dst); !strings.Contains(ports, "127.0.0.1:18099") {
+		t.Errorf("--publish not applied: podman port says %q", ports)
+	}
+}
+
+// TestNamedVolumeTravels: each named volume gets its own layer and arrives
+// with its content.
+func TestNamedVolumeTravels(t *testing.T) {
+	src, dst, vol := "e2e-vol-src", "e2e-vol-dst", "e2e-vol-data"
+	t.Cleanup(func() { podmanTry(t, hosts.HostAURL, "volume", "rm", "-f", vol) })
+	before := startWorkload(t, src, "-v", vol+":/data")
+	podman(t, hosts.HostAURL, "exec", src, "sh", "-c", "echo in-the-volume > /data/hello")
+	ref := hosts.Registry + "/e2e/volume:v1"
+	if r := migrate(t, "--url", hosts.HostAURL, "push", "--tls-verify=false", src, ref); r.code != 0 {
+		t.Fatalf("push failed: %s", r.stderr)
+	}
+	m := inspectRaw(t, ref)
+	last := m.Layers[len(m.Layers)-1].Annotations
+	if len(m.Layers) != 4 || last["io.podman-migrate.layer.role"] != "volume" || last["io.podman-migrate.layer.volume"] != vol {
+		t.Fatalf("want metadata, criu, rootfs and a volume layer for %s; got %+v", vol, m.Layers)
+	}
+	rmB(t, dst)
+	t.Cleanup(func() { podmanTry(t, hosts.HostBURL, "volume", "rm", "-f", vol) })
+	if r := migrate(t, "--url", hosts.HostBURL, "pull", "--tls-verify=false", "--name", dst, ref); r.code != 0 {
+		t.Fatalf("pull failed: %s", r.stderr)
+	}
+	checkContinued(t, hosts.HostBURL, dst, before)
+	if got := podman(t, hosts.HostBURL, "exec", dst, "cat", "/data/hello"); got != "in-the-volume" {
+		t.Fatalf("volume content on B: %q", got)
+	}
+	// The same image again under the same name must be refused, untouched.
+	r := migrate(t, "--url", hosts.HostBURL, "pull", "--tls-verify=false", "--name", dst, ref)
+	if r.code != 5 || !strings.Contains(r.stderr, "already exists") {
+		t.Fatalf("second pull: exit %d, stderr %q; want 5, already exists", r.code, r.stderr)
 	}
 	checkContinued(t, hosts.HostBURL, dst, before)
 }
@@ -229,4 +277,54 @@ func TestFailedRestoreLeavesNothing(t *testing.T) {
 	if hasContainer(t, hosts.HostBURL, "e2e-bind-dst") {
 		t.Fatal("the failed restore left a container behind on B")
 	}
+}
+
+// TestInterruptedPushRollsBack: SIGINT while the image is being sent (to a
+// registry host that accepts connections and never answers) restores the
+// source container, the same process, before exiting.
+func TestInterruptedPushRollsBack(t *testing.T) {
+	src := "e2e-interrupt"
+	before := startWorkload(t, src)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // held open, never answered
+		}
+	}()
+	cmd := exec.Command(bin, "--url", hosts.HostAURL, "push", "--tls-verify=false", src, ln.Addr().String()+"/e2e/x:v1")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var log strings.Builder
+	sc := bufio.NewScanner(stderr)
+	for sc.Scan() {
+		log.WriteString(sc.Text() + "\n")
+		if strings.HasPrefix(sc.Text(), "Copying the image to") {
+			if err := cmd.Process.Signal(os.Interrupt); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	err = cmd.Wait()
+	t.Logf("stderr:\n%s", log.String())
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 130 {
+		t.Fatalf("exit: %v, want 130", err)
+	}
+	if !strings.Contains(log.String(), "Error: interrupted:") || !strings.Contains(log.String(), "running again") {
+		t.Fatalf("error does not say the container was restored")
+	}
+	checkContinued(t, hosts.HostAURL, src, before)
 }
