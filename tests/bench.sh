@@ -61,9 +61,14 @@ after=$(status "${B[@]}" | field boot)
 stored=$(du -sb "$state/registry-data" | cut -f1)
 
 printf '\npodman-migrate benchmark: one container, %d MiB of memory (half random, half compressible), A -> isolated B via local registry\n' "$mib"
+# Where the time went, from podman-migrate's own log lines.
+ckpt_s=$(sed -n 's/^Checkpoint taken in \([^;]*\);.*/\1/p' "$state/push.log")
+fetch_s=$(sed -n 's/^Fetched in \([^;]*\);.*/\1/p' "$state/pull.log")
 mb() { awk -v b="$1" -v d="$2" 'BEGIN { printf "%.1f", b / d }'; }
 printf '  %-34s %10s\n' "push seconds (checkpoint+upload)" "$push_s" \
+	"  of which podman checkpoint" "$ckpt_s" \
 	"pull seconds (fetch+verify+restore)" "$pull_s" \
+	"  of which fetch" "$fetch_s" \
 	"total seconds" "$(awk -v a="$push_s" -v b="$pull_s" 'BEGIN { printf "%.2f", a + b }')" \
 	"bytes stored in the registry" "$stored" \
 	"MiB stored in the registry" "$(mb "$stored" 1048576)" \
