@@ -220,14 +220,8 @@ func Build(ctx context.Context, r io.Reader, dir string, o BuildOptions) (built 
 		if err != nil {
 			return nil, err
 		}
-		out := &tar.Header{
-			Name: name, Typeflag: h.Typeflag, Mode: h.Mode, Size: h.Size,
-			Uid: h.Uid, Gid: h.Gid, Uname: h.Uname, Gname: h.Gname, ModTime: h.ModTime,
-		}
-		if h.Typeflag == tar.TypeDir {
-			out.Name += "/"
-		}
 		var body io.Reader = tr
+		size := h.Size
 		if name == ckpt.ConfigDump {
 			if cfg, err = dump.ReadConfig(tr); err != nil {
 				return nil, fmt.Errorf("%w: %w", ErrBadArchive, err)
@@ -237,16 +231,10 @@ func Build(ctx context.Context, r io.Reader, dir string, o BuildOptions) (built 
 			if err != nil {
 				return nil, err
 			}
-			out.Size = int64(len(b))
-			body = bytes.NewReader(b)
+			body, size = bytes.NewReader(b), int64(len(b))
 		}
-		if err := l.tw.WriteHeader(out); err != nil {
-			return nil, fmt.Errorf("writing %s layer: %w", l.role, err)
-		}
-		if out.Typeflag == tar.TypeReg || out.Typeflag == tar.TypeRegA {
-			if _, err := io.Copy(l.tw, body); err != nil {
-				return nil, fmt.Errorf("copying %q into the %s layer: %w", name, l.role, err)
-			}
+		if err := ckpt.WriteMember(l.tw, name, h, body, size); err != nil {
+			return nil, fmt.Errorf("writing the %s layer: %w", l.role, err)
 		}
 	}
 	if cfg == nil {

@@ -303,25 +303,13 @@ func (img *Image) copyLayer(ctx context.Context, tw *tar.Writer, desc imgspecv1.
 		if name == "." {
 			continue
 		}
-		out := &tar.Header{
-			Name: name, Typeflag: h.Typeflag, Mode: h.Mode, Size: h.Size,
-			Uid: h.Uid, Gid: h.Gid, ModTime: h.ModTime,
-		}
 		var body io.Reader = tr
-		if h.Typeflag == tar.TypeDir {
-			out.Name += "/"
-		}
+		size := h.Size
 		if name == ckpt.ConfigDump {
-			out.Size = int64(len(cfgBytes))
-			body = bytes.NewReader(cfgBytes)
+			body, size = bytes.NewReader(cfgBytes), int64(len(cfgBytes))
 		}
-		if err := tw.WriteHeader(out); err != nil {
+		if err := ckpt.WriteMember(tw, name, h, body, size); err != nil {
 			return err
-		}
-		if h.Typeflag != tar.TypeDir {
-			if _, err := io.Copy(tw, body); err != nil {
-				return err
-			}
 		}
 	}
 }

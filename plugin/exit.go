@@ -32,6 +32,8 @@ func exitCode(err error) int {
 	switch {
 	case errors.As(err, &usage):
 		return ExitUsage
+	case errors.Is(err, export.ErrBadArchive):
+		return ExitPodman // podman's own export was not what it should be
 	case errors.Is(err, export.ErrNoContainer), errors.Is(err, export.ErrNotRunning),
 		errors.Is(err, ckpt.ErrNotCheckpoint), errors.Is(err, tarsafe.ErrUnsafe),
 		errors.Is(err, transfer.ErrBadReference), errors.Is(err, restore.ErrConflict),

@@ -4,7 +4,10 @@
 package ckpt
 
 import (
+	"archive/tar"
 	"errors"
+	"fmt"
+	"io"
 	"path"
 	"strings"
 
@@ -126,3 +129,29 @@ func IsCheckpointAnnotations(a map[string]string) bool {
 
 // ErrNotCheckpoint is wrapped when an image is not a container checkpoint.
 var ErrNotCheckpoint = errors.New("not a checkpoint image")
+
+// WriteMember writes one archive member under its clean name (as
+// tarsafe.Checker.Check returns it) with a header built afresh from the
+// fields podman's untar uses, so nothing else from the input (PAX records,
+// xattrs, owner names, link names) is carried along. Directories get no
+// body; for regular files body supplies size bytes.
+func WriteMember(tw *tar.Writer, name string, h *tar.Header, body io.Reader, size int64) error {
+	out := &tar.Header{
+		Name: name, Typeflag: h.Typeflag, Mode: h.Mode, Size: size,
+		Uid: h.Uid, Gid: h.Gid, ModTime: h.ModTime,
+	}
+	if h.Typeflag == tar.TypeDir {
+		out.Name += "/"
+		out.Size = 0
+	}
+	if err := tw.WriteHeader(out); err != nil {
+		return fmt.Errorf("writing %q: %w", name, err)
+	}
+	if h.Typeflag == tar.TypeDir {
+		return nil
+	}
+	if _, err := io.Copy(tw, body); err != nil {
+		return fmt.Errorf("copying %q: %w", name, err)
+	}
+	return nil
+}
