@@ -328,3 +328,27 @@ func TestInterruptedPushRollsBack(t *testing.T) {
 	}
 	checkContinued(t, hosts.HostAURL, src, before)
 }
+
+// TestHarnessReproducesCrossHostBug guards the harness's realism: podman's
+// own export, imported as it is on B, must still fail on the source host's
+// paths (HOST-NOTES). Every migration test above passes on a host where
+// the plain podman route fails.
+func TestHarnessReproducesCrossHostBug(t *testing.T) {
+	src, dst := "e2e-raw-export", "e2e-raw-export-b"
+	startWorkload(t, src)
+	archive := filepath.Join(stateDir, "raw-export.tar")
+	podman(t, hosts.HostAURL, "container", "checkpoint", "--leave-running", "--export", archive, src)
+	rmB(t, dst)
+	r := podmanTry(t, hosts.HostBURL, "container", "restore", "--import", archive, "--name", dst)
+	if r.code == 0 {
+		t.Fatal("podman restored a raw export from host A on host B: the harness no longer shows the cross-host bug")
+	}
+	// conmon's complaint reaches the service's log, not the client.
+	log, err := os.ReadFile(filepath.Join(stateDir, "b", "service.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(log), "Failed to write conmon pidfile") {
+		t.Fatalf("restore failed (%s), but host B's log does not show the conmon pid file error", strings.TrimSpace(r.stderr))
+	}
+}
