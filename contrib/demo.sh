@@ -15,7 +15,7 @@ say() { printf '\n\033[1m== %s\033[0m\n' "$*" >&2; }
 
 bash "$repo/tests/hosts.sh" up "$state"
 if [[ -z ${KEEP:-} ]]; then
-	trap 'bash "$repo/tests/hosts.sh" down "$state"; podman --url "$HOST_A_URL" rm -f "$name" >/dev/null 2>&1 || true' EXIT
+	trap 'podman --url "$HOST_A_URL" rm -f "$name" >/dev/null 2>&1 || true; bash "$repo/tests/hosts.sh" down "$state"' EXIT
 fi
 # shellcheck source=/dev/null
 source "$state/env"

@@ -190,13 +190,16 @@ func Build(ctx context.Context, r io.Reader, dir string, o BuildOptions) (built 
 	var cleared []string
 	seenCRIU := false
 	check := tarsafe.NewChecker(tarsafe.Plain)
-	tr := tar.NewReader(r)
+	tr := tar.NewReader(ctxReader{ctx, r})
 	for {
 		h, err := tr.Next()
 		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
 			return nil, fmt.Errorf("%w: reading: %w", ErrBadArchive, err)
 		}
 		name, err := check.Check(h)
@@ -343,4 +346,18 @@ func orDefault(s, d string) string {
 		return d
 	}
 	return s
+}
+
+// ctxReader stops a long copy (CRIU pages reach gigabytes) once ctx is
+// done, so an interrupted push gets to its rollback without delay.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
 }

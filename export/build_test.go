@@ -145,3 +145,12 @@ func TestBuildRejects(t *testing.T) {
 		t.Fatal("unknown compression accepted")
 	}
 }
+
+func TestBuildStopsWhenCancelled(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := Build(ctx, bytes.NewReader(ckpttest.Tar(t, ckpttest.Archive(t))), t.TempDir(), BuildOptions{})
+	if !errors.Is(err, context.Canceled) || errors.Is(err, ErrBadArchive) {
+		t.Fatalf("err = %v, want context.Canceled alone", err)
+	}
+}

@@ -90,6 +90,9 @@ func Push(ctx context.Context, c *podman.Client, o PushOptions) (string, string,
 	if !ctr.State.Running {
 		return "", "", fmt.Errorf("%w: %q is %s; only a running container can be migrated", ErrNotRunning, ctr.Name, ctr.State.Status)
 	}
+	if err := transfer.Preflight(ctx, destRef, o.Transfer); err != nil {
+		return "", "", fmt.Errorf("%w; container %q was not touched", err, ctr.Name)
+	}
 	info, err := c.Info(ctx)
 	if err != nil {
 		return "", "", err

@@ -81,3 +81,48 @@ func TestCopyThroughRegistry(t *testing.T) {
 		t.Fatalf("missing image: err = %v", err)
 	}
 }
+
+func TestPreflight(t *testing.T) {
+	ctx := context.Background()
+	opts := Options{TLSVerify: TLSVerify(true, false)}
+	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	defer srv.Close()
+	host := strings.TrimPrefix(srv.URL, "http://")
+
+	fresh, _ := ParseReference(host + "/not/pushed/yet:v1")
+	if err := Preflight(ctx, fresh, opts); err != nil {
+		t.Errorf("a reachable registry without the repository yet: %v", err)
+	}
+
+	locked := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("WWW-Authenticate", `Basic realm="test"`)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusUnauthorized)
+		_, _ = io.WriteString(w, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`)
+	}))
+	defer locked.Close()
+	closed := httptest.NewServer(http.NotFoundHandler())
+	closedHost := strings.TrimPrefix(closed.URL, "http://")
+	closed.Close()
+
+	for name, host := range map[string]string{"credentials refused": strings.TrimPrefix(locked.URL, "http://"), "nothing listening": closedHost} {
+		ref, _ := ParseReference(host + "/x/y:v1")
+		var terr *Error
+		if err := Preflight(ctx, ref, opts); !errors.As(err, &terr) || terr.Op != "checking" {
+			t.Errorf("%s: err = %v, want a *transfer.Error", name, err)
+		}
+	}
+
+	// TLS verification against a plain-HTTP registry fails before any push.
+	if err := Preflight(ctx, fresh, Options{TLSVerify: TLSVerify(true, true)}); err == nil {
+		t.Error("--tls-verify=true accepted a plain-HTTP registry")
+	}
+	// Other transports are left to the push itself.
+	layoutRef, err := ParseReference("oci:" + t.TempDir() + ":tag")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Preflight(ctx, layoutRef, opts); err != nil {
+		t.Errorf("oci: %v", err)
+	}
+}

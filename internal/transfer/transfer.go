@@ -9,8 +9,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/url"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/containers/image/v5/copy"
 	"github.com/containers/image/v5/docker"
@@ -20,6 +23,7 @@ import (
 	"github.com/containers/image/v5/transports"
 	"github.com/containers/image/v5/transports/alltransports"
 	"github.com/containers/image/v5/types"
+	"github.com/docker/distribution/registry/api/errcode"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -172,4 +176,54 @@ func StagingDir(dir string) string {
 		return d
 	}
 	return "/var/tmp"
+}
+
+// Preflight checks, before anything is checkpointed, that a registry
+// destination answers and takes our credentials, so the common mistakes
+// (wrong host, TLS, login) cost no downtime. It lists the repository's tags:
+// a repository that does not exist yet is fine. Other transports are
+// checked by the push itself.
+func Preflight(ctx context.Context, ref types.ImageReference, o Options) error {
+	if ref.Transport().Name() != docker.Transport.Name() {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	_, err := docker.GetRepositoryTags(ctx, o.SystemContext(), ref)
+	if err == nil || !preflightFatal(err) {
+		return nil
+	}
+	return &Error{Op: "checking", Ref: Display(ref), Err: err}
+}
+
+// preflightFatal tells errors that doom a push (no answer, TLS, refused
+// credentials) from answers that only mean "no tags here yet".
+func preflightFatal(err error) bool {
+	var urlErr *url.Error
+	var netErr net.Error
+	var unauth docker.ErrUnauthorizedForCredentials
+	if errors.As(err, &urlErr) || errors.As(err, &netErr) || errors.As(err, &unauth) ||
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return true
+	}
+	refused := func(c errcode.ErrorCode) bool {
+		return c == errcode.ErrorCodeUnauthorized || c == errcode.ErrorCodeDenied
+	}
+	var ec errcode.Error
+	if errors.As(err, &ec) {
+		return refused(ec.Code)
+	}
+	var code errcode.ErrorCode
+	if errors.As(err, &code) {
+		return refused(code)
+	}
+	var ecs errcode.Errors
+	if errors.As(err, &ecs) {
+		for _, e := range ecs {
+			if preflightFatal(e) {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -10,10 +10,14 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -170,8 +174,14 @@ func waitStatus(t *testing.T, url, ctr string, ok func(status) bool) status {
 // startWorkload runs the test workload on host A and waits until it counts.
 func startWorkload(t *testing.T, name string, extra ...string) status {
 	t.Helper()
+	return startWorkloadMem(t, name, 32, extra...)
+}
+
+// startWorkloadMem is startWorkload with mib MiB of memory held.
+func startWorkloadMem(t *testing.T, name string, mib int, extra ...string) status {
+	t.Helper()
 	args := append([]string{"run", "-d", "--name", name}, extra...)
-	args = append(args, hosts.TestImage, "/bin/workload", "-mem", "32", "-sum-every", "5")
+	args = append(args, hosts.TestImage, "/bin/workload", "-mem", strconv.Itoa(mib), "-sum-every", "5")
 	podman(t, hosts.HostAURL, args...)
 	t.Cleanup(func() { podmanTry(t, hosts.HostAURL, "rm", "-f", name) })
 	return waitStatus(t, hosts.HostAURL, name, func(s status) bool { return s.Counter >= 5 })
@@ -219,4 +229,48 @@ func hasContainer(t *testing.T, url, name string) bool {
 // rmB removes a container on host B when the test ends.
 func rmB(t *testing.T, name string) {
 	t.Cleanup(func() { podmanTry(t, hosts.HostBURL, "rm", "-f", name) })
+}
+
+// startRegistry runs one more docker-registry for a test, read-only if
+// asked (it then refuses uploads, as a registry in maintenance does), and
+// returns its host:port.
+func startRegistry(t *testing.T, readOnly bool) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	dir := t.TempDir()
+	cfg := fmt.Sprintf(`version: 0.1
+log:
+  level: error
+storage:
+  filesystem:
+    rootdirectory: %s
+  maintenance:
+    readonly:
+      enabled: %t
+http:
+  addr: %s
+`, filepath.Join(dir, "data"), readOnly, addr)
+	if err := os.WriteFile(filepath.Join(dir, "config.yml"), []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("docker-registry", "serve", filepath.Join(dir, "config.yml"))
+	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	for i := 0; i < 100; i++ {
+		if resp, err := http.Get("http://" + addr + "/v2/"); err == nil {
+			resp.Body.Close()
+			return addr
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("registry on %s did not start", addr)
+	return ""
 }

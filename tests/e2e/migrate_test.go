@@ -6,7 +6,6 @@ import (
 	"bufio"
 	"encoding/json"
 	"errors"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -232,16 +231,32 @@ func TestBadInput(t *testing.T) {
 		}
 	})
 
-	t.Run("push to unreachable registry rolls back", func(t *testing.T) {
+	t.Run("push to unreachable registry leaves the container alone", func(t *testing.T) {
 		src := "e2e-unreachable"
-		startWorkload(t, src)
-		before := readStatus(t, hosts.HostAURL, src)
+		before := startWorkload(t, src)
 		r := migrate(t, "--url", hosts.HostAURL, "push", "--tls-verify=false", src, "127.0.0.1:1/e2e/x:v1")
 		if r.code != 4 {
 			t.Fatalf("exit %d, want 4 (registry)", r.code)
 		}
-		if !strings.Contains(r.stderr, "127.0.0.1:1") || !strings.Contains(r.stderr, "running again") {
-			t.Fatalf("error does not name the registry and the rollback: %q", r.stderr)
+		if !strings.Contains(r.stderr, "127.0.0.1:1") || !strings.Contains(r.stderr, "not touched") {
+			t.Fatalf("error does not name the registry and say the container was left alone: %q", r.stderr)
+		}
+		if strings.Contains(r.stderr, "Checkpointing") {
+			t.Fatalf("checkpointed although the registry was known unreachable: %q", r.stderr)
+		}
+		checkContinued(t, hosts.HostAURL, src, before)
+	})
+
+	t.Run("push refused by the registry rolls back", func(t *testing.T) {
+		src := "e2e-readonly"
+		before := startWorkload(t, src)
+		ro := startRegistry(t, true)
+		r := migrate(t, "--url", hosts.HostAURL, "push", "--tls-verify=false", src, ro+"/e2e/x:v1")
+		if r.code != 4 {
+			t.Fatalf("exit %d, want 4 (registry)", r.code)
+		}
+		if !strings.Contains(r.stderr, "Checkpointing") || !strings.Contains(r.stderr, "running again") {
+			t.Fatalf("want a checkpoint, a refused upload and a rollback; stderr %q", r.stderr)
 		}
 		// Restored from its checkpoint: the same process, not a restart.
 		checkContinued(t, hosts.HostAURL, src, before)
@@ -279,27 +294,14 @@ func TestFailedRestoreLeavesNothing(t *testing.T) {
 	}
 }
 
-// TestInterruptedPushRollsBack: SIGINT while the image is being sent (to a
-// registry host that accepts connections and never answers) restores the
+// TestInterruptedPushRollsBack: SIGINT after the checkpoint restores the
 // source container, the same process, before exiting.
 func TestInterruptedPushRollsBack(t *testing.T) {
 	src := "e2e-interrupt"
-	before := startWorkload(t, src)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close() // held open, never answered
-		}
-	}()
-	cmd := exec.Command(bin, "--url", hosts.HostAURL, "push", "--tls-verify=false", src, ln.Addr().String()+"/e2e/x:v1")
+	// Enough memory that the image is still being built or sent when the
+	// signal lands right after the checkpoint.
+	before := startWorkloadMem(t, src, 256)
+	cmd := exec.Command(bin, "--url", hosts.HostAURL, "push", "--tls-verify=false", src, hosts.Registry+"/e2e/interrupted:v1")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -311,7 +313,7 @@ func TestInterruptedPushRollsBack(t *testing.T) {
 	sc := bufio.NewScanner(stderr)
 	for sc.Scan() {
 		log.WriteString(sc.Text() + "\n")
-		if strings.HasPrefix(sc.Text(), "Copying the image to") {
+		if strings.HasPrefix(sc.Text(), "Checkpoint taken") {
 			if err := cmd.Process.Signal(os.Interrupt); err != nil {
 				t.Fatal(err)
 			}
