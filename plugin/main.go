@@ -37,9 +37,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "Error: interrupted: %s\n", msg)
 		return ExitInterrupted
 	}
-	fmt.Fprintf(stderr, "Error: %s\n", msg)
+	// One line, so scripts and journald keep it whole.
 	if hint := hintFor(err); hint != "" {
-		fmt.Fprintf(stderr, "Hint: %s\n", hint)
+		msg += " (hint: " + hint + ")"
 	}
+	fmt.Fprintf(stderr, "Error: %s\n", msg)
 	return exitCode(err)
 }

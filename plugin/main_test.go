@@ -28,7 +28,7 @@ func TestCLIErrors(t *testing.T) {
 		{"pull with two args", []string{"pull", "a", "b"}, ExitUsage, "accepts 1 arg(s)"},
 		{"unknown flag", []string{"push", "--no-such-flag", "a", "b"}, ExitUsage, "unknown flag"},
 		{"unknown command", []string{"teleport"}, ExitFailure, "unknown command"},
-		{"push, podman unreachable", []string{"--url", noSocket, "push", "web", "127.0.0.1:5000/x:y"}, ExitPodman, "podman: connecting to"},
+		{"push, podman unreachable", []string{"--url", noSocket, "push", "web", "127.0.0.1:5000/x:y"}, ExitPodman, "(hint: start the service"},
 		{"pull, podman unreachable", []string{"pull", "--url", noSocket, "127.0.0.1:5000/x:y"}, ExitPodman, "podman: connecting to"},
 		{"version, podman unreachable", []string{"version", "--url", noSocket}, ExitPodman, "podman: connecting to"},
 	}
@@ -44,8 +44,8 @@ func TestCLIErrors(t *testing.T) {
 			if tt.code != ExitOK && stdout != "" && !strings.HasPrefix(tt.args[0], "version") {
 				t.Errorf("stdout not empty on failure: %q", stdout)
 			}
-			if n := strings.Count(strings.TrimSpace(stderr), "Error:"); n != 1 {
-				t.Errorf("want exactly one error line, got %d in %q", n, stderr)
+			if lines := strings.Split(strings.TrimSpace(stderr), "\n"); len(lines) != 1 || !strings.HasPrefix(lines[0], "Error: ") {
+				t.Errorf("want exactly one line starting with Error:, got %q", stderr)
 			}
 		})
 	}

@@ -116,6 +116,14 @@ func migrate(t *testing.T, args ...string) result {
 	t.Helper()
 	r := runCmd(t, bin, args...)
 	t.Logf("podman-migrate %s -> exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), r.code, r.stdout, r.stderr)
+	// The contract for every failure: nothing on stdout, and one error
+	// line, the last thing on stderr.
+	if r.code != 0 {
+		lines := strings.Split(strings.TrimSpace(r.stderr), "\n")
+		if r.stdout != "" || strings.Count(r.stderr, "Error: ") != 1 || !strings.HasPrefix(lines[len(lines)-1], "Error: ") {
+			t.Errorf("failure output breaks the contract: stdout %q, stderr %q", r.stdout, r.stderr)
+		}
+	}
 	return r
 }
 

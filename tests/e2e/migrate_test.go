@@ -354,3 +354,31 @@ func TestHarnessReproducesCrossHostBug(t *testing.T) {
 		t.Fatalf("restore failed (%s), but host B's log does not show the conmon pid file error", strings.TrimSpace(r.stderr))
 	}
 }
+
+// TestDifferentBaseImageRefused: B has the checkpoint's base image name,
+// but as another image. pull stops before podman with a clear error and
+// creates nothing.
+func TestDifferentBaseImageRefused(t *testing.T) {
+	base, src := "localhost/pm-e2e-base:v1", "e2e-base-src"
+	podman(t, hosts.HostAURL, "create", "--name", "e2e-base-tmp", hosts.TestImage)
+	podman(t, hosts.HostAURL, "commit", "-q", "e2e-base-tmp", base)
+	podman(t, hosts.HostAURL, "rm", "e2e-base-tmp")
+	t.Cleanup(func() { podmanTry(t, hosts.HostAURL, "rmi", "-f", base) })
+	podman(t, hosts.HostBURL, "tag", hosts.TestImage, base) // same name, other image
+	t.Cleanup(func() { podmanTry(t, hosts.HostBURL, "rmi", base) })
+
+	podman(t, hosts.HostAURL, "run", "-d", "--name", src, base, "/bin/workload")
+	t.Cleanup(func() { podmanTry(t, hosts.HostAURL, "rm", "-f", src) })
+	ref := hosts.Registry + "/e2e/base:v1"
+	if r := migrate(t, "--url", hosts.HostAURL, "push", "--leave-running", "--tls-verify=false", src, ref); r.code != 0 {
+		t.Fatalf("push failed: %s", r.stderr)
+	}
+	before := containerNames(t, hosts.HostBURL)
+	r := migrate(t, "--url", hosts.HostBURL, "pull", "--tls-verify=false", "--name", "e2e-base-dst", ref)
+	if r.code != 5 || !strings.Contains(r.stderr, "base image differs") || !strings.Contains(r.stderr, base) {
+		t.Fatalf("exit %d, stderr %q; want 5 naming %s", r.code, r.stderr, base)
+	}
+	if after := containerNames(t, hosts.HostBURL); len(after) != len(before) {
+		t.Fatalf("containers on B changed: %v -> %v", before, after)
+	}
+}
