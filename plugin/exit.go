@@ -3,7 +3,10 @@ package main
 import (
 	"errors"
 	"os"
+	"strings"
 	"syscall"
+
+	"github.com/containers/image/v5/signature"
 
 	podman "github.com/podman-migrate/podman-migrate/bindings"
 	"github.com/podman-migrate/podman-migrate/export"
@@ -37,7 +40,7 @@ func exitCode(err error) int {
 	case errors.Is(err, export.ErrNoContainer), errors.Is(err, export.ErrNotRunning),
 		errors.Is(err, ckpt.ErrNotCheckpoint), errors.Is(err, tarsafe.ErrUnsafe),
 		errors.Is(err, transfer.ErrBadReference), errors.Is(err, restore.ErrConflict),
-		errors.Is(err, restore.ErrBaseImage):
+		errors.Is(err, restore.ErrBaseImage), isPolicyRejection(err):
 		return ExitInput
 	case errors.As(err, &terr):
 		return ExitRegistry
@@ -51,6 +54,11 @@ func hintFor(err error) string {
 	var perr *podman.Error
 	var terr *transfer.Error
 	switch {
+	case isPolicyRejection(err):
+		return "the signature policy (policy.json) refused the image: sign it, or trust its registry in the policy"
+	case strings.Contains(err.Error(), "igest did not match"):
+		// containers/image has no typed error for it; the text is stable.
+		return "the content does not match its digest: the image was altered in the registry or on the way; push it again"
 	case errors.Is(err, syscall.ENOSPC):
 		return "the staging directory ran out of space; set TMPDIR to a larger file system"
 	case errors.Is(err, os.ErrPermission):
@@ -61,4 +69,11 @@ func hintFor(err error) string {
 		return "start the service with `podman system service --time=0` or point --url at its socket"
 	}
 	return ""
+}
+
+// isPolicyRejection reports whether policy.json refused the image: the
+// content is not trusted, which is bad input rather than a registry fault.
+func isPolicyRejection(err error) bool {
+	var pre signature.PolicyRequirementError
+	return errors.As(err, &pre)
 }

@@ -98,7 +98,14 @@ type result struct {
 
 func runCmd(t *testing.T, name string, args ...string) result {
 	t.Helper()
+	return runCmdEnv(t, nil, name, args...)
+}
+
+// runCmdEnv is runCmd with extra environment variables.
+func runCmdEnv(t *testing.T, env []string, name string, args ...string) result {
+	t.Helper()
 	cmd := exec.Command(name, args...)
+	cmd.Env = append(os.Environ(), env...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
@@ -114,7 +121,13 @@ func runCmd(t *testing.T, name string, args ...string) result {
 // migrate runs podman-migrate and logs what it printed.
 func migrate(t *testing.T, args ...string) result {
 	t.Helper()
-	r := runCmd(t, bin, args...)
+	return migrateEnv(t, nil, args...)
+}
+
+// migrateEnv is migrate with extra environment variables.
+func migrateEnv(t *testing.T, env []string, args ...string) result {
+	t.Helper()
+	r := runCmdEnv(t, env, bin, args...)
 	t.Logf("podman-migrate %s -> exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), r.code, r.stdout, r.stderr)
 	// The contract for every failure: nothing on stdout, and one error
 	// line, the last thing on stderr.

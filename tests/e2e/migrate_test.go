@@ -262,6 +262,69 @@ func TestBadInput(t *testing.T) {
 		checkContinued(t, hosts.HostAURL, src, before)
 	})
 
+	t.Run("pull refused by the signature policy", func(t *testing.T) {
+		src := "e2e-policy-src"
+		startWorkload(t, src)
+		ref := hosts.Registry + "/e2e/policy:v1"
+		if r := migrate(t, "--url", hosts.HostAURL, "push", "--leave-running", "--tls-verify=false", src, ref); r.code != 0 {
+			t.Fatalf("push failed: %s", r.stderr)
+		}
+		// containers/image prefers $HOME/.config/containers/policy.json.
+		home := t.TempDir()
+		dir := filepath.Join(home, ".config", "containers")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "policy.json"), []byte(`{"default":[{"type":"reject"}]}`), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		before := containerNames(t, hosts.HostBURL)
+		r := migrateEnv(t, []string{"HOME=" + home}, "--url", hosts.HostBURL, "pull", "--tls-verify=false", "--name", "e2e-policy-dst", ref)
+		if r.code != 5 || !strings.Contains(r.stderr, "rejected by policy") || !strings.Contains(r.stderr, "hint: the signature policy") {
+			t.Fatalf("exit %d, stderr %q; want 5 and the policy's rejection", r.code, r.stderr)
+		}
+		if after := containerNames(t, hosts.HostBURL); len(after) != len(before) {
+			t.Fatalf("containers on B changed: %v -> %v", before, after)
+		}
+	})
+
+	t.Run("pull of a tampered image", func(t *testing.T) {
+		src := "e2e-tamper-src"
+		startWorkload(t, src)
+		ref := hosts.Registry + "/e2e/tamper:v1"
+		if r := migrate(t, "--url", hosts.HostAURL, "push", "--leave-running", "--tls-verify=false", src, ref); r.code != 0 {
+			t.Fatalf("push failed: %s", r.stderr)
+		}
+		// Flip bytes inside the CRIU layer as the registry stores it; the
+		// registry serves it as it is.
+		var raw struct {
+			Layers []struct{ Digest string } `json:"layers"`
+		}
+		out := runCmd(t, "skopeo", "inspect", "--raw", "--tls-verify=false", "docker://"+ref)
+		if err := json.Unmarshal([]byte(out.stdout), &raw); err != nil || len(raw.Layers) < 2 {
+			t.Fatalf("manifest: %v %s", err, out.stdout)
+		}
+		hex := strings.TrimPrefix(raw.Layers[1].Digest, "sha256:")
+		blob := filepath.Join(stateDir, "registry-data", "docker", "registry", "v2", "blobs", "sha256", hex[:2], hex, "data")
+		f, err := os.OpenFile(blob, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fi, _ := f.Stat()
+		if _, err := f.WriteAt([]byte("tampered"), fi.Size()/2); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		before := containerNames(t, hosts.HostBURL)
+		r := migrate(t, "--url", hosts.HostBURL, "pull", "--tls-verify=false", "--name", "e2e-tamper-dst", ref)
+		if r.code == 0 || !strings.Contains(r.stderr, "igest did not match") {
+			t.Fatalf("exit %d, stderr %q; want a digest mismatch", r.code, r.stderr)
+		}
+		if after := containerNames(t, hosts.HostBURL); len(after) != len(before) {
+			t.Fatalf("containers on B changed: %v -> %v", before, after)
+		}
+	})
+
 	t.Run("pull of missing image", func(t *testing.T) {
 		r := migrate(t, "--url", hosts.HostBURL, "pull", "--tls-verify=false", hosts.Registry+"/e2e/never-pushed:v1")
 		if r.code != 4 || !strings.Contains(r.stderr, "never-pushed") {
