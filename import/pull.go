@@ -70,10 +70,12 @@ func Pull(ctx context.Context, c *podman.Client, o PullOptions) (string, error) 
 		return "", err
 	}
 	defer src.Close()
+	start = time.Now()
 	img, err := Open(ctx, src)
 	if err != nil {
 		return "", fmt.Errorf("checking %s: %w", transfer.Display(srcRef), err)
 	}
+	fmt.Fprintf(logw, "Verified in %s\n", time.Since(start).Round(time.Millisecond))
 	if len(img.Cleared) > 0 {
 		fmt.Fprintf(logw, "Removed source-host paths from config.dump: %v\n", img.Cleared)
 	}
@@ -90,6 +92,7 @@ func Pull(ctx context.Context, c *podman.Client, o PullOptions) (string, error) 
 	}
 
 	fmt.Fprintf(logw, "Restoring container %s\n", name)
+	start = time.Now()
 	pr, pw := io.Pipe()
 	go func() {
 		pw.CloseWithError(img.WriteArchive(ctx, pw))
@@ -108,6 +111,7 @@ func Pull(ctx context.Context, c *podman.Client, o PullOptions) (string, error) 
 		}
 		return "", err
 	}
+	fmt.Fprintf(logw, "Restored in %s\n", time.Since(start).Round(time.Millisecond))
 	return id, nil
 }
 

@@ -64,11 +64,15 @@ printf '\npodman-migrate benchmark: one container, %d MiB of memory (half random
 # Where the time went, from podman-migrate's own log lines.
 ckpt_s=$(sed -n 's/^Checkpoint taken in \([^;]*\);.*/\1/p' "$state/push.log")
 fetch_s=$(sed -n 's/^Fetched in \([^;]*\);.*/\1/p' "$state/pull.log")
+verify_s=$(sed -n 's/^Verified in //p' "$state/pull.log")
+restore_s=$(sed -n 's/^Restored in //p' "$state/pull.log")
 mb() { awk -v b="$1" -v d="$2" 'BEGIN { printf "%.1f", b / d }'; }
 printf '  %-34s %10s\n' "push seconds (checkpoint+upload)" "$push_s" \
 	"  of which podman checkpoint" "$ckpt_s" \
 	"pull seconds (fetch+verify+restore)" "$pull_s" \
 	"  of which fetch" "$fetch_s" \
+	"  of which verify" "$verify_s" \
+	"  of which podman restore" "$restore_s" \
 	"total seconds" "$(awk -v a="$push_s" -v b="$pull_s" 'BEGIN { printf "%.2f", a + b }')" \
 	"bytes stored in the registry" "$stored" \
 	"MiB stored in the registry" "$(mb "$stored" 1048576)" \
