@@ -46,6 +46,7 @@ lint: ## go vet, gofmt, shellcheck (golangci-lint when installed)
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'gofmt needed'; exit 1; }
 	shellcheck contrib/*.sh tests/*.sh .ci/run
 	@if command -v golangci-lint >/dev/null; then golangci-lint run --build-tags "$(TAGS)"; else echo "golangci-lint not installed: skipped"; fi
+	@if command -v staticcheck >/dev/null; then staticcheck -tags "$(TAGS) e2e" ./...; else echo "staticcheck not installed (go install honnef.co/go/tools/cmd/staticcheck@v0.8.2): skipped"; fi
 
 completions: build ## regenerate shell completions
 	mkdir -p contrib/completions

@@ -20,16 +20,9 @@ type Container struct {
 	ImageName  string `json:"ImageName"` // image name as resolved
 	OCIRuntime string `json:"OCIRuntime"`
 	State      struct {
-		Status       string `json:"Status"`
-		Running      bool   `json:"Running"`
-		Checkpointed bool   `json:"Checkpointed"`
+		Status  string `json:"Status"`
+		Running bool   `json:"Running"`
 	} `json:"State"`
-	Mounts []struct {
-		Type        string `json:"Type"`
-		Name        string `json:"Name"`
-		Source      string `json:"Source"`
-		Destination string `json:"Destination"`
-	} `json:"Mounts"`
 }
 
 // InspectContainer returns a container's inspect data; the error wraps

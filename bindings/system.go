@@ -43,9 +43,8 @@ func (c *Client) Info(ctx context.Context) (*Info, error) {
 
 // Image is what podman-migrate needs of an image's inspect data.
 type Image struct {
-	ID       string   `json:"Id"`
-	Digest   string   `json:"Digest"`
-	RepoTags []string `json:"RepoTags"`
+	ID     string `json:"Id"`
+	Digest string `json:"Digest"`
 }
 
 // InspectImage returns an image's inspect data; the error wraps ErrNotFound

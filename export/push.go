@@ -112,7 +112,7 @@ func Push(ctx context.Context, c *podman.Client, o PushOptions) (string, string,
 		LeaveRunning: o.LeaveRunning, TCPEstablished: o.TCPEstablished,
 		FileLocks: o.FileLocks, IgnoreRootfs: o.IgnoreRootfs,
 	}
-	fmt.Fprintf(logw, "Checkpointing container %s (%s)\n", ctr.Name, shortID(ctr.ID))
+	fmt.Fprintf(logw, "Checkpointing container %s (%s)\n", ctr.Name, podman.ShortID(ctr.ID))
 	start := time.Now()
 	archive, err := c.Checkpoint(ctx, ctr.ID, copts)
 	if err != nil {
@@ -120,12 +120,15 @@ func Push(ctx context.Context, c *podman.Client, o PushOptions) (string, string,
 	}
 	fmt.Fprintf(logw, "Checkpoint taken in %s; building the image\n", time.Since(start).Round(time.Millisecond))
 
+	created := time.Now().UTC()
 	built, err := Build(ctx, archive, tmp, BuildOptions{
 		Compression: o.Compression,
 		Arch:        info.Host.Arch,
-		Created:     time.Now().UTC(),
+		Created:     created,
 		Annotate: func(cfg *dump.Config) (map[string]string, error) {
-			return annotations(cfg, ctr, info, baseDigest, o), nil
+			a := annotations(cfg, ctr, info, baseDigest, o)
+			a[ckpt.AnnCreated] = created.Format(time.RFC3339)
+			return a, nil
 		},
 	})
 	if cerr := archive.Close(); err == nil && cerr != nil {
@@ -198,7 +201,6 @@ func annotations(cfg *dump.Config, ctr *podman.Container, info *podman.Info, bas
 		ckpt.AnnLeaveRunning:     strconv.FormatBool(o.LeaveRunning),
 		ckpt.AnnTCPEstablished:   strconv.FormatBool(o.TCPEstablished),
 		ckpt.AnnFileLocks:        strconv.FormatBool(o.FileLocks),
-		ckpt.AnnCreated:          time.Now().UTC().Format(time.RFC3339),
 	}
 	if baseDigest != "" {
 		a[ckpt.AnnBaseDigest] = baseDigest

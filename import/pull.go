@@ -19,6 +19,9 @@ import (
 // volume the restore would create.
 var ErrConflict = errors.New("already exists on the target host")
 
+// errRestoreDone closes the archive pipe once podman has answered.
+var errRestoreDone = errors.New("restore request finished")
+
 // ErrBaseImage is wrapped when the target host has the checkpoint's base
 // image name, but as a different image: CRIU's view of the file system
 // would not match it.
@@ -94,8 +97,11 @@ func Pull(ctx context.Context, c *podman.Client, o PullOptions) (string, error) 
 	fmt.Fprintf(logw, "Restoring container %s\n", name)
 	start = time.Now()
 	pr, pw := io.Pipe()
+	werr := make(chan error, 1)
 	go func() {
-		pw.CloseWithError(img.WriteArchive(ctx, pw))
+		err := img.WriteArchive(ctx, pw)
+		pw.CloseWithError(err)
+		werr <- err
 	}()
 	id, err := c.RestoreImport(ctx, pr, podman.RestoreOptions{
 		Name:            o.Name,
@@ -104,7 +110,12 @@ func Pull(ctx context.Context, c *podman.Client, o PullOptions) (string, error) 
 		Publish:         o.Publish,
 		Pod:             o.Pod,
 	})
-	pr.CloseWithError(errors.New("restore finished"))
+	// Unblock the writer if podman stopped reading, and let it finish
+	// before the staging directory goes.
+	pr.CloseWithError(errRestoreDone)
+	if wErr := <-werr; err != nil && wErr != nil && !errors.Is(wErr, errRestoreDone) {
+		err = fmt.Errorf("streaming the checkpoint to podman: %w (podman: %w)", wErr, err)
+	}
 	if err != nil {
 		if cerr := cleanup(ctx, c, name, img.Volumes, logw); cerr != nil {
 			return "", fmt.Errorf("%w; removing what the failed restore left also failed: %w", err, cerr)
@@ -152,7 +163,7 @@ func checkBaseImage(ctx context.Context, c *podman.Client, img *Image, logw io.W
 		return err
 	}
 	if name == "" {
-		return fmt.Errorf("%w: image %s is not on this host and the checkpoint names none to pull", ErrBaseImage, shortID(id))
+		return fmt.Errorf("%w: image %s is not on this host and the checkpoint names none to pull", ErrBaseImage, podman.ShortID(id))
 	}
 	have, err := c.InspectImage(ctx, name)
 	if errors.Is(err, podman.ErrNotFound) {
@@ -167,14 +178,7 @@ func checkBaseImage(ctx context.Context, c *podman.Client, img *Image, logw io.W
 		hint = fmt.Sprintf("%s (digest %s)", name, d)
 	}
 	return fmt.Errorf("%w: %s here is image %s, the checkpoint was made from image %s; make the source's %s available on this host (podman pull, or podman save/load)",
-		ErrBaseImage, name, shortID(have.ID), shortID(id), hint)
-}
-
-func shortID(id string) string {
-	if len(id) > 12 {
-		return id[:12]
-	}
-	return id
+		ErrBaseImage, name, podman.ShortID(have.ID), podman.ShortID(id), hint)
 }
 
 // cleanup removes what a failed restore left: podman 4.3.1 can leave the

@@ -77,7 +77,7 @@ func (c *Checker) Check(h *tar.Header) (string, error) {
 	}
 	switch h.Typeflag {
 	case tar.TypeDir:
-	case tar.TypeReg, tar.TypeRegA, tar.TypeGNUSparse:
+	case tar.TypeReg, tar.TypeGNUSparse: // the reader already maps TypeRegA
 		c.regular[name] = true
 	case tar.TypeSymlink:
 		if c.policy != Tree {
