@@ -212,10 +212,3 @@ func annotations(cfg *dump.Config, ctr *podman.Container, info *podman.Info, bas
 	}
 	return a
 }
-
-func shortID(id string) string {
-	if len(id) > 12 {
-		return id[:12]
-	}
-	return id
-}
