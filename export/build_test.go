@@ -154,3 +154,20 @@ func TestBuildStopsWhenCancelled(t *testing.T) {
 		t.Fatalf("err = %v, want context.Canceled alone", err)
 	}
 }
+
+func TestBuildWithoutRootfs(t *testing.T) {
+	var entries []ckpttest.Entry
+	for _, e := range ckpttest.Archive(t) {
+		if e.Name != "rootfs-diff.tar" && e.Name != "deleted.files" {
+			entries = append(entries, e)
+		}
+	}
+	b, _ := build(t, ckpttest.Tar(t, entries), "zstd")
+	var roles []string
+	for _, l := range b.Layers {
+		roles = append(roles, string(l.Role))
+	}
+	if diff := cmp.Diff([]string{"metadata", "criu", "volume"}, roles); diff != "" {
+		t.Fatalf("--ignore-rootfs layers (-want +got):\n%s", diff)
+	}
+}

@@ -109,6 +109,10 @@ func Pull(ctx context.Context, c *podman.Client, o PullOptions) (string, error) 
 		IgnoreStaticMAC: o.IgnoreStaticMAC,
 		Publish:         o.Publish,
 		Pod:             o.Pod,
+		// CRIU restores established connections and file locks only when
+		// told to, as it was at the dump.
+		TCPEstablished: img.Manifest.Annotations[ckpt.AnnTCPEstablished] == "true",
+		FileLocks:      img.Manifest.Annotations[ckpt.AnnFileLocks] == "true",
 	})
 	// Unblock the writer if podman stopped reading, and let it finish
 	// before the staging directory goes.

@@ -445,3 +445,53 @@ func TestDifferentBaseImageRefused(t *testing.T) {
 		t.Fatalf("containers on B changed: %v -> %v", before, after)
 	}
 }
+
+// TestLocalTransports moves a container through an OCI archive file and a
+// dir: layout, with the CRIU options that must reach both ends.
+func TestLocalTransports(t *testing.T) {
+	for _, tr := range []string{"oci-archive", "dir"} {
+		t.Run(tr, func(t *testing.T) {
+			src, dst := "e2e-"+tr+"-src", "e2e-"+tr+"-dst"
+			before := startWorkload(t, src)
+			dest := tr + ":" + filepath.Join(stateDir, "transport-"+tr)
+			r := migrate(t, "--url", hosts.HostAURL, "push", "--tcp-established", "--file-locks", src, dest)
+			if r.code != 0 {
+				t.Fatalf("push failed: %s", r.stderr)
+			}
+			if !strings.HasPrefix(r.stdout, dest+"@sha256:") {
+				t.Fatalf("push printed %q, want %s@sha256:…", r.stdout, dest)
+			}
+			rmB(t, dst)
+			if r := migrate(t, "--url", hosts.HostBURL, "pull", "--name", dst, dest); r.code != 0 {
+				t.Fatalf("pull failed: %s", r.stderr)
+			}
+			checkContinued(t, hosts.HostBURL, dst, before)
+			// The services' access logs show what each side was asked for.
+			wantRequest(t, "a", "/checkpoint?", "fileLocks=true", "tcpEstablished=true")
+			wantRequest(t, "b", "/containers/import/restore?", "fileLocks=true", "tcpEstablished=true", "name="+dst)
+		})
+	}
+}
+
+// wantRequest asserts that host's podman service logged a request whose
+// line contains path and every one of params.
+func wantRequest(t *testing.T, host, path string, params ...string) {
+	t.Helper()
+	log, err := os.ReadFile(filepath.Join(stateDir, host, "service.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(log), "\n") {
+		if !strings.Contains(line, path) {
+			continue
+		}
+		all := true
+		for _, p := range params {
+			all = all && strings.Contains(line, p)
+		}
+		if all {
+			return
+		}
+	}
+	t.Errorf("host %s's podman was never asked %s with %v", host, path, params)
+}
