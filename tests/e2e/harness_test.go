@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -234,7 +235,33 @@ func containerNames(t *testing.T, url string) []string {
 	if out == "" {
 		return nil
 	}
-	return strings.Fields(out)
+	names := strings.Fields(out)
+	slices.Sort(names)
+	return names
+}
+
+// unchangedOnB records host B's containers; the function it returns fails
+// the test if they changed since (a refused pull must create nothing).
+func unchangedOnB(t *testing.T) func() {
+	t.Helper()
+	before := containerNames(t, hosts.HostBURL)
+	return func() {
+		t.Helper()
+		if after := containerNames(t, hosts.HostBURL); !slices.Equal(before, after) {
+			t.Fatalf("containers on B changed: %v -> %v", before, after)
+		}
+	}
+}
+
+// pushCopy starts the workload as src on host A and pushes a copy of it
+// (--leave-running) to ref, failing the test if the push fails.
+func pushCopy(t *testing.T, src, ref string, runArgs ...string) status {
+	t.Helper()
+	before := startWorkload(t, src, runArgs...)
+	if r := migrate(t, "--url", hosts.HostAURL, "push", "--leave-running", "--tls-verify=false", src, ref); r.code != 0 {
+		t.Fatalf("push failed: %s", r.stderr)
+	}
+	return before
 }
 
 func hasContainer(t *testing.T, url, name string) bool {

@@ -221,14 +221,12 @@ func TestBadInput(t *testing.T) {
 	t.Run("pull image that is not a checkpoint", func(t *testing.T) {
 		ref := hosts.Registry + "/e2e/plain:v1"
 		podman(t, hosts.HostAURL, "push", "--tls-verify=false", hosts.TestImage, ref)
-		namesBefore := containerNames(t, hosts.HostBURL)
+		unchanged := unchangedOnB(t)
 		r := migrate(t, "--url", hosts.HostBURL, "pull", "--tls-verify=false", "--name", "e2e-plain", ref)
 		if r.code != 5 || !strings.Contains(r.stderr, "not a checkpoint image") {
 			t.Fatalf("exit %d, stderr %q; want 5 and 'not a checkpoint image'", r.code, r.stderr)
 		}
-		if after := containerNames(t, hosts.HostBURL); len(after) != len(namesBefore) {
-			t.Fatalf("containers on B changed: %v -> %v", namesBefore, after)
-		}
+		unchanged()
 	})
 
 	t.Run("push to unreachable registry leaves the container alone", func(t *testing.T) {
@@ -263,12 +261,8 @@ func TestBadInput(t *testing.T) {
 	})
 
 	t.Run("pull refused by the signature policy", func(t *testing.T) {
-		src := "e2e-policy-src"
-		startWorkload(t, src)
 		ref := hosts.Registry + "/e2e/policy:v1"
-		if r := migrate(t, "--url", hosts.HostAURL, "push", "--leave-running", "--tls-verify=false", src, ref); r.code != 0 {
-			t.Fatalf("push failed: %s", r.stderr)
-		}
+		pushCopy(t, "e2e-policy-src", ref)
 		// containers/image prefers $HOME/.config/containers/policy.json.
 		home := t.TempDir()
 		dir := filepath.Join(home, ".config", "containers")
@@ -278,23 +272,17 @@ func TestBadInput(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(dir, "policy.json"), []byte(`{"default":[{"type":"reject"}]}`), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		before := containerNames(t, hosts.HostBURL)
+		unchanged := unchangedOnB(t)
 		r := migrateEnv(t, []string{"HOME=" + home}, "--url", hosts.HostBURL, "pull", "--tls-verify=false", "--name", "e2e-policy-dst", ref)
 		if r.code != 5 || !strings.Contains(r.stderr, "rejected by policy") || !strings.Contains(r.stderr, "hint: the signature policy") {
 			t.Fatalf("exit %d, stderr %q; want 5 and the policy's rejection", r.code, r.stderr)
 		}
-		if after := containerNames(t, hosts.HostBURL); len(after) != len(before) {
-			t.Fatalf("containers on B changed: %v -> %v", before, after)
-		}
+		unchanged()
 	})
 
 	t.Run("pull of a tampered image", func(t *testing.T) {
-		src := "e2e-tamper-src"
-		startWorkload(t, src)
 		ref := hosts.Registry + "/e2e/tamper:v1"
-		if r := migrate(t, "--url", hosts.HostAURL, "push", "--leave-running", "--tls-verify=false", src, ref); r.code != 0 {
-			t.Fatalf("push failed: %s", r.stderr)
-		}
+		pushCopy(t, "e2e-tamper-src", ref)
 		// Flip bytes inside the CRIU layer as the registry stores it; the
 		// registry serves it as it is.
 		var raw struct {
@@ -315,14 +303,12 @@ func TestBadInput(t *testing.T) {
 			t.Fatal(err)
 		}
 		f.Close()
-		before := containerNames(t, hosts.HostBURL)
+		unchanged := unchangedOnB(t)
 		r := migrate(t, "--url", hosts.HostBURL, "pull", "--tls-verify=false", "--name", "e2e-tamper-dst", ref)
 		if r.code == 0 || !strings.Contains(r.stderr, "igest did not match") {
 			t.Fatalf("exit %d, stderr %q; want a digest mismatch", r.code, r.stderr)
 		}
-		if after := containerNames(t, hosts.HostBURL); len(after) != len(before) {
-			t.Fatalf("containers on B changed: %v -> %v", before, after)
-		}
+		unchanged()
 	})
 
 	t.Run("pull of missing image", func(t *testing.T) {
@@ -342,12 +328,8 @@ func TestFailedRestoreLeavesNothing(t *testing.T) {
 	if _, err := os.Stat(hosts.HostAData); err != nil {
 		t.Fatalf("HOST_A_DATA: %v", err)
 	}
-	src := "e2e-bind-src"
-	startWorkload(t, src, "-v", hosts.HostAData+":/data")
 	ref := hosts.Registry + "/e2e/bind:v1"
-	if r := migrate(t, "--url", hosts.HostAURL, "push", "--leave-running", "--tls-verify=false", src, ref); r.code != 0 {
-		t.Fatalf("push failed: %s", r.stderr)
-	}
+	pushCopy(t, "e2e-bind-src", ref, "-v", hosts.HostAData+":/data")
 	r := migrate(t, "--url", hosts.HostBURL, "pull", "--tls-verify=false", "--name", "e2e-bind-dst", ref)
 	if r.code != 3 || !strings.Contains(r.stderr, "podman:") {
 		t.Fatalf("exit %d, stderr %q; want 3 with podman's error", r.code, r.stderr)
@@ -436,14 +418,12 @@ func TestDifferentBaseImageRefused(t *testing.T) {
 	if r := migrate(t, "--url", hosts.HostAURL, "push", "--leave-running", "--tls-verify=false", src, ref); r.code != 0 {
 		t.Fatalf("push failed: %s", r.stderr)
 	}
-	before := containerNames(t, hosts.HostBURL)
+	unchanged := unchangedOnB(t)
 	r := migrate(t, "--url", hosts.HostBURL, "pull", "--tls-verify=false", "--name", "e2e-base-dst", ref)
 	if r.code != 5 || !strings.Contains(r.stderr, "base image differs") || !strings.Contains(r.stderr, base) {
 		t.Fatalf("exit %d, stderr %q; want 5 naming %s", r.code, r.stderr, base)
 	}
-	if after := containerNames(t, hosts.HostBURL); len(after) != len(before) {
-		t.Fatalf("containers on B changed: %v -> %v", before, after)
-	}
+	unchanged()
 }
 
 // TestLocalTransports moves a container through an OCI archive file and a
