@@ -126,9 +126,7 @@ func Push(ctx context.Context, c *podman.Client, o PushOptions) (string, string,
 		Arch:        info.Host.Arch,
 		Created:     created,
 		Annotate: func(cfg *dump.Config) (map[string]string, error) {
-			a := annotations(cfg, ctr, info, baseDigest, o)
-			a[ckpt.AnnCreated] = created.Format(time.RFC3339)
-			return a, nil
+			return annotations(cfg, ctr, info, baseDigest, created, o), nil
 		},
 	})
 	if cerr := archive.Close(); err == nil && cerr != nil {
@@ -175,7 +173,7 @@ func rollback(ctx context.Context, c *podman.Client, ctr *podman.Container, copt
 	return perr
 }
 
-func annotations(cfg *dump.Config, ctr *podman.Container, info *podman.Info, baseDigest string, o PushOptions) map[string]string {
+func annotations(cfg *dump.Config, ctr *podman.Container, info *podman.Info, baseDigest string, created time.Time, o PushOptions) map[string]string {
 	runtimeName := ctr.OCIRuntime // what the container really ran with
 	if runtimeName == "" {
 		runtimeName = info.Host.OCIRuntime.Name
@@ -201,6 +199,7 @@ func annotations(cfg *dump.Config, ctr *podman.Container, info *podman.Info, bas
 		ckpt.AnnLeaveRunning:     strconv.FormatBool(o.LeaveRunning),
 		ckpt.AnnTCPEstablished:   strconv.FormatBool(o.TCPEstablished),
 		ckpt.AnnFileLocks:        strconv.FormatBool(o.FileLocks),
+		ckpt.AnnCreated:          created.Format(time.RFC3339),
 	}
 	if baseDigest != "" {
 		a[ckpt.AnnBaseDigest] = baseDigest

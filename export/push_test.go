@@ -3,6 +3,7 @@ package export
 import (
 	"bytes"
 	"testing"
+	"time"
 
 	podman "github.com/podman-migrate/podman-migrate/bindings"
 	"github.com/podman-migrate/podman-migrate/internal/ckpt"
@@ -20,7 +21,8 @@ func TestAnnotations(t *testing.T) {
 	info.Host.OCIRuntime.Name = "crun" // the engine default, not what ran
 	info.Host.Arch = "amd64"
 	info.Version.Version = "4.3.1"
-	a := annotations(cfg, ctr, info, "sha256:base", PushOptions{ToolVersion: "v1", LeaveRunning: true})
+	created := time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC)
+	a := annotations(cfg, ctr, info, "sha256:base", created, PushOptions{ToolVersion: "v1", LeaveRunning: true})
 	for k, want := range map[string]string{
 		ckpt.AnnName:            "fixture",
 		ckpt.AnnRuntimeName:     "runc",
@@ -35,6 +37,7 @@ func TestAnnotations(t *testing.T) {
 		ckpt.AnnToolVersion:     "v1",
 		ckpt.AnnSourceID:        "abc",
 		ckpt.AnnLeaveRunning:    "true",
+		ckpt.AnnCreated:         "2026-11-28T10:00:00Z",
 	} {
 		if a[k] != want {
 			t.Errorf("%s = %q, want %q", k, a[k], want)
@@ -44,7 +47,7 @@ func TestAnnotations(t *testing.T) {
 		t.Error(`empty values must be left out, not written as ""`)
 	}
 	ctr.OCIRuntime = ""
-	if a := annotations(cfg, ctr, info, "", PushOptions{}); a[ckpt.AnnRuntimeName] != "crun" {
+	if a := annotations(cfg, ctr, info, "", created, PushOptions{}); a[ckpt.AnnRuntimeName] != "crun" {
 		t.Errorf("without inspect data the engine default is the best guess; got %q", a[ckpt.AnnRuntimeName])
 	}
 }

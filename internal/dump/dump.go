@@ -77,9 +77,6 @@ func (c *Config) RawImageName() string { return c.String("RawImageName") }
 // Runtime is the OCI runtime named at creation ("" means the default).
 func (c *Config) Runtime() string { return c.String("runtime") }
 
-// Pod is the pod the container belonged to, if any.
-func (c *Config) Pod() string { return c.String("pod") }
-
 // NamedVolumes lists the names of the container's named volumes.
 func (c *Config) NamedVolumes() []string {
 	var vols []struct {

@@ -279,10 +279,10 @@ func rmB(t *testing.T, name string) {
 	t.Cleanup(func() { podmanTry(t, hosts.HostBURL, "rm", "-f", name) })
 }
 
-// startRegistry runs one more docker-registry for a test, read-only if
-// asked (it then refuses uploads, as a registry in maintenance does), and
-// returns its host:port.
-func startRegistry(t *testing.T, readOnly bool) string {
+// startReadOnlyRegistry runs one more docker-registry for a test, in
+// read-only mode (it answers, but refuses uploads, as a registry in
+// maintenance does), and returns its host:port.
+func startReadOnlyRegistry(t *testing.T) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -299,10 +299,10 @@ storage:
     rootdirectory: %s
   maintenance:
     readonly:
-      enabled: %t
+      enabled: true
 http:
   addr: %s
-`, filepath.Join(dir, "data"), readOnly, addr)
+`, filepath.Join(dir, "data"), addr)
 	if err := os.WriteFile(filepath.Join(dir, "config.yml"), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -248,7 +248,7 @@ func TestBadInput(t *testing.T) {
 	t.Run("push refused by the registry rolls back", func(t *testing.T) {
 		src := "e2e-readonly"
 		before := startWorkload(t, src)
-		ro := startRegistry(t, true)
+		ro := startReadOnlyRegistry(t)
 		r := migrate(t, "--url", hosts.HostAURL, "push", "--tls-verify=false", src, ro+"/e2e/x:v1")
 		if r.code != 4 {
 			t.Fatalf("exit %d, want 4 (registry)", r.code)
