@@ -26,6 +26,10 @@ type Info struct {
 			Version string `json:"version"`
 		} `json:"conmon"`
 	} `json:"host"`
+	Store struct {
+		GraphRoot  string `json:"graphRoot"`
+		VolumePath string `json:"volumePath"`
+	} `json:"store"`
 	Version struct {
 		APIVersion string `json:"APIVersion"`
 		Version    string `json:"Version"`
@@ -43,8 +47,11 @@ func (c *Client) Info(ctx context.Context) (*Info, error) {
 
 // Image is what podman-migrate needs of an image's inspect data.
 type Image struct {
-	ID     string `json:"Id"`
-	Digest string `json:"Digest"`
+	ID          string   `json:"Id"`
+	Digest      string   `json:"Digest"`
+	RepoDigests []string `json:"RepoDigests"`
+	RepoTags    []string `json:"RepoTags"`
+	Arch        string   `json:"Architecture"`
 }
 
 // InspectImage returns an image's inspect data; the error wraps ErrNotFound

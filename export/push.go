@@ -2,12 +2,18 @@ package export
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"time"
+
+	"github.com/containers/image/v5/oci/archive"
+	"github.com/containers/image/v5/oci/layout"
+	"github.com/containers/image/v5/types"
 
 	podman "github.com/podman-migrate/podman-migrate/bindings"
 	"github.com/podman-migrate/podman-migrate/internal/ckpt"
@@ -29,8 +35,12 @@ type PushOptions struct {
 	TCPEstablished bool
 	FileLocks      bool
 	IgnoreRootfs   bool
-	Compression    string
-	Transfer       transfer.Options
+	// IncludeBase copies the container's base image into DEST's
+	// repository (tag base-IMAGEID), for targets that cannot reach its
+	// origin.
+	IncludeBase bool
+	Compression string
+	Transfer    transfer.Options
 	// TmpDir holds the image between checkpoint and upload; "" means
 	// $TMPDIR or /var/tmp (CRIU images can be far larger than a tmpfs).
 	TmpDir      string
@@ -77,7 +87,7 @@ func Push(ctx context.Context, c *podman.Client, o PushOptions) (string, string,
 	if err != nil {
 		return "", "", err
 	}
-	if _, _, err := MediaType(o.Compression); err != nil {
+	if _, _, err := ckpt.MediaType(o.Compression); err != nil {
 		return "", "", err
 	}
 	ctr, err := c.InspectContainer(ctx, o.Container)
@@ -107,6 +117,22 @@ func Push(ctx context.Context, c *podman.Client, o PushOptions) (string, string,
 		return "", "", fmt.Errorf("creating a staging directory: %w", err)
 	}
 	defer os.RemoveAll(tmp)
+	// The base image goes first: it costs no downtime before the
+	// checkpoint.
+	base := map[string]string{}
+	if v := c.CRIUVersion(ctx); v != "" {
+		base[ckpt.AnnCriuVersion] = v
+	}
+	if kinds := bindKinds(c, ctr); kinds != "" {
+		base[ckpt.AnnBindKinds] = kinds
+	}
+	if o.IncludeBase {
+		ref, err := includeBase(ctx, c, ctr, destRef, tmp, o, logw)
+		if err != nil {
+			return "", "", fmt.Errorf("including the base image: %w; container %q was not touched", err, ctr.Name)
+		}
+		base[ckpt.AnnBaseIncluded] = ref
+	}
 
 	copts := podman.CheckpointOptions{
 		LeaveRunning: o.LeaveRunning, TCPEstablished: o.TCPEstablished,
@@ -121,12 +147,20 @@ func Push(ctx context.Context, c *podman.Client, o PushOptions) (string, string,
 	fmt.Fprintf(logw, "Checkpoint taken in %s; building the image\n", time.Since(start).Round(time.Millisecond))
 
 	created := time.Now().UTC()
-	built, err := Build(ctx, archive, tmp, BuildOptions{
+	staged, err := layout.NewReference(tmp, "checkpoint")
+	if err != nil {
+		return "", "", rollback(ctx, c, ctr, copts, o.LeaveRunning, err, logw)
+	}
+	built, err := build(ctx, archive, staged, ckpt.BuildOptions{
 		Compression: o.Compression,
 		Arch:        info.Host.Arch,
 		Created:     created,
 		Annotate: func(cfg *dump.Config) (map[string]string, error) {
-			return annotations(cfg, ctr, info, baseDigest, created, o), nil
+			a := annotations(cfg, ctr, info, baseDigest, created, o)
+			for k, v := range base {
+				a[k] = v
+			}
+			return a, nil
 		},
 	})
 	if cerr := archive.Close(); err == nil && cerr != nil {
@@ -139,11 +173,107 @@ func Push(ctx context.Context, c *podman.Client, o PushOptions) (string, string,
 		fmt.Fprintf(logw, "Removed source-host paths from config.dump: %v\n", built.Cleared)
 	}
 	fmt.Fprintf(logw, "Copying the image to %s\n", transfer.Display(destRef))
-	d, err := transfer.Copy(ctx, "pushing", destRef, built.Ref, o.Transfer)
+	d, err := transfer.Copy(ctx, "pushing", destRef, staged, o.Transfer)
 	if err != nil {
 		return "", "", rollback(ctx, c, ctr, copts, o.LeaveRunning, err, logw)
 	}
 	return transfer.Display(destRef), d.String(), nil
+}
+
+// bindKinds records whether each bind mount's source is a directory or a
+// file, looked up in the podman service's mount namespace when it runs on
+// this machine ("" otherwise, or without bind mounts).
+func bindKinds(c *podman.Client, ctr *podman.Container) string {
+	pid, err := c.ServicePID()
+	if err != nil {
+		return ""
+	}
+	kinds := map[string]string{}
+	for _, m := range ctr.Mounts {
+		if m.Type != "bind" {
+			continue
+		}
+		fi, err := os.Stat(filepath.Join("/proc", strconv.Itoa(pid), "root", m.Source))
+		if err != nil {
+			continue
+		}
+		kinds[m.Destination] = "file"
+		if fi.IsDir() {
+			kinds[m.Destination] = "dir"
+		}
+	}
+	if len(kinds) == 0 {
+		return ""
+	}
+	b, _ := json.Marshal(kinds)
+	return string(b)
+}
+
+// ErrIncludeBase is wrapped when --include-base cannot apply to DEST.
+var ErrIncludeBase = errors.New("--include-base needs a registry destination")
+
+// includeBase copies the container's base image from podman into DEST's
+// repository, tagged base-IMAGEID, and returns its digest reference. The
+// copy keeps the image config, so the image ID podman restores by is the
+// same on the target.
+func includeBase(ctx context.Context, c *podman.Client, ctr *podman.Container, dest types.ImageReference, tmp string, o PushOptions, logw io.Writer) (string, error) {
+	if !transfer.IsRegistry(dest) {
+		return "", fmt.Errorf("%w, not %s", ErrIncludeBase, transfer.Display(dest))
+	}
+	to, err := transfer.SiblingTag(dest, "base-"+podman.ShortID(ctr.Image))
+	if err != nil {
+		return "", err
+	}
+	fmt.Fprintf(logw, "Copying base image %s (%s) to %s\n", ctr.ImageName, podman.ShortID(ctr.Image), transfer.Display(to))
+	file := filepath.Join(tmp, "base.tar")
+	if err := saveImage(ctx, c, ctr.Image, file); err != nil {
+		return "", err
+	}
+	defer os.Remove(file)
+	from, err := archive.NewReference(file, "")
+	if err != nil {
+		return "", err
+	}
+	d, err := transfer.Copy(ctx, "pushing", to, from, o.Transfer)
+	if err != nil {
+		return "", err
+	}
+	return transfer.WithDigest(to, d), nil
+}
+
+func saveImage(ctx context.Context, c *podman.Client, id, file string) (retErr error) {
+	rc, err := c.SaveImage(ctx, id)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	f, err := os.OpenFile(file, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := f.Close(); err != nil && retErr == nil {
+			retErr = err
+		}
+	}()
+	if _, err := io.Copy(f, rc); err != nil {
+		return fmt.Errorf("saving image %s from podman: %w", podman.ShortID(id), err)
+	}
+	return nil
+}
+
+// build writes the checkpoint image into the OCI layout at ref.
+func build(ctx context.Context, archive io.Reader, ref types.ImageReference, o ckpt.BuildOptions) (b *ckpt.Built, retErr error) {
+	dest, err := ref.NewImageDestination(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err := dest.Close(); err != nil && retErr == nil {
+			retErr = err
+		}
+	}()
+	return ckpt.Build(ctx, archive, dest, o)
 }
 
 // rollback restores the source container from its kept checkpoint after a
@@ -196,10 +326,11 @@ func annotations(cfg *dump.Config, ctr *podman.Container, info *podman.Info, bas
 		ckpt.AnnFormat:           ckpt.FormatVersion,
 		ckpt.AnnToolVersion:      o.ToolVersion,
 		ckpt.AnnSourceID:         ctr.ID,
-		ckpt.AnnLeaveRunning:     strconv.FormatBool(o.LeaveRunning),
-		ckpt.AnnTCPEstablished:   strconv.FormatBool(o.TCPEstablished),
-		ckpt.AnnFileLocks:        strconv.FormatBool(o.FileLocks),
 		ckpt.AnnCreated:          created.Format(time.RFC3339),
+	}
+	opts := ckpt.Options{TCPEstablished: o.TCPEstablished, FileLocks: o.FileLocks, LeaveRunning: o.LeaveRunning}
+	for k, v := range opts.ToAnnotations() {
+		a[k] = v
 	}
 	if baseDigest != "" {
 		a[ckpt.AnnBaseDigest] = baseDigest

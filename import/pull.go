@@ -6,12 +6,16 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
+	"github.com/containers/image/v5/docker/reference"
 	"github.com/containers/image/v5/oci/layout"
+	"github.com/containers/image/v5/types"
 
 	podman "github.com/podman-migrate/podman-migrate/bindings"
 	"github.com/podman-migrate/podman-migrate/internal/ckpt"
+	"github.com/podman-migrate/podman-migrate/internal/tarsafe"
 	"github.com/podman-migrate/podman-migrate/internal/transfer"
 )
 
@@ -35,14 +39,76 @@ type PullOptions struct {
 	IgnoreStaticMAC bool
 	Publish         []string
 	Pod             string
-	Transfer        transfer.Options
-	TmpDir          string // "" means $TMPDIR or /var/tmp
-	Log             io.Writer
+	// MountMap, VolumeMap and NetworkMap relocate what the target host
+	// has elsewhere or under another name: "SRC=DST", "OLD=NEW".
+	MountMap   []string
+	VolumeMap  []string
+	NetworkMap []string
+	Transfer   transfer.Options
+	TmpDir     string // "" means $TMPDIR or /var/tmp
+	Log        io.Writer
+}
+
+// PlanPull reads only the manifest, config and metadata layer of the
+// checkpoint and works out what a pull would do on the host c serves,
+// creating nothing. Plan.Err says whether the restore can proceed.
+func PlanPull(ctx context.Context, c *podman.Client, o PullOptions) (*Plan, error) {
+	srcRef, err := transfer.ParseReference(o.Source)
+	if err != nil {
+		return nil, err
+	}
+	meta, err := readMetadata(ctx, srcRef, o.Transfer)
+	if err != nil {
+		return nil, err
+	}
+	return plan(ctx, c, transfer.Display(srcRef), meta, o)
+}
+
+func readMetadata(ctx context.Context, ref types.ImageReference, o transfer.Options) (*ckpt.Metadata, error) {
+	src, err := transfer.OpenSource(ctx, ref, o)
+	if err != nil {
+		return nil, err
+	}
+	defer src.Close()
+	meta, err := ckpt.ReadMetadata(ctx, src)
+	if err != nil {
+		return nil, fmt.Errorf("checking %s: %w", transfer.Display(ref), err)
+	}
+	return meta, nil
+}
+
+func plan(ctx context.Context, c *podman.Client, source string, meta *ckpt.Metadata, o PullOptions) (*Plan, error) {
+	t, err := newTarget(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	cfg := meta.Config
+	p := &Plan{Source: source, Digest: meta.ManifestDigest.String(), Name: o.Name, Image: cfg.RawImageName()}
+	if p.Name == "" {
+		p.Name = cfg.Name()
+	}
+	if p.Image == "" {
+		p.Image = cfg.RootfsImageName()
+	}
+	if exists, err := c.ContainerExists(ctx, p.Name); err != nil {
+		return nil, err
+	} else if exists {
+		p.block("container %q %s: choose another name with --name", p.Name, ErrConflict)
+	}
+	if err := p.basePlan(ctx, t, meta, cfg); err != nil {
+		return nil, err
+	}
+	if err := p.relocate(ctx, t, meta, o); err != nil {
+		return nil, err
+	}
+	p.hostFacts(ctx, t, meta, cfg)
+	return p, nil
 }
 
 // Pull fetches a checkpoint image, verifies it, and restores it as a new
-// container, returning the container's ID. If podman fails to restore it,
-// whatever the attempt created is removed again.
+// container, returning the container's ID. It plans first (as PlanPull) and
+// stops before fetching the CRIU images if the plan has blockers. If podman
+// fails to restore it, whatever the attempt created is removed again.
 func Pull(ctx context.Context, c *podman.Client, o PullOptions) (string, error) {
 	logw := o.Log
 	if logw == nil {
@@ -52,6 +118,25 @@ func Pull(ctx context.Context, c *podman.Client, o PullOptions) (string, error) 
 	if err != nil {
 		return "", err
 	}
+	fmt.Fprintf(logw, "Reading the checkpoint's metadata from %s\n", transfer.Display(srcRef))
+	meta, err := readMetadata(ctx, srcRef, o.Transfer)
+	if err != nil {
+		return "", err
+	}
+	p, err := plan(ctx, c, transfer.Display(srcRef), meta, o)
+	if err != nil {
+		return "", err
+	}
+	for _, w := range p.Warnings {
+		fmt.Fprintf(logw, "Warning: %s\n", w)
+	}
+	for _, b := range p.Blockers {
+		fmt.Fprintf(logw, "Problem: %s\n", b)
+	}
+	if err := p.Err(); err != nil {
+		return "", err
+	}
+
 	tmp, err := os.MkdirTemp(transfer.StagingDir(o.TmpDir), "podman-migrate-pull-")
 	if err != nil {
 		return "", fmt.Errorf("creating a staging directory: %w", err)
@@ -61,10 +146,19 @@ func Pull(ctx context.Context, c *podman.Client, o PullOptions) (string, error) 
 	if err != nil {
 		return "", err
 	}
-	fmt.Fprintf(logw, "Fetching %s\n", transfer.Display(srcRef))
-	start := time.Now()
-	if _, err := transfer.Copy(ctx, "pulling", local, srcRef, o.Transfer); err != nil {
+	// Fetch the very image that was planned.
+	from, err := transfer.Pinned(srcRef, meta.ManifestDigest)
+	if err != nil {
 		return "", err
+	}
+	fmt.Fprintf(logw, "Fetching %s\n", transfer.Display(from))
+	start := time.Now()
+	d, err := transfer.Copy(ctx, "pulling", local, from, o.Transfer)
+	if err != nil {
+		return "", err
+	}
+	if d != meta.ManifestDigest {
+		return "", fmt.Errorf("%w: %s changed while it was read (manifest %s, then %s); pull again", tarsafe.ErrUnsafe, transfer.Display(srcRef), meta.ManifestDigest, d)
 	}
 	fmt.Fprintf(logw, "Fetched in %s; verifying\n", time.Since(start).Round(time.Millisecond))
 
@@ -74,45 +168,42 @@ func Pull(ctx context.Context, c *podman.Client, o PullOptions) (string, error) 
 	}
 	defer src.Close()
 	start = time.Now()
-	img, err := Open(ctx, src)
+	img, err := ckpt.Open(ctx, src)
 	if err != nil {
 		return "", fmt.Errorf("checking %s: %w", transfer.Display(srcRef), err)
 	}
 	fmt.Fprintf(logw, "Verified in %s\n", time.Since(start).Round(time.Millisecond))
-	if len(img.Cleared) > 0 {
-		fmt.Fprintf(logw, "Removed source-host paths from config.dump: %v\n", img.Cleared)
+	rel := p.relocated
+	if len(rel.cleared) > 0 {
+		fmt.Fprintf(logw, "Removed source-host paths from config.dump: %v\n", rel.cleared)
+	}
+	for _, ch := range rel.changes {
+		fmt.Fprintf(logw, "Relocated %s\n", ch)
 	}
 
-	name := o.Name
-	if name == "" {
-		name = img.Config.Name()
-	}
-	if err := preflight(ctx, c, name, img.Volumes); err != nil {
-		return "", err
-	}
-	if err := checkBaseImage(ctx, c, img, logw); err != nil {
+	pulledBase, err := ensureBase(ctx, c, p, o, logw)
+	if err != nil {
 		return "", err
 	}
 
+	name := p.Name
 	fmt.Fprintf(logw, "Restoring container %s\n", name)
 	start = time.Now()
 	pr, pw := io.Pipe()
 	werr := make(chan error, 1)
 	go func() {
-		err := img.WriteArchive(ctx, pw)
+		err := img.WriteArchive(ctx, pw, rel.edits)
 		pw.CloseWithError(err)
 		werr <- err
 	}()
 	id, err := c.RestoreImport(ctx, pr, podman.RestoreOptions{
 		Name:            o.Name,
-		IgnoreStaticIP:  o.IgnoreStaticIP,
+		IgnoreStaticIP:  o.IgnoreStaticIP || rel.dropIP,
 		IgnoreStaticMAC: o.IgnoreStaticMAC,
 		Publish:         o.Publish,
 		Pod:             o.Pod,
-		// CRIU restores established connections and file locks only when
-		// told to, as it was at the dump.
-		TCPEstablished: img.Manifest.Annotations[ckpt.AnnTCPEstablished] == "true",
-		FileLocks:      img.Manifest.Annotations[ckpt.AnnFileLocks] == "true",
+		TCPEstablished:  img.Options.TCPEstablished,
+		FileLocks:       img.Options.FileLocks,
 	})
 	// Unblock the writer if podman stopped reading, and let it finish
 	// before the staging directory goes.
@@ -121,7 +212,7 @@ func Pull(ctx context.Context, c *podman.Client, o PullOptions) (string, error) 
 		err = fmt.Errorf("streaming the checkpoint to podman: %w (podman: %w)", wErr, err)
 	}
 	if err != nil {
-		if cerr := cleanup(ctx, c, name, img.Volumes, logw); cerr != nil {
+		if cerr := cleanup(ctx, c, name, rel.volumes, pulledBase, logw); cerr != nil {
 			return "", fmt.Errorf("%w; removing what the failed restore left also failed: %w", err, cerr)
 		}
 		return "", err
@@ -130,64 +221,60 @@ func Pull(ctx context.Context, c *podman.Client, o PullOptions) (string, error) 
 	return id, nil
 }
 
-// preflight refuses a restore that would collide with what the target host
-// already has, so a failure never removes anything that was there before.
-func preflight(ctx context.Context, c *podman.Client, name string, volumes []string) error {
-	exists, err := c.ContainerExists(ctx, name)
-	if err != nil {
-		return err
+// ensureBase makes the base image available when the plan says it is
+// absent: by digest from its origin, else from the copy push
+// --include-base made, tagged with its original name because podman's
+// restore looks it up by name. It returns the image it pulled, if any.
+func ensureBase(ctx context.Context, c *podman.Client, p *Plan, o PullOptions, logw io.Writer) (string, error) {
+	if p.Base.Present {
+		return "", nil
 	}
-	if exists {
-		return fmt.Errorf("container %q %w: choose another name with --name", name, ErrConflict)
+	var tls *bool
+	if o.Transfer.TLSVerify != types.OptionalBoolUndefined {
+		v := o.Transfer.TLSVerify == types.OptionalBoolTrue
+		tls = &v
 	}
-	for _, v := range volumes {
-		exists, err := c.VolumeExists(ctx, v)
+	var failed []string
+	for _, ref := range p.Base.From {
+		fmt.Fprintf(logw, "Pulling base image %s\n", ref)
+		id, err := c.PullImage(ctx, ref, tls)
 		if err != nil {
-			return err
+			failed = append(failed, fmt.Sprintf("%s: %v", ref, err))
+			continue
 		}
-		if exists {
-			return fmt.Errorf("volume %q %w: remove it or restore elsewhere", v, ErrConflict)
+		if id != p.Base.ID && !strings.HasPrefix(p.Base.ID, id) {
+			failed = append(failed, fmt.Sprintf("%s: it is image %s, not %s", ref, podman.ShortID(id), podman.ShortID(p.Base.ID)))
+			continue
 		}
+		repo, tag := splitName(p.Base.Name)
+		if repo != "" {
+			if err := c.TagImage(ctx, id, repo, tag); err != nil {
+				return id, err
+			}
+		}
+		return id, nil
 	}
-	return nil
+	return "", fmt.Errorf("%w: base image %s (%s) is not on this host and could not be pulled: %s (hint: push with --include-base, or podman save/load the image here)",
+		ErrBaseImage, p.Base.Name, podman.ShortID(p.Base.ID), strings.Join(failed, "; "))
 }
 
-// checkBaseImage makes sure the restore will find the image the container
-// was created from. podman looks it up by ID and, failing that, pulls it by
-// name; a same-named but different image would only fail deep inside
-// podman with a puzzling message.
-func checkBaseImage(ctx context.Context, c *podman.Client, img *Image, logw io.Writer) error {
-	id, name := img.Config.RootfsImageID(), img.Config.RootfsImageName()
-	if id == "" {
-		return nil
-	}
-	if _, err := c.InspectImage(ctx, id); err == nil {
-		return nil
-	} else if !errors.Is(err, podman.ErrNotFound) {
-		return err
-	}
-	if name == "" {
-		return fmt.Errorf("%w: image %s is not on this host and the checkpoint names none to pull", ErrBaseImage, podman.ShortID(id))
-	}
-	have, err := c.InspectImage(ctx, name)
-	if errors.Is(err, podman.ErrNotFound) {
-		fmt.Fprintf(logw, "Base image %s is not on this host; podman will pull it\n", name)
-		return nil
-	}
+// splitName splits NAME[:TAG] into the repository and tag podman's tag
+// endpoint takes.
+func splitName(name string) (string, string) {
+	named, err := reference.ParseNormalizedNamed(name)
 	if err != nil {
-		return err
+		return "", ""
 	}
-	hint := name
-	if d := img.Manifest.Annotations[ckpt.AnnBaseDigest]; d != "" {
-		hint = fmt.Sprintf("%s (digest %s)", name, d)
+	tag := "latest"
+	if t, ok := named.(reference.NamedTagged); ok {
+		tag = t.Tag()
 	}
-	return fmt.Errorf("%w: %s here is image %s, the checkpoint was made from image %s; make the source's %s available on this host (podman pull, or podman save/load)",
-		ErrBaseImage, name, podman.ShortID(have.ID), podman.ShortID(id), hint)
+	return reference.TrimNamed(named).String(), tag
 }
 
 // cleanup removes what a failed restore left: podman 4.3.1 can leave the
 // new container in state Created, and restored volumes behind.
-func cleanup(ctx context.Context, c *podman.Client, name string, volumes []string, logw io.Writer) error {
+func cleanup(ctx context.Context, c *podman.Client, name string, volumes []string, pulledBase string, logw io.Writer) error {
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
 	defer cancel()
 	var errs []error
@@ -205,5 +292,23 @@ func cleanup(ctx context.Context, c *podman.Client, name string, volumes []strin
 			errs = append(errs, c.RemoveVolume(cctx, v))
 		}
 	}
+	if pulledBase != "" {
+		fmt.Fprintf(logw, "Removing base image %s, pulled for the failed restore\n", podman.ShortID(pulledBase))
+		errs = append(errs, c.RemoveImage(cctx, pulledBase))
+	}
 	return errors.Join(errs...)
+}
+
+// Inspect describes the checkpoint image at source from its metadata,
+// under the signature policy, without a podman service.
+func Inspect(ctx context.Context, source string, o transfer.Options) (*ckpt.Description, error) {
+	ref, err := transfer.ParseReference(source)
+	if err != nil {
+		return nil, err
+	}
+	meta, err := readMetadata(ctx, ref, o)
+	if err != nil {
+		return nil, err
+	}
+	return ckpt.Describe(meta), nil
 }

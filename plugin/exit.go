@@ -35,12 +35,13 @@ func exitCode(err error) int {
 	switch {
 	case errors.As(err, &usage):
 		return ExitUsage
-	case errors.Is(err, export.ErrBadArchive):
+	case errors.Is(err, ckpt.ErrBadArchive):
 		return ExitPodman // podman's own export was not what it should be
 	case errors.Is(err, export.ErrNoContainer), errors.Is(err, export.ErrNotRunning),
 		errors.Is(err, ckpt.ErrNotCheckpoint), errors.Is(err, tarsafe.ErrUnsafe),
 		errors.Is(err, transfer.ErrBadReference), errors.Is(err, restore.ErrConflict),
-		errors.Is(err, restore.ErrBaseImage), isPolicyRejection(err):
+		errors.Is(err, restore.ErrBaseImage), errors.Is(err, restore.ErrBlocked),
+		errors.Is(err, restore.ErrBadMap), errors.Is(err, export.ErrIncludeBase), isPolicyRejection(err):
 		return ExitInput
 	case errors.As(err, &terr):
 		return ExitRegistry

@@ -20,6 +20,10 @@ type pullOptions struct {
 	ignoreStaticMAC bool
 	publish         []string
 	pod             string
+	mountMap        []string
+	volumeMap       []string
+	networkMap      []string
+	dryRun          bool
 	tlsVerifySet    func() bool
 }
 
@@ -34,7 +38,20 @@ new storage. The process continues where it was checkpointed.
 
 SOURCE is a registry reference or any containers/image transport, as for
 push; images made by 'podman container checkpoint --create-image' work too.
-Prints the new container's ID on success.`,
+Prints the new container's ID on success.
+
+Before it creates anything, pull plans the restore from the checkpoint's
+metadata alone: the container name, bind-mount sources (as the podman
+service sees its file system), named volumes, networks, the base image,
+runtime, CRIU, kernel and architecture. Any problem stops it with one line
+per problem, naming the flag that fixes it. --dry-run prints that plan and
+exits 0 when the restore can proceed, 5 when it cannot.
+
+Relocation:
+  --mount-map /srv/a=/data/a    a bind mount from /srv/a, or from below it,
+                                comes from /data/a (same relative path) here
+  --volume-map web-data=web2    restore named volume web-data as web2
+  --network-map appnet=prodnet  attach to prodnet where it was on appnet`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return o.run(cmd.Context(), args, cmd.OutOrStdout())
@@ -48,6 +65,10 @@ Prints the new container's ID on success.`,
 	f.BoolVar(&o.ignoreStaticMAC, "ignore-static-mac", false, "let podman choose a new MAC address")
 	f.StringArrayVarP(&o.publish, "publish", "p", nil, "publish a port, as podman run -p (repeatable; replaces the checkpoint's)")
 	f.StringVar(&o.pod, "pod", "", "restore into this existing pod")
+	f.StringArrayVar(&o.mountMap, "mount-map", nil, "relocate bind mounts: SRC on the checkpointed host, or a path below it, is DST here (repeatable)")
+	f.StringArrayVar(&o.volumeMap, "volume-map", nil, "restore named volume OLD as NEW: OLD=NEW (repeatable)")
+	f.StringArrayVar(&o.networkMap, "network-map", nil, "attach to network NEW where the container was on OLD: OLD=NEW (repeatable)")
+	f.BoolVar(&o.dryRun, "dry-run", false, "fetch only the metadata, print the plan and create nothing; exit 5 if the restore could not proceed")
 	o.tlsVerifySet = func() bool { return f.Changed("tls-verify") }
 	return cmd
 }
@@ -57,13 +78,16 @@ func (o *pullOptions) run(ctx context.Context, args []string, stdout io.Writer) 
 	if err != nil {
 		return err
 	}
-	id, err := restore.Pull(ctx, c, restore.PullOptions{
+	po := restore.PullOptions{
 		Source:          args[0],
 		Name:            o.name,
 		IgnoreStaticIP:  o.ignoreStaticIP,
 		IgnoreStaticMAC: o.ignoreStaticMAC,
 		Publish:         o.publish,
 		Pod:             o.pod,
+		MountMap:        o.mountMap,
+		VolumeMap:       o.volumeMap,
+		NetworkMap:      o.networkMap,
 		Transfer: transfer.Options{
 			TLSVerify: transfer.TLSVerify(o.tlsVerifySet(), o.tlsVerify),
 			AuthFile:  o.authFile,
@@ -71,7 +95,19 @@ func (o *pullOptions) run(ctx context.Context, args []string, stdout io.Writer) 
 			UserAgent: "podman-migrate/" + Version,
 		},
 		Log: o.global.stderr,
-	})
+	}
+	if o.dryRun {
+		p, err := restore.PlanPull(ctx, c, po)
+		if err != nil {
+			return fmt.Errorf("planning the pull of %q: %w", args[0], err)
+		}
+		p.Print(stdout)
+		if err := p.Err(); err != nil {
+			return fmt.Errorf("pulling %q: %w", args[0], err)
+		}
+		return nil
+	}
+	id, err := restore.Pull(ctx, c, po)
 	if err != nil {
 		return fmt.Errorf("pulling %q: %w", args[0], err)
 	}

@@ -20,6 +20,7 @@ type pushOptions struct {
 	tcpEstablished bool
 	fileLocks      bool
 	ignoreRootfs   bool
+	includeBase    bool
 	tlsVerifySet   func() bool
 }
 
@@ -48,6 +49,7 @@ restored here. Prints DEST@DIGEST on success.`,
 	f.BoolVar(&o.tcpEstablished, "tcp-established", false, "checkpoint established TCP connections")
 	f.BoolVar(&o.fileLocks, "file-locks", false, "checkpoint file locks")
 	f.BoolVar(&o.ignoreRootfs, "ignore-rootfs", false, "leave root file-system changes out of the image")
+	f.BoolVar(&o.includeBase, "include-base", false, "also copy the container's base image into DEST's repository (tag base-IMAGEID), for targets that cannot pull it from its origin; registry destinations only")
 	o.tlsVerifySet = func() bool { return f.Changed("tls-verify") }
 	return cmd
 }
@@ -64,6 +66,7 @@ func (o *pushOptions) run(ctx context.Context, args []string, stdout io.Writer) 
 		TCPEstablished: o.tcpEstablished,
 		FileLocks:      o.fileLocks,
 		IgnoreRootfs:   o.ignoreRootfs,
+		IncludeBase:    o.includeBase,
 		Compression:    o.compression,
 		Transfer: transfer.Options{
 			TLSVerify: transfer.TLSVerify(o.tlsVerifySet(), o.tlsVerify),

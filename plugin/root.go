@@ -48,7 +48,7 @@ content, name already taken),
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.PersistentFlags().StringVar(&g.url, "url", "",
 		"podman socket URI (default $CONTAINER_HOST, else unix:///run/podman/podman.sock, or the rootless socket)")
-	root.AddCommand(newPushCmd(g), newPullCmd(g), newVersionCmd(g))
+	root.AddCommand(newPushCmd(g), newPullCmd(g), newInspectCmd(g), newVersionCmd(g))
 	root.CompletionOptions.HiddenDefaultCmd = true
 	return root
 }

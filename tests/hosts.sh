@@ -17,8 +17,10 @@
 #   HOST_B_URL    unix://STATE_DIR/b/run/podman.sock, podman service in its own
 #                 mount namespace: private storage, /run/containers, /run/libpod,
 #                 /run/runc, /run/netns, /dev/shm, /var/tmp, /etc/containers (a copy
-#                 of A's whose storage.conf moves the run root to
-#                 /run/containers/storage-hostb) and /etc/containers/networks
+#                 of A's whose storage.conf moves the graph root to
+#                 /var/lib/containers/storage-hostb and the run root to
+#                 /run/containers/storage-hostb; A's graph root is hidden) and
+#                 /etc/containers/networks
 #   HOST_B_PID    `nsenter -t $HOST_B_PID -m podman ...` runs podman as host B
 #   TEST_IMAGE    localhost/podman-migrate-test:latest, same image ID on A and B
 #   TEST_IMAGE_ID, HOST_A_PID, REGISTRY_PID, HOST_A_DATA (a directory that
@@ -37,11 +39,14 @@ readonly BASE_IMAGE_TAR=$BASE_DIR/testbase-image.tar
 readonly TIMEOUT=${HOSTS_TIMEOUT:-60}
 readonly LOG_LEVEL=${HOSTS_LOG_LEVEL:-info}
 # Paths that host B gets its own copy of (tmpfs or a bind of STATE_DIR/b/NAME).
-readonly B_PRIVATE=(/etc/containers /var/lib/containers/storage /var/lib/containers/cache
+readonly B_PRIVATE=(/etc/containers /var/lib/containers/storage /var/lib/containers/storage-hostb /var/lib/containers/cache
 	/etc/containers/networks /run/containers /run/libpod /run/runc /run/netns
 	/dev/shm /var/tmp)
 # Host B's run root: not A's /run/containers/storage (see b_init).
 readonly B_RUNROOT=/run/containers/storage-hostb
+# Host B's graph root: not A's path either, so its volume directory
+# (GRAPHROOT/volumes) differs from A's as it does between real hosts.
+readonly B_GRAPHROOT=/var/lib/containers/storage-hostb
 export PATH="$SERVICE_PATH${PATH:+:$PATH}"
 
 log() { printf 'hosts: %s\n' "$*" >&2; }
@@ -231,7 +236,7 @@ start_host_a() {
 b_init() {
 	local state=$1 d
 	mount --make-rprivate /
-	for d in etc storage cache networks vartmp; do
+	for d in etc storage empty cache networks vartmp; do
 		[[ -d $state/b/$d ]] || die "missing $state/b/$d"
 	done
 	# B is configured apart from A, as a second host may be: its own
@@ -243,11 +248,13 @@ b_init() {
 	cat >"$state/b/etc/storage.conf" <<-EOF
 		[storage]
 		driver = "overlay"
-		graphroot = "/var/lib/containers/storage"
+		graphroot = "$B_GRAPHROOT"
 		runroot = "$B_RUNROOT"
 	EOF
 	mount --bind "$state/b/etc" /etc/containers
-	mount --bind "$state/b/storage" /var/lib/containers/storage
+	mount --bind "$state/b/storage" "$B_GRAPHROOT"
+	# A's graph root stays hidden from B: an empty directory in its place.
+	mount --bind "$state/b/empty" /var/lib/containers/storage
 	mount --bind "$state/b/cache" /var/lib/containers/cache
 	mount --bind "$state/b/networks" /etc/containers/networks
 	mount -t tmpfs -o mode=0700 tmpfs /run/containers
@@ -283,6 +290,8 @@ check_isolation() {
 	fi
 	[[ $(b_podman "$state" info --format '{{.Store.RunRoot}}') == "$B_RUNROOT" ]] ||
 		die "isolation check: host B's run root is not $B_RUNROOT"
+	[[ $(b_podman "$state" info --format '{{.Store.GraphRoot}}') == "$B_GRAPHROOT" ]] ||
+		die "isolation check: host B's graph root is not $B_GRAPHROOT"
 	nsenter -t "$(<"$state/b/pid")" -m -- test ! -e "$(a_data "$state")" ||
 		die "isolation check: host B sees host A's data directory $(a_data "$state")"
 	log "isolation check OK: ${#B_PRIVATE[@]} paths differ between A and B (${B_PRIVATE[*]}); B sees none of A's ${#ids[@]} runroot container dirs"
@@ -408,8 +417,8 @@ do_up() {
 		return 0
 	fi
 	do_down "$state" quiet
-	mkdir -p "$state"/{a,b/run,b/etc,b/storage,b/cache,b/networks,b/vartmp,registry-data} "$(a_data "$state")"
-	chmod 700 "$state/b/storage" "$state/b/cache" "$state/b/networks"
+	mkdir -p "$state"/{a,b/run,b/etc,b/storage,b/empty,b/cache,b/networks,b/vartmp,registry-data} "$(a_data "$state")"
+	chmod 700 "$state/b/storage" "$state/b/empty" "$state/b/cache" "$state/b/networks"
 	chmod 1777 "$state/b/vartmp"
 	: >"$state/registry.log"
 	: >"$state/a/service.log"
@@ -539,7 +548,7 @@ do_down() {
 		die "mounts remain under $state; not removing its data"
 	fi
 
-	rm -rf --one-file-system -- "$state/b/etc" "$state/b/storage" "$state/b/cache" "$state/b/networks" "$state/b/vartmp" \
+	rm -rf --one-file-system -- "$state/b/etc" "$state/b/storage" "$state/b/empty" "$state/b/cache" "$state/b/networks" "$state/b/vartmp" \
 		"$state/b/run" "$state/registry-data" "$(a_data "$state")"
 	rm -f -- "$state/a/podman.sock" "$state/a/pid" "$state/b/pid" "$state/b/mntns" \
 		"$state/registry.pid" "$state/registry.yml" "$state/env.tmp" "$state/env.json.tmp"

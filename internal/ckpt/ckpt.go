@@ -1,6 +1,9 @@
-// Package ckpt describes the checkpoint image format shared by push and pull:
-// the members of podman's checkpoint archive, the role each layer plays, and
-// the annotation keys on the manifest and its layers.
+// Package ckpt is the checkpoint image format, shared by push and pull: the
+// members of podman's checkpoint archive, the role each layer plays, the
+// annotations on the manifest and its layers; Build writes such an image
+// into any containers/image destination, Open verifies one entry by entry,
+// ReadMetadata reads only what planning needs, and Image.WriteArchive turns
+// a verified image back into podman's archive with members replaced.
 package ckpt
 
 import (
@@ -73,6 +76,13 @@ const (
 	AnnFileLocks        = Prefix + "file-locks"
 	AnnLayerRole        = Prefix + "layer.role"
 	AnnLayerVolume      = Prefix + "layer.volume"
+	// AnnBaseIncluded is the digest reference of the copy of the base image
+	// that push --include-base put into the checkpoint's repository.
+	AnnBaseIncluded = Prefix + "base.included"
+	// AnnBindKinds records, as JSON {destination: "dir"|"file"}, what each
+	// bind mount's source was, so pull can check the target's has the
+	// same kind: CRIU needs it.
+	AnnBindKinds = Prefix + "bind-kinds"
 	FormatVersion       = "1"
 )
 

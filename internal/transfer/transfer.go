@@ -18,6 +18,7 @@ import (
 	"github.com/containers/image/v5/copy"
 	"github.com/containers/image/v5/docker"
 	"github.com/containers/image/v5/docker/reference"
+	"github.com/containers/image/v5/image"
 	"github.com/containers/image/v5/manifest"
 	"github.com/containers/image/v5/signature"
 	"github.com/containers/image/v5/transports"
@@ -101,6 +102,8 @@ type Options struct {
 	Report io.Writer
 	// UserAgent is sent to registries.
 	UserAgent string
+	// SignaturePolicy is a policy.json to use instead of the system's.
+	SignaturePolicy string
 }
 
 // SystemContext returns the containers/image settings for these options.
@@ -108,6 +111,7 @@ func (o Options) SystemContext() *types.SystemContext {
 	sys := &types.SystemContext{
 		AuthFilePath:            o.AuthFile,
 		DockerRegistryUserAgent: o.UserAgent,
+		SignaturePolicyPath:     o.SignaturePolicy,
 	}
 	if o.TLSVerify != types.OptionalBoolUndefined {
 		skip := o.TLSVerify == types.OptionalBoolFalse
@@ -129,13 +133,9 @@ func Copy(ctx context.Context, op string, dst, src types.ImageReference, o Optio
 		return "", &Error{Op: op, Ref: Display(remote), Err: err}
 	}
 	sys := o.SystemContext()
-	policy, err := signature.DefaultPolicy(sys)
+	pc, err := policyContext(sys)
 	if err != nil {
-		return fail(fmt.Errorf("reading signature policy: %w", err))
-	}
-	pc, err := signature.NewPolicyContext(policy)
-	if err != nil {
-		return fail(fmt.Errorf("reading signature policy: %w", err))
+		return fail(err)
 	}
 	defer func() { _ = pc.Destroy() }()
 	report := o.Report
@@ -155,6 +155,87 @@ func Copy(ctx context.Context, op string, dst, src types.ImageReference, o Optio
 		return fail(err)
 	}
 	return d, nil
+}
+
+func policyContext(sys *types.SystemContext) (*signature.PolicyContext, error) {
+	policy, err := signature.DefaultPolicy(sys)
+	if err != nil {
+		return nil, fmt.Errorf("reading signature policy: %w", err)
+	}
+	pc, err := signature.NewPolicyContext(policy)
+	if err != nil {
+		return nil, fmt.Errorf("reading signature policy: %w", err)
+	}
+	return pc, nil
+}
+
+// OpenSource opens an image for reading in place, without copying it, once
+// the signature policy accepts it: what inspect and pull --dry-run read
+// honours policy.json as a pull does.
+func OpenSource(ctx context.Context, ref types.ImageReference, o Options) (types.ImageSource, error) {
+	fail := func(err error) (types.ImageSource, error) {
+		return nil, &Error{Op: "reading", Ref: Display(ref), Err: err}
+	}
+	sys := o.SystemContext()
+	pc, err := policyContext(sys)
+	if err != nil {
+		return fail(err)
+	}
+	defer func() { _ = pc.Destroy() }()
+	src, err := ref.NewImageSource(ctx, sys)
+	if err != nil {
+		return fail(err)
+	}
+	allowed, err := pc.IsRunningImageAllowed(ctx, image.UnparsedInstance(src, nil))
+	if err == nil && !allowed {
+		err = errors.New("rejected by the signature policy")
+	}
+	if err != nil {
+		src.Close()
+		return fail(err)
+	}
+	return src, nil
+}
+
+// Pinned returns ref fixed to manifest digest d where the transport allows
+// it (a registry), so a fetch after planning gets the very image planned.
+// Other transports come back as they are; callers compare digests.
+func Pinned(ref types.ImageReference, d digest.Digest) (types.ImageReference, error) {
+	if ref.Transport().Name() != docker.Transport.Name() || ref.DockerReference() == nil {
+		return ref, nil
+	}
+	named, err := reference.WithDigest(reference.TrimNamed(ref.DockerReference()), d)
+	if err != nil {
+		return nil, err
+	}
+	return docker.NewReference(named)
+}
+
+// SiblingTag returns the image tagged tag in the same registry repository
+// as ref.
+func SiblingTag(ref types.ImageReference, tag string) (types.ImageReference, error) {
+	if !IsRegistry(ref) || ref.DockerReference() == nil {
+		return nil, fmt.Errorf("%w: %s is not in a registry", ErrBadReference, Display(ref))
+	}
+	named, err := reference.WithTag(reference.TrimNamed(ref.DockerReference()), tag)
+	if err != nil {
+		return nil, err
+	}
+	return docker.NewReference(named)
+}
+
+// WithDigest is the digest reference of the image at ref, as a string
+// (host/repo@sha256:…).
+func WithDigest(ref types.ImageReference, d digest.Digest) string {
+	if ref.DockerReference() == nil {
+		return Display(ref) + "@" + d.String()
+	}
+	return reference.TrimNamed(ref.DockerReference()).String() + "@" + d.String()
+}
+
+// IsRegistry reports whether ref names an image in a registry.
+func IsRegistry(ref types.ImageReference) bool {
+	return ref.Transport().Name() == docker.Transport.Name()
 }
 
 // TLSVerify turns a --tls-verify flag into containers/image's tri-state:

@@ -322,3 +322,5 @@ http:
 	t.Fatalf("registry on %s did not start", addr)
 	return ""
 }
+
+func sleepTick() { time.Sleep(200 * time.Millisecond) }

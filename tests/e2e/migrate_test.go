@@ -101,7 +101,9 @@ func TestMigrateThroughRegistry(t *testing.T) {
 // layout instead of a registry.
 func TestLeaveRunningToOCILayout(t *testing.T) {
 	src, dst := "e2e-copy-src", "e2e-copy-dst"
-	before := startWorkload(t, src)
+	// A high static address: B's allocator hands out low ones, so the two
+	// copies can only share one if --ignore-static-ip were ignored.
+	before := startWorkload(t, src, "--ip", "10.88.0.250")
 	// Not under /var/tmp: host B has its own.
 	dir := filepath.Join(stateDir, "layout")
 	r := migrate(t, "--url", hosts.HostAURL, "push", "--leave-running", "--compression-format", "gzip", src, "oci:"+dir+":copy")
@@ -319,24 +321,29 @@ func TestBadInput(t *testing.T) {
 	})
 }
 
-// TestFailedRestoreLeavesNothing: a restore that podman refuses on B (the
-// bind-mount source exists on A only) leaves no half-made container.
+// TestFailedRestoreLeavesNothing: a restore that podman refuses on B
+// leaves no half-made container. podman's own image records no bind-mount
+// kinds, so the plan passes a file where the checkpoint had a directory,
+// and runc refuses to mount it.
 func TestFailedRestoreLeavesNothing(t *testing.T) {
 	if hosts.HostAData == "" {
 		t.Fatal("hosts.sh gave no HOST_A_DATA directory")
 	}
-	if _, err := os.Stat(hosts.HostAData); err != nil {
-		t.Fatalf("HOST_A_DATA: %v", err)
-	}
+	src, dst := "e2e-bind-src", "e2e-bind-dst"
+	startWorkload(t, src, "-v", hosts.HostAData+":/data")
 	ref := hosts.Registry + "/e2e/bind:v1"
-	pushCopy(t, "e2e-bind-src", ref, "-v", hosts.HostAData+":/data")
-	r := migrate(t, "--url", hosts.HostBURL, "pull", "--tls-verify=false", "--name", "e2e-bind-dst", ref)
+	podman(t, hosts.HostAURL, "container", "checkpoint", "--leave-running", "--create-image", ref, src)
+	t.Cleanup(func() { podmanTry(t, hosts.HostAURL, "rmi", "-f", ref) })
+	podman(t, hosts.HostAURL, "push", "--tls-verify=false", ref)
+	// On B the path exists, as a file.
+	onB(t, "mkdir -p $(dirname "+hosts.HostAData+") && echo not-a-dir > "+hosts.HostAData)
+	t.Cleanup(func() { runCmd(t, "nsenter", "-t", hosts.HostBPID, "-m", "--", "rm", "-f", hosts.HostAData) })
+	unchanged := unchangedOnB(t)
+	r := migrate(t, "--url", hosts.HostBURL, "pull", "--tls-verify=false", "--name", dst, ref)
 	if r.code != 3 || !strings.Contains(r.stderr, "podman:") {
 		t.Fatalf("exit %d, stderr %q; want 3 with podman's error", r.code, r.stderr)
 	}
-	if hasContainer(t, hosts.HostBURL, "e2e-bind-dst") {
-		t.Fatal("the failed restore left a container behind on B")
-	}
+	unchanged()
 }
 
 // TestInterruptedPushRollsBack: SIGINT after the checkpoint restores the

@@ -1,4 +1,4 @@
-package restore
+package ckpt
 
 import (
 	"archive/tar"
@@ -8,12 +8,11 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
-	"github.com/podman-migrate/podman-migrate/internal/ckpt"
 	"github.com/podman-migrate/podman-migrate/internal/ckpttest"
 	"github.com/podman-migrate/podman-migrate/internal/tarsafe"
 )
 
-var podmanAnn = map[string]string{ckpt.AnnRuntimeName: "runc", ckpt.AnnName: "web"}
+var podmanAnn = map[string]string{AnnRuntimeName: "runc", AnnName: "web"}
 
 // base is a valid single-layer checkpoint image, as podman's
 // --create-image makes them; tests append one hostile entry to it.
@@ -47,27 +46,27 @@ func TestOpenRejects(t *testing.T) {
 		ann     map[string]string
 		wantErr error
 	}{
-		{"plain image, no annotations", []ckpttest.Layer{{Tar: base(t)}}, nil, ckpt.ErrNotCheckpoint},
-		{"annotated but no config.dump", []ckpttest.Layer{{Tar: nested(ckpttest.Entry{Name: "checkpoint/", Type: tar.TypeDir})}}, podmanAnn, ckpt.ErrNotCheckpoint},
+		{"plain image, no annotations", []ckpttest.Layer{{Tar: base(t)}}, nil, ErrNotCheckpoint},
+		{"annotated but no config.dump", []ckpttest.Layer{{Tar: nested(ckpttest.Entry{Name: "checkpoint/", Type: tar.TypeDir})}}, podmanAnn, ErrNotCheckpoint},
 		{"an OS image", []ckpttest.Layer{{Tar: nested(ckpttest.Entry{Name: "bin/sh", Body: []byte("x")})}}, podmanAnn, tarsafe.ErrUnsafe},
 		{"dotdot entry", []ckpttest.Layer{{Tar: base(t, ckpttest.Entry{Name: "../../../../tmp/x/a", Body: []byte("x")})}}, podmanAnn, tarsafe.ErrUnsafe},
 		{"absolute entry", []ckpttest.Layer{{Tar: base(t, ckpttest.Entry{Name: "/etc/cron.d/x", Body: []byte("x")})}}, podmanAnn, tarsafe.ErrUnsafe},
 		{"symlink entry", []ckpttest.Layer{{Tar: base(t, ckpttest.Entry{Name: "checkpoint/evil", Type: tar.TypeSymlink, Linkname: "/etc"})}}, podmanAnn, tarsafe.ErrUnsafe},
 		{"device node", []ckpttest.Layer{{Tar: base(t, ckpttest.Entry{Name: "checkpoint/mem", Type: tar.TypeChar})}}, podmanAnn, tarsafe.ErrUnsafe},
 		{"whiteout", []ckpttest.Layer{{Tar: base(t, ckpttest.Entry{Name: "checkpoint/.wh.pages-1.img"})}}, podmanAnn, tarsafe.ErrUnsafe},
-		{"rootfs diff climbing out", []ckpttest.Layer{{Tar: replace(t, ckpt.RootfsDiffTar, nested(ckpttest.Entry{Name: "../../etc/passwd", Body: []byte("x")}))}}, podmanAnn, tarsafe.ErrUnsafe},
-		{"rootfs diff writes through its link", []ckpttest.Layer{{Tar: replace(t, ckpt.RootfsDiffTar, nested(
+		{"rootfs diff climbing out", []ckpttest.Layer{{Tar: replace(t, RootfsDiffTar, nested(ckpttest.Entry{Name: "../../etc/passwd", Body: []byte("x")}))}}, podmanAnn, tarsafe.ErrUnsafe},
+		{"rootfs diff writes through its link", []ckpttest.Layer{{Tar: replace(t, RootfsDiffTar, nested(
 			ckpttest.Entry{Name: "lib", Type: tar.TypeSymlink, Linkname: "/etc"},
 			ckpttest.Entry{Name: "lib/shadow", Body: []byte("x")}))}}, podmanAnn, tarsafe.ErrUnsafe},
-		{"rootfs diff relative link out", []ckpttest.Layer{{Tar: replace(t, ckpt.RootfsDiffTar, nested(ckpttest.Entry{Name: "a", Type: tar.TypeSymlink, Linkname: "../../../"}))}}, podmanAnn, tarsafe.ErrUnsafe},
-		{"rootfs diff device", []ckpttest.Layer{{Tar: replace(t, ckpt.RootfsDiffTar, nested(ckpttest.Entry{Name: "dev/sda", Type: tar.TypeBlock}))}}, podmanAnn, tarsafe.ErrUnsafe},
+		{"rootfs diff relative link out", []ckpttest.Layer{{Tar: replace(t, RootfsDiffTar, nested(ckpttest.Entry{Name: "a", Type: tar.TypeSymlink, Linkname: "../../../"}))}}, podmanAnn, tarsafe.ErrUnsafe},
+		{"rootfs diff device", []ckpttest.Layer{{Tar: replace(t, RootfsDiffTar, nested(ckpttest.Entry{Name: "dev/sda", Type: tar.TypeBlock}))}}, podmanAnn, tarsafe.ErrUnsafe},
 		{"volume tar climbing out", []ckpttest.Layer{{Tar: replace(t, "volumes/fixvol.tar", nested(ckpttest.Entry{Name: "../x", Body: []byte("x")}))}}, podmanAnn, tarsafe.ErrUnsafe},
-		{"deleted.files climbing out", []ckpttest.Layer{{Tar: replace(t, ckpt.DeletedFiles, []byte(`["/../../../etc"]`))}}, podmanAnn, tarsafe.ErrUnsafe},
-		{"deleted.files root", []ckpttest.Layer{{Tar: replace(t, ckpt.DeletedFiles, []byte(`["/"]`))}}, podmanAnn, tarsafe.ErrUnsafe},
-		{"deleted.files not JSON", []ckpttest.Layer{{Tar: replace(t, ckpt.DeletedFiles, []byte(`rm -rf`))}}, podmanAnn, tarsafe.ErrUnsafe},
-		{"config.dump not JSON", []ckpttest.Layer{{Tar: replace(t, ckpt.ConfigDump, []byte(`{`))}}, podmanAnn, tarsafe.ErrUnsafe},
+		{"deleted.files climbing out", []ckpttest.Layer{{Tar: replace(t, DeletedFiles, []byte(`["/../../../etc"]`))}}, podmanAnn, tarsafe.ErrUnsafe},
+		{"deleted.files root", []ckpttest.Layer{{Tar: replace(t, DeletedFiles, []byte(`["/"]`))}}, podmanAnn, tarsafe.ErrUnsafe},
+		{"deleted.files not JSON", []ckpttest.Layer{{Tar: replace(t, DeletedFiles, []byte(`rm -rf`))}}, podmanAnn, tarsafe.ErrUnsafe},
+		{"config.dump not JSON", []ckpttest.Layer{{Tar: replace(t, ConfigDump, []byte(`{`))}}, podmanAnn, tarsafe.ErrUnsafe},
 		{"diff ID lies", []ckpttest.Layer{{Tar: base(t), DiffID: digest.FromString("other")}}, podmanAnn, tarsafe.ErrUnsafe},
-		{"member in the wrong role's layer", []ckpttest.Layer{{Tar: base(t), Annotations: map[string]string{ckpt.AnnLayerRole: "criu"}}}, podmanAnn, tarsafe.ErrUnsafe},
+		{"member in the wrong role's layer", []ckpttest.Layer{{Tar: base(t), Annotations: map[string]string{AnnLayerRole: "criu"}}}, podmanAnn, tarsafe.ErrUnsafe},
 		{"member twice", []ckpttest.Layer{{Tar: base(t)}, {Tar: nested(ckpttest.Entry{Name: "checkpoint/pages-1.img", Body: []byte("x")})}}, podmanAnn, tarsafe.ErrUnsafe},
 	}
 	for _, tt := range tests {
@@ -96,9 +95,9 @@ func TestDeletedFileBeneathDiffLink(t *testing.T) {
 	entries := ckpttest.Archive(t)
 	for i := range entries {
 		switch entries[i].Name {
-		case ckpt.RootfsDiffTar:
+		case RootfsDiffTar:
 			entries[i].Body = ckpttest.Tar(t, []ckpttest.Entry{{Name: "x", Type: tar.TypeSymlink, Linkname: "/"}})
-		case ckpt.DeletedFiles:
+		case DeletedFiles:
 			entries[i].Body = []byte(`["/x/etc/passwd"]`)
 		}
 	}

@@ -1,8 +1,4 @@
-// Package export turns podman's checkpoint archive into an OCI image and
-// publishes it: one layer per role (metadata, CRIU images, root-filesystem
-// diff, each named volume) so the union of the layers is the archive again,
-// which is what `podman container restore IMAGE` mounts and reads.
-package export
+package ckpt
 
 import (
 	"archive/tar"
@@ -15,7 +11,6 @@ import (
 	"runtime"
 	"time"
 
-	"github.com/containers/image/v5/oci/layout"
 	"github.com/containers/image/v5/pkg/blobinfocache/none"
 	"github.com/containers/image/v5/pkg/compression"
 	"github.com/containers/image/v5/types"
@@ -23,9 +18,7 @@ import (
 	specs "github.com/opencontainers/image-spec/specs-go"
 	imgspecv1 "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/podman-migrate/podman-migrate/internal/ckpt"
 	"github.com/podman-migrate/podman-migrate/internal/dump"
-	"github.com/podman-migrate/podman-migrate/internal/tarsafe"
 )
 
 // ErrBadArchive is wrapped when podman's archive is not what a checkpoint
@@ -46,7 +39,7 @@ type BuildOptions struct {
 
 // Layer describes one layer written by Build.
 type Layer struct {
-	Role   ckpt.Role
+	Role   Role
 	Volume string
 	Desc   imgspecv1.Descriptor
 	DiffID digest.Digest
@@ -54,7 +47,6 @@ type Layer struct {
 
 // Built is the image Build wrote.
 type Built struct {
-	Ref      types.ImageReference // the OCI layout holding it
 	Manifest imgspecv1.Manifest
 	Digest   digest.Digest
 	Layers   []Layer
@@ -75,9 +67,9 @@ func MediaType(comp string) (string, compression.Algorithm, error) {
 
 // layer is one layer being written: entries go through a tar writer, the
 // uncompressed stream is hashed for the diff ID, and the compressed stream
-// is piped to the layout, which hashes and stores it without buffering.
+// is piped to the destination, which hashes and stores it without buffering.
 type layer struct {
-	role   ckpt.Role
+	role   Role
 	volume string
 	tw     *tar.Writer
 	diff   digest.Digester
@@ -91,7 +83,7 @@ type putResult struct {
 	err  error
 }
 
-func newLayer(ctx context.Context, dest types.ImageDestination, algo compression.Algorithm, role ckpt.Role, volume string) (*layer, error) {
+func newLayer(ctx context.Context, dest types.ImageDestination, algo compression.Algorithm, role Role, volume string) (*layer, error) {
 	pr, pw := io.Pipe()
 	l := &layer{role: role, volume: volume, diff: digest.Canonical.Digester(), pw: pw, done: make(chan putResult, 1)}
 	go func() {
@@ -128,27 +120,17 @@ func (l *layer) abort(err error) {
 	<-l.done
 }
 
-// Build reads podman's export archive from r and writes it into the OCI
-// layout directory dir (tag "checkpoint") as a checkpoint image.
-func Build(ctx context.Context, r io.Reader, dir string, o BuildOptions) (built *Built, retErr error) {
+// Build reads podman's export archive from r and writes it to dest as a
+// checkpoint image, committing it: one layer per role (metadata, CRIU
+// images, root-filesystem diff, each named volume), so the union of the
+// layers is the archive again, which is what `podman container restore
+// IMAGE` mounts and reads. dest may be any containers/image
+// destination; the caller closes it.
+func Build(ctx context.Context, r io.Reader, dest types.ImageDestination, o BuildOptions) (built *Built, retErr error) {
 	mediaType, algo, err := MediaType(o.Compression)
 	if err != nil {
 		return nil, err
 	}
-	ref, err := layout.NewReference(dir, "checkpoint")
-	if err != nil {
-		return nil, err
-	}
-	dest, err := ref.NewImageDestination(ctx, nil)
-	if err != nil {
-		return nil, err
-	}
-	defer func() {
-		if err := dest.Close(); err != nil && retErr == nil {
-			retErr = err
-		}
-	}()
-
 	layers := map[string]*layer{} // by role, or "volume/NAME"
 	var order []*layer
 	defer func() {
@@ -160,7 +142,7 @@ func Build(ctx context.Context, r io.Reader, dir string, o BuildOptions) (built 
 			}
 		}
 	}()
-	get := func(role ckpt.Role, volume string) (*layer, error) {
+	get := func(role Role, volume string) (*layer, error) {
 		key := string(role) + "/" + volume
 		if l, ok := layers[key]; ok {
 			return l, nil
@@ -171,10 +153,10 @@ func Build(ctx context.Context, r io.Reader, dir string, o BuildOptions) (built 
 		}
 		layers[key] = l
 		order = append(order, l)
-		if role == ckpt.RoleVolume {
+		if role == RoleVolume {
 			// Each volume layer carries the parent directory itself, so
 			// any one of them unpacks on its own.
-			if err := l.tw.WriteHeader(&tar.Header{Name: ckpt.VolumesDir + "/", Typeflag: tar.TypeDir, Mode: 0o700, ModTime: o.Created}); err != nil {
+			if err := l.tw.WriteHeader(&tar.Header{Name: VolumesDir + "/", Typeflag: tar.TypeDir, Mode: 0o700, ModTime: o.Created}); err != nil {
 				return nil, err
 			}
 		}
@@ -182,83 +164,70 @@ func Build(ctx context.Context, r io.Reader, dir string, o BuildOptions) (built 
 	}
 	// The metadata layer comes first even if podman's archive starts with
 	// something else.
-	if _, err := get(ckpt.RoleMetadata, ""); err != nil {
+	if _, err := get(RoleMetadata, ""); err != nil {
 		return nil, err
 	}
 
 	var cfg *dump.Config
 	var cleared []string
 	seenCRIU := false
-	check := tarsafe.NewChecker(tarsafe.Plain)
-	tr := tar.NewReader(ctxReader{ctx, r})
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			return nil, fmt.Errorf("%w: reading: %w", ErrBadArchive, err)
-		}
-		name, err := check.Check(h)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrBadArchive, err)
-		}
-		if name == "." {
-			continue
-		}
-		role, volume, ok := ckpt.RoleOf(name)
+	err = walk(ctxReader{ctx, r}, ErrBadArchive, func(name string, h *tar.Header, body io.Reader) error {
+		role, volume, ok := RoleOf(name)
 		if !ok {
-			return nil, fmt.Errorf("%w: member %q is not part of the checkpoint format this tool knows", ErrBadArchive, h.Name)
+			return fmt.Errorf("%w: member %q is not part of the checkpoint format this tool knows", ErrBadArchive, h.Name)
 		}
-		if role == ckpt.RoleVolume && volume == "" {
-			continue // the volumes/ directory: each volume layer has its own
+		if role == RoleVolume && volume == "" {
+			return nil // the volumes/ directory: each volume layer has its own
 		}
-		if role == ckpt.RoleCRIU {
+		if role == RoleCRIU {
 			seenCRIU = true
 		}
 		l, err := get(role, volume)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		var body io.Reader = tr
 		size := h.Size
-		if name == ckpt.ConfigDump {
-			if cfg, err = dump.ReadConfig(tr); err != nil {
-				return nil, fmt.Errorf("%w: %w", ErrBadArchive, err)
+		if name == ConfigDump {
+			if cfg, err = dump.ReadConfig(body); err != nil {
+				return fmt.Errorf("%w: %w", ErrBadArchive, err)
 			}
 			cleared = cfg.Neutralize()
 			b, err := cfg.Bytes()
 			if err != nil {
-				return nil, err
+				return err
 			}
 			body, size = bytes.NewReader(b), int64(len(b))
 		}
-		if err := ckpt.WriteMember(l.tw, name, h, body, size); err != nil {
-			return nil, fmt.Errorf("writing the %s layer: %w", l.role, err)
+		if err := WriteMember(l.tw, name, h, body, size); err != nil {
+			return fmt.Errorf("writing the %s layer: %w", l.role, err)
 		}
+		return nil
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, err
 	}
 	if cfg == nil {
-		return nil, fmt.Errorf("%w: no %s in it", ErrBadArchive, ckpt.ConfigDump)
+		return nil, fmt.Errorf("%w: no %s in it", ErrBadArchive, ConfigDump)
 	}
 	if !seenCRIU {
-		return nil, fmt.Errorf("%w: no %s/ directory (CRIU images) in it", ErrBadArchive, ckpt.CheckpointDir)
+		return nil, fmt.Errorf("%w: no %s/ directory (CRIU images) in it", ErrBadArchive, CheckpointDir)
 	}
 
 	// Close every layer, in manifest order: metadata, CRIU, rootfs, volumes.
 	sorted := sortLayers(order)
-	built = &Built{Ref: ref, Config: cfg, Cleared: cleared}
+	built = &Built{Config: cfg, Cleared: cleared}
 	for _, l := range sorted {
 		info, err := l.close()
 		l.tw = nil
 		if err != nil {
 			return nil, fmt.Errorf("storing the %s layer: %w", l.role, err)
 		}
-		ann := map[string]string{ckpt.AnnLayerRole: string(l.role)}
+		ann := map[string]string{AnnLayerRole: string(l.role)}
 		if l.volume != "" {
-			ann[ckpt.AnnLayerVolume] = l.volume
+			ann[AnnLayerVolume] = l.volume
 		}
 		built.Layers = append(built.Layers, Layer{
 			Role: l.role, Volume: l.volume, DiffID: l.diff.Digest(),
@@ -300,7 +269,7 @@ func Build(ctx context.Context, r io.Reader, dir string, o BuildOptions) (built 
 }
 
 func sortLayers(ls []*layer) []*layer {
-	rank := map[ckpt.Role]int{ckpt.RoleMetadata: 0, ckpt.RoleCRIU: 1, ckpt.RoleRootfs: 2, ckpt.RoleVolume: 3}
+	rank := map[Role]int{RoleMetadata: 0, RoleCRIU: 1, RoleRootfs: 2, RoleVolume: 3}
 	out := make([]*layer, 0, len(ls))
 	for r := 0; r <= 3; r++ {
 		for _, l := range ls { // volumes keep the archive's order

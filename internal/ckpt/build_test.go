@@ -1,30 +1,44 @@
-package export
+package ckpt
 
 import (
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"strings"
 	"testing"
 
 	"github.com/containers/image/v5/oci/layout"
 	"github.com/google/go-cmp/cmp"
 
-	restore "github.com/podman-migrate/podman-migrate/import"
-	"github.com/podman-migrate/podman-migrate/internal/ckpt"
 	"github.com/podman-migrate/podman-migrate/internal/ckpttest"
 	"github.com/podman-migrate/podman-migrate/internal/dump"
 	"github.com/podman-migrate/podman-migrate/internal/tarsafe"
 )
 
+// buildInto runs Build into an OCI layout in dir (tag "checkpoint").
+func buildInto(t *testing.T, ctx context.Context, r io.Reader, dir string, o BuildOptions) (*Built, error) {
+	t.Helper()
+	ref, err := layout.NewReference(dir, "checkpoint")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dest, err := ref.NewImageDestination(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dest.Close()
+	return Build(ctx, r, dest, o)
+}
+
 func build(t *testing.T, archive []byte, comp string) (*Built, string) {
 	t.Helper()
 	dir := t.TempDir()
-	b, err := Build(context.Background(), bytes.NewReader(archive), dir, BuildOptions{
+	b, err := buildInto(t, context.Background(), bytes.NewReader(archive), dir, BuildOptions{
 		Compression: comp,
 		Annotate: func(cfg *dump.Config) (map[string]string, error) {
-			return map[string]string{ckpt.AnnFormat: ckpt.FormatVersion, ckpt.AnnName: cfg.Name(), ckpt.AnnRuntimeName: "runc"}, nil
+			return map[string]string{AnnFormat: FormatVersion, AnnName: cfg.Name(), AnnRuntimeName: "runc"}, nil
 		},
 	})
 	if err != nil {
@@ -44,7 +58,7 @@ func TestRoundTrip(t *testing.T) {
 			var roles []string
 			for _, l := range b.Layers {
 				roles = append(roles, string(l.Role)+"/"+l.Volume)
-				if l.Desc.Annotations[ckpt.AnnLayerRole] != string(l.Role) {
+				if l.Desc.Annotations[AnnLayerRole] != string(l.Role) {
 					t.Errorf("layer %s lacks its role annotation", l.Role)
 				}
 				wantType, _, _ := MediaType(comp)
@@ -55,7 +69,7 @@ func TestRoundTrip(t *testing.T) {
 			if diff := cmp.Diff([]string{"metadata/", "criu/", "rootfs/", "volume/fixvol"}, roles); diff != "" {
 				t.Fatalf("layer order (-want +got):\n%s", diff)
 			}
-			if b.Manifest.Annotations[ckpt.AnnName] != "fixture" {
+			if b.Manifest.Annotations[AnnName] != "fixture" {
 				t.Errorf("annotations: %v", b.Manifest.Annotations)
 			}
 			if len(b.Cleared) == 0 || !b.Config.IsNeutral() {
@@ -71,12 +85,12 @@ func TestRoundTrip(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer src.Close()
-			img, err := restore.Open(context.Background(), src)
+			img, err := Open(context.Background(), src)
 			if err != nil {
 				t.Fatalf("Open: %v", err)
 			}
 			var out bytes.Buffer
-			if err := img.WriteArchive(context.Background(), &out); err != nil {
+			if err := img.WriteArchive(context.Background(), &out, Edits{}); err != nil {
 				t.Fatal(err)
 			}
 			want := ckpttest.Members(t, archive)
@@ -85,7 +99,7 @@ func TestRoundTrip(t *testing.T) {
 				t.Fatalf("members (-want +got):\n%s", diff)
 			}
 			for name, body := range want {
-				if name == ckpt.ConfigDump {
+				if name == ConfigDump {
 					continue
 				}
 				if !bytes.Equal(body, got[name]) {
@@ -93,7 +107,7 @@ func TestRoundTrip(t *testing.T) {
 				}
 			}
 			var cfg map[string]any
-			if err := json.Unmarshal(got[ckpt.ConfigDump], &cfg); err != nil {
+			if err := json.Unmarshal(got[ConfigDump], &cfg); err != nil {
 				t.Fatal(err)
 			}
 			for _, k := range dump.HostPathFields {
@@ -132,16 +146,16 @@ func TestBuildRejects(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := Build(context.Background(), bytes.NewReader(ckpttest.Tar(t, tt.entries)), t.TempDir(), BuildOptions{})
+			_, err := buildInto(t, context.Background(), bytes.NewReader(ckpttest.Tar(t, tt.entries)), t.TempDir(), BuildOptions{})
 			if !errors.Is(err, tt.wantErr) {
 				t.Fatalf("err = %v, want %v", err, tt.wantErr)
 			}
 		})
 	}
-	if _, err := Build(context.Background(), strings.NewReader("garbage that is not a tar archive"), t.TempDir(), BuildOptions{}); !errors.Is(err, ErrBadArchive) {
+	if _, err := buildInto(t, context.Background(), strings.NewReader("garbage that is not a tar archive"), t.TempDir(), BuildOptions{}); !errors.Is(err, ErrBadArchive) {
 		t.Fatalf("garbage: err = %v", err)
 	}
-	if _, err := Build(context.Background(), bytes.NewReader(ckpttest.Tar(t, full)), t.TempDir(), BuildOptions{Compression: "lz4"}); err == nil {
+	if _, err := buildInto(t, context.Background(), bytes.NewReader(ckpttest.Tar(t, full)), t.TempDir(), BuildOptions{Compression: "lz4"}); err == nil {
 		t.Fatal("unknown compression accepted")
 	}
 }
@@ -149,7 +163,7 @@ func TestBuildRejects(t *testing.T) {
 func TestBuildStopsWhenCancelled(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	_, err := Build(ctx, bytes.NewReader(ckpttest.Tar(t, ckpttest.Archive(t))), t.TempDir(), BuildOptions{})
+	_, err := buildInto(t, ctx, bytes.NewReader(ckpttest.Tar(t, ckpttest.Archive(t))), t.TempDir(), BuildOptions{})
 	if !errors.Is(err, context.Canceled) || errors.Is(err, ErrBadArchive) {
 		t.Fatalf("err = %v, want context.Canceled alone", err)
 	}

@@ -1,0 +1,77 @@
+package podman
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrRemote is wrapped when a question about the service's host can only be
+// answered for a service on this machine.
+var ErrRemote = errors.New("the podman service is not on this machine")
+
+// ServicePID returns the PID of the process that serves a unix socket on
+// this machine (SO_PEERCRED), so that paths can be looked up in the
+// service's own mount namespace (/proc/PID/root): a bind-mount source must
+// exist where podman, not podman-migrate, looks for it.
+func (c *Client) ServicePID() (int, error) {
+	path, ok := strings.CutPrefix(c.URI, "unix://")
+	if !ok {
+		return 0, ErrRemote
+	}
+	conn, err := net.Dial("unix", path)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close()
+	raw, err := conn.(*net.UnixConn).SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return 0, err
+	}
+	if cerr != nil {
+		return 0, cerr
+	}
+	return int(cred.Pid), nil
+}
+
+// CRIUVersion returns the version of the CRIU the service would run (the
+// podman API does not report it), found in the service's mount namespace
+// and PATH; "" when the service is not on this machine or it cannot tell.
+func (c *Client) CRIUVersion(ctx context.Context) string {
+	pid, err := c.ServicePID()
+	if err != nil {
+		return ""
+	}
+	p := strconv.Itoa(pid)
+	path := "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	if env, err := os.ReadFile("/proc/" + p + "/environ"); err == nil {
+		for _, kv := range strings.Split(string(env), "\x00") {
+			if v, ok := strings.CutPrefix(kv, "PATH="); ok {
+				path = v
+			}
+		}
+	}
+	out, err := exec.CommandContext(ctx, "nsenter", "-t", p, "-m", "--", "env", "PATH="+path, "criu", "--version").Output()
+	if err != nil {
+		return ""
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "Version:"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}

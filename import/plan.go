@@ -1,0 +1,331 @@
+package restore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/containers/image/v5/docker/reference"
+
+	podman "github.com/podman-migrate/podman-migrate/bindings"
+	"github.com/podman-migrate/podman-migrate/internal/ckpt"
+	"github.com/podman-migrate/podman-migrate/internal/dump"
+)
+
+// ErrBlocked is wrapped when the plan for a restore has blockers.
+var ErrBlocked = errors.New("the restore cannot proceed on this host")
+
+// Plan is what a pull will do on the target host, and what stops it.
+type Plan struct {
+	Source    string        `json:"source"`
+	Digest    string        `json:"digest"`
+	Name      string        `json:"name"`
+	Image     string        `json:"image"`
+	Base      BasePlan      `json:"baseImage"`
+	Mounts    []MountPlan   `json:"bindMounts"`
+	Volumes   []VolumePlan  `json:"volumes"`
+	Networks  []NetworkPlan `json:"networks"`
+	Host      []HostFact    `json:"host"`
+	Warnings  []string      `json:"warnings"`
+	Blockers  []string      `json:"blockers"`
+	relocated *relocated
+}
+
+// BasePlan says where the base image will come from.
+type BasePlan struct {
+	Name string `json:"name"`
+	ID   string `json:"id"`
+	// Present: the target has the image (by ID).
+	Present bool `json:"present"`
+	// From lists the references pull will try, in order, when absent.
+	From []string `json:"from,omitempty"`
+}
+
+// MountPlan is one bind mount, old source to new.
+type MountPlan struct {
+	Destination string `json:"destination"`
+	Old         string `json:"old"`
+	New         string `json:"new"`
+	Dir         bool   `json:"dir"`
+	ReadOnly    bool   `json:"readOnly"`
+	// State is "ok", "missing", "wrong type" or "unknown" (a remote host).
+	State string `json:"state"`
+}
+
+// VolumePlan is one named volume.
+type VolumePlan struct {
+	Name        string `json:"name"`
+	New         string `json:"new"`
+	Destination string `json:"destination"`
+	Collides    bool   `json:"collides"`
+}
+
+// NetworkPlan is one network the container was attached to.
+type NetworkPlan struct {
+	Old    string `json:"old"`
+	New    string `json:"new"`
+	Exists bool   `json:"exists"`
+	IP     string `json:"ip,omitempty"`
+	MAC    string `json:"mac,omitempty"`
+	// KeepIP: the checkpoint's address will be requested again.
+	KeepIP bool   `json:"keepIP"`
+	Note   string `json:"note,omitempty"`
+}
+
+// HostFact compares one fact of the source and target hosts.
+type HostFact struct {
+	What   string `json:"what"`
+	Source string `json:"source"`
+	Target string `json:"target"`
+}
+
+func (p *Plan) block(format string, a ...any) { p.Blockers = append(p.Blockers, fmt.Sprintf(format, a...)) }
+func (p *Plan) warn(format string, a ...any)  { p.Warnings = append(p.Warnings, fmt.Sprintf(format, a...)) }
+
+// Err returns nil when the restore can proceed, else an error listing every
+// blocker, each with the flag that fixes it.
+func (p *Plan) Err() error {
+	if len(p.Blockers) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w (%d problem(s)): %s", ErrBlocked, len(p.Blockers), strings.Join(p.Blockers, "; "))
+}
+
+// Print writes the plan for people.
+func (p *Plan) Print(w io.Writer) {
+	fmt.Fprintf(w, "Checkpoint:  %s\n", p.Source)
+	if p.Digest != "" {
+		fmt.Fprintf(w, "Digest:      %s\n", p.Digest)
+	}
+	fmt.Fprintf(w, "Container:   %s\n", p.Name)
+	fmt.Fprintf(w, "Image:       %s\n", p.Image)
+	switch {
+	case p.Base.Present:
+		fmt.Fprintf(w, "Base image:  %s (%s), present on this host\n", p.Base.Name, podman.ShortID(p.Base.ID))
+	case len(p.Base.From) > 0:
+		fmt.Fprintf(w, "Base image:  %s (%s), will be pulled from %s\n", p.Base.Name, podman.ShortID(p.Base.ID), strings.Join(p.Base.From, ", then "))
+	default:
+		fmt.Fprintf(w, "Base image:  %s (%s), not available\n", p.Base.Name, podman.ShortID(p.Base.ID))
+	}
+	for _, m := range p.Mounts {
+		kind := "file"
+		if m.Dir {
+			kind = "dir"
+		}
+		ro := ""
+		if m.ReadOnly {
+			ro = ", ro"
+		}
+		src := m.Old
+		if m.New != m.Old {
+			src = m.Old + " -> " + m.New
+		}
+		fmt.Fprintf(w, "Bind mount:  %s at %s (%s%s): %s\n", src, m.Destination, kind, ro, m.State)
+	}
+	for _, v := range p.Volumes {
+		name := v.Name
+		if v.New != v.Name {
+			name = v.Name + " -> " + v.New
+		}
+		state := "will be created"
+		if v.Collides {
+			state = "already exists"
+		}
+		fmt.Fprintf(w, "Volume:      %s at %s: %s\n", name, v.Destination, state)
+	}
+	for _, n := range p.Networks {
+		name := n.Old
+		if n.New != n.Old {
+			name = n.Old + " -> " + n.New
+		}
+		state := "exists"
+		if !n.Exists {
+			state = "missing"
+		}
+		ip := n.IP
+		if ip == "" {
+			ip = "no address recorded"
+		} else if !n.KeepIP {
+			ip += ", not kept"
+		}
+		fmt.Fprintf(w, "Network:     %s (%s): %s", name, ip, state)
+		if n.Note != "" {
+			fmt.Fprintf(w, "; %s", n.Note)
+		}
+		fmt.Fprintln(w)
+	}
+	for _, h := range p.Host {
+		fmt.Fprintf(w, "%-12s source %s, target %s\n", h.What+":", orUnknown(h.Source), orUnknown(h.Target))
+	}
+	for _, s := range p.Warnings {
+		fmt.Fprintf(w, "Warning:     %s\n", s)
+	}
+	for _, s := range p.Blockers {
+		fmt.Fprintf(w, "Blocker:     %s\n", s)
+	}
+	if len(p.Blockers) == 0 {
+		fmt.Fprintln(w, "The restore can proceed.")
+	}
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "unknown"
+	}
+	return s
+}
+
+// target is what the plan needs to know of the host it restores on.
+type target struct {
+	c    *podman.Client
+	info *podman.Info
+	// root is the service's root directory seen from here
+	// (/proc/PID/root), "" when the service is not on this machine.
+	root string
+}
+
+func newTarget(ctx context.Context, c *podman.Client) (*target, error) {
+	info, err := c.Info(ctx)
+	if err != nil {
+		return nil, err
+	}
+	t := &target{c: c, info: info}
+	if pid, err := c.ServicePID(); err == nil && pid > 0 {
+		t.root = "/proc/" + strconv.Itoa(pid) + "/root"
+	}
+	return t, nil
+}
+
+// stat looks a path up in the podman service's mount namespace.
+func (t *target) stat(p string) (fs.FileInfo, error) {
+	if t.root == "" {
+		return nil, podman.ErrRemote
+	}
+	return os.Stat(filepath.Join(t.root, p))
+}
+
+// criuVersion asks the CRIU that the service would run, when the service
+// is on this machine; "" when that cannot be known (podman's API does not
+// report it).
+func (t *target) criuVersion(ctx context.Context) string {
+	if t.root == "" {
+		return ""
+	}
+	return t.c.CRIUVersion(ctx)
+}
+
+// hostFacts compares the source host, as the annotations record it, with
+// the target: a different architecture blocks, other differences warn.
+func (p *Plan) hostFacts(ctx context.Context, t *target, meta *ckpt.Metadata, cfg *dump.Config) {
+	a := meta.Manifest.Annotations
+	arch := a[ckpt.AnnHostArch]
+	if arch == "" {
+		arch = meta.ImageConfig.Architecture
+	}
+	runtimeName := a[ckpt.AnnRuntimeName]
+	if r := cfg.Runtime(); r != "" {
+		runtimeName = r
+	}
+	criu := t.criuVersion(ctx)
+	p.Host = []HostFact{
+		{"Arch", arch, t.info.Host.Arch},
+		{"Kernel", a[ckpt.AnnHostKernel], t.info.Host.Kernel},
+		{"Podman", a[ckpt.AnnPodmanVersion], t.info.Version.Version},
+		{"Runtime", runtimeName, t.info.Host.OCIRuntime.Name},
+		{"CRIU", a[ckpt.AnnCriuVersion], criu},
+		{"Cgroups", a[ckpt.AnnCgroupVersion], t.info.Host.CgroupsVersion},
+	}
+	if arch != "" && t.info.Host.Arch != "" && arch != t.info.Host.Arch {
+		p.block("the checkpoint was taken on %s and this host is %s: CRIU cannot restore across architectures", arch, t.info.Host.Arch)
+	}
+	if k := a[ckpt.AnnHostKernel]; k != "" && k != t.info.Host.Kernel {
+		p.warn("kernel %s on the source, %s here: CRIU may refuse features the older kernel lacks", k, t.info.Host.Kernel)
+	}
+	if runtimeName != "" && runtimeName != t.info.Host.OCIRuntime.Name {
+		p.warn("the container ran with %s, this host's default runtime is %s: the restore uses %s, which must be installed here with CRIU support", runtimeName, t.info.Host.OCIRuntime.Name, runtimeName)
+	}
+	if src := a[ckpt.AnnCriuVersion]; src != "" && criu != "" && versionLess(criu, src) {
+		p.warn("CRIU %s here is older than the source's %s", criu, src)
+	}
+}
+
+// versionLess compares dotted numeric versions ("4.1.1" < "4.2").
+func versionLess(a, b string) bool {
+	as, bs := strings.Split(a, "."), strings.Split(b, ".")
+	for i := 0; i < len(as) || i < len(bs); i++ {
+		var x, y int
+		if i < len(as) {
+			x, _ = strconv.Atoi(as[i])
+		}
+		if i < len(bs) {
+			y, _ = strconv.Atoi(bs[i])
+		}
+		if x != y {
+			return x < y
+		}
+	}
+	return false
+}
+
+// basePlan decides where the base image comes from: the target's own copy
+// (by ID), its origin by digest, or the copy push --include-base made.
+func (p *Plan) basePlan(ctx context.Context, t *target, meta *ckpt.Metadata, cfg *dump.Config) error {
+	id, name := cfg.RootfsImageID(), cfg.RootfsImageName()
+	p.Base = BasePlan{Name: name, ID: id}
+	if id == "" {
+		p.Base.Present = true // nothing to find: podman checks it itself
+		return nil
+	}
+	if _, err := t.c.InspectImage(ctx, id); err == nil {
+		p.Base.Present = true
+		return nil
+	} else if !errors.Is(err, podman.ErrNotFound) {
+		return err
+	}
+	if name == "" {
+		p.block("base image %s is not on this host and the checkpoint names none to pull", podman.ShortID(id))
+		return nil
+	}
+	have, err := t.c.InspectImage(ctx, name)
+	if err == nil {
+		hint := name
+		if d := meta.Manifest.Annotations[ckpt.AnnBaseDigest]; d != "" {
+			hint = fmt.Sprintf("%s (digest %s)", name, d)
+		}
+		p.block("%s: %s here is image %s, the checkpoint was made from image %s; make the source's %s available on this host (podman pull, or podman save/load), or restore elsewhere",
+			ErrBaseImage, name, podman.ShortID(have.ID), podman.ShortID(id), hint)
+		return nil
+	}
+	if !errors.Is(err, podman.ErrNotFound) {
+		return err
+	}
+	if ref := originRef(name, meta.Manifest.Annotations[ckpt.AnnBaseDigest]); ref != "" {
+		p.Base.From = append(p.Base.From, ref)
+	}
+	if inc := meta.Manifest.Annotations[ckpt.AnnBaseIncluded]; inc != "" {
+		p.Base.From = append(p.Base.From, inc)
+	}
+	if len(p.Base.From) == 0 {
+		p.block("base image %s (%s) is not on this host and cannot be pulled (it has no registry origin): push again with --include-base, or podman save/load it here", name, podman.ShortID(id))
+	}
+	return nil
+}
+
+// originRef is NAME@DIGEST when name lives in a registry; images named
+// localhost/… were built or imported locally and have no origin.
+func originRef(name, dgst string) string {
+	if dgst == "" {
+		return ""
+	}
+	named, err := reference.ParseNormalizedNamed(name)
+	if err != nil || reference.Domain(named) == "localhost" {
+		return ""
+	}
+	return reference.TrimNamed(named).String() + "@" + dgst
+}

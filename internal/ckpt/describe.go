@@ -1,0 +1,231 @@
+package ckpt
+
+import (
+	"encoding/json"
+	"path"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Description is what `podman-migrate inspect` shows of a checkpoint image.
+// Its JSON form is a documented, stable interface: fields are only ever
+// added.
+type Description struct {
+	// Format is "podman-migrate" for our images, "podman" for those of
+	// `podman container checkpoint --create-image`.
+	Format    string         `json:"format"`
+	Digest    string         `json:"digest"`
+	Created   string         `json:"created,omitempty"`
+	Container ContainerFacts `json:"container"`
+	Base      BaseFacts      `json:"baseImage"`
+	Source    SourceHost     `json:"sourceHost"`
+	Layers    []LayerFacts   `json:"layers"`
+	Binds     []BindFacts    `json:"bindMounts"`
+	Volumes   []VolumeFacts  `json:"volumes"`
+	Networks  []NetFacts     `json:"networks"`
+	Ports     []PortFacts    `json:"ports"`
+	Options   OptionFacts    `json:"checkpointOptions"`
+}
+
+// ContainerFacts names the checkpointed container.
+type ContainerFacts struct {
+	Name    string   `json:"name"`
+	ID      string   `json:"id"`
+	Command []string `json:"command"`
+	Image   string   `json:"image"`
+}
+
+// BaseFacts is the image the container was created from.
+type BaseFacts struct {
+	Name     string `json:"name"`
+	ID       string `json:"id"`
+	Digest   string `json:"digest,omitempty"`
+	Included string `json:"included,omitempty"`
+}
+
+// SourceHost is what the annotations record of the checkpointed host.
+type SourceHost struct {
+	Kernel       string `json:"kernel,omitempty"`
+	Arch         string `json:"arch,omitempty"`
+	Podman       string `json:"podman,omitempty"`
+	Runtime      string `json:"runtime,omitempty"`
+	CRIU         string `json:"criu,omitempty"`
+	Cgroups      string `json:"cgroups,omitempty"`
+	Distribution string `json:"distribution,omitempty"`
+}
+
+// LayerFacts is one layer of the image.
+type LayerFacts struct {
+	Role      string `json:"role"`
+	Volume    string `json:"volume,omitempty"`
+	MediaType string `json:"mediaType"`
+	Digest    string `json:"digest"`
+	Size      int64  `json:"size"`
+}
+
+// BindFacts is one bind mount the user gave the container.
+type BindFacts struct {
+	Source      string `json:"source"`
+	Destination string `json:"destination"`
+	ReadOnly    bool   `json:"readOnly"`
+}
+
+// VolumeFacts is one named volume.
+type VolumeFacts struct {
+	Name        string `json:"name"`
+	Destination string `json:"destination"`
+}
+
+// NetFacts is one network attachment, with the addresses it had.
+type NetFacts struct {
+	Name string   `json:"name"`
+	IPs  []string `json:"ips,omitempty"`
+	MAC  string   `json:"mac,omitempty"`
+}
+
+// PortFacts is one published port.
+type PortFacts struct {
+	HostIP        string `json:"hostIP,omitempty"`
+	HostPort      int    `json:"hostPort"`
+	ContainerPort int    `json:"containerPort"`
+	Protocol      string `json:"protocol"`
+}
+
+// OptionFacts says which CRIU options the checkpoint was taken with;
+// Recorded is false for images that do not record them (podman's).
+type OptionFacts struct {
+	Recorded       bool `json:"recorded"`
+	TCPEstablished bool `json:"tcpEstablished"`
+	FileLocks      bool `json:"fileLocks"`
+	LeaveRunning   bool `json:"leaveRunning"`
+}
+
+// Describe summarises a checkpoint image from its metadata alone.
+func Describe(m *Metadata) *Description {
+	a := m.Manifest.Annotations
+	d := &Description{Format: "podman", Digest: m.ManifestDigest.String(), Created: a[AnnCreated]}
+	if a[AnnFormat] != "" {
+		d.Format = "podman-migrate"
+	}
+	if d.Created == "" && m.ImageConfig.Created != nil {
+		d.Created = m.ImageConfig.Created.UTC().Format(time.RFC3339)
+	}
+	cfg := m.Config
+	d.Container = ContainerFacts{Name: cfg.Name(), ID: cfg.ID(), Image: cfg.RawImageName()}
+	d.Base = BaseFacts{Name: cfg.RootfsImageName(), ID: cfg.RootfsImageID(), Digest: a[AnnBaseDigest], Included: a[AnnBaseIncluded]}
+	d.Source = SourceHost{
+		Kernel: a[AnnHostKernel], Arch: a[AnnHostArch], Podman: a[AnnPodmanVersion],
+		Runtime: a[AnnRuntimeName], CRIU: a[AnnCriuVersion], Cgroups: a[AnnCgroupVersion],
+		Distribution: strings.TrimSpace(a[AnnDistributionName] + " " + a[AnnDistributionVer]),
+	}
+	for _, l := range m.Manifest.Layers {
+		role := l.Annotations[AnnLayerRole]
+		if role == "" {
+			role = "all" // podman's images keep the whole archive in one layer
+		}
+		d.Layers = append(d.Layers, LayerFacts{Role: role, Volume: l.Annotations[AnnLayerVolume], MediaType: l.MediaType, Digest: l.Digest.String(), Size: l.Size})
+	}
+	var spec struct {
+		Process struct {
+			Args []string `json:"args"`
+		} `json:"process"`
+		Mounts []struct {
+			Destination string   `json:"destination"`
+			Type        string   `json:"type"`
+			Source      string   `json:"source"`
+			Options     []string `json:"options"`
+		} `json:"mounts"`
+	}
+	_ = json.Unmarshal(m.SpecDump, &spec)
+	d.Container.Command = spec.Process.Args
+	volumeDests := map[string]string{}
+	for _, v := range cfg.NamedVolumeMounts() {
+		volumeDests[v.Destination] = v.Name
+		d.Volumes = append(d.Volumes, VolumeFacts{Name: v.Name, Destination: v.Destination})
+	}
+	for _, mt := range spec.Mounts {
+		if mt.Type != "bind" || volumeDests[mt.Destination] != "" || PodmanManaged(mt.Destination, mt.Source) {
+			continue
+		}
+		ro := false
+		for _, o := range mt.Options {
+			ro = ro || o == "ro"
+		}
+		d.Binds = append(d.Binds, BindFacts{Source: mt.Source, Destination: mt.Destination, ReadOnly: ro})
+	}
+	d.Networks = networks(m)
+	d.Ports = ports(cfg.Raw("newPortMappings"))
+	if _, ok := a[AnnTCPEstablished]; ok {
+		d.Options = OptionFacts{Recorded: true, TCPEstablished: m.Options.TCPEstablished, FileLocks: m.Options.FileLocks, LeaveRunning: m.Options.LeaveRunning}
+	}
+	return d
+}
+
+// PodmanManaged reports whether a mount is one podman makes for every
+// container (and remakes on the target): /etc/hosts, resolv.conf,
+// hostname, .containerenv, secrets, /dev/shm, or anything from the
+// container's own userdata directory.
+func PodmanManaged(dest, source string) bool {
+	switch dest {
+	case "/etc/hosts", "/etc/resolv.conf", "/etc/hostname", "/run/.containerenv", "/run/secrets", "/dev/shm":
+		return true
+	}
+	return strings.Contains(source, "/userdata/") || path.Base(path.Dir(source)) == "userdata"
+}
+
+func networks(m *Metadata) []NetFacts {
+	byName := map[string]*NetFacts{}
+	var status map[string]struct {
+		Interfaces map[string]struct {
+			Subnets []struct {
+				IPNet string `json:"ipnet"`
+			} `json:"subnets"`
+			MAC string `json:"mac_address"`
+		} `json:"interfaces"`
+	}
+	_ = json.Unmarshal(m.NetworkStatus, &status)
+	for name, st := range status {
+		n := &NetFacts{Name: name}
+		for _, ifc := range st.Interfaces {
+			for _, s := range ifc.Subnets {
+				n.IPs = append(n.IPs, s.IPNet)
+			}
+			n.MAC = ifc.MAC
+		}
+		byName[name] = n
+	}
+	for _, name := range m.Config.NetworkNames() {
+		if byName[name] == nil {
+			byName[name] = &NetFacts{Name: name}
+		}
+	}
+	out := make([]NetFacts, 0, len(byName))
+	for _, n := range byName {
+		out = append(out, *n)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+func ports(raw json.RawMessage) []PortFacts {
+	var pm []struct {
+		HostIP        string `json:"host_ip"`
+		ContainerPort int    `json:"container_port"`
+		HostPort      int    `json:"host_port"`
+		Range         int    `json:"range"`
+		Protocol      string `json:"protocol"`
+	}
+	_ = json.Unmarshal(raw, &pm)
+	var out []PortFacts
+	for _, p := range pm {
+		n := p.Range
+		if n < 1 {
+			n = 1
+		}
+		for i := 0; i < n; i++ {
+			out = append(out, PortFacts{HostIP: p.HostIP, HostPort: p.HostPort + i, ContainerPort: p.ContainerPort + i, Protocol: p.Protocol})
+		}
+	}
+	return out
+}

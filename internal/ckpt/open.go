@@ -1,0 +1,387 @@
+package ckpt
+
+import (
+	"archive/tar"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"strings"
+
+	"github.com/containers/image/v5/image"
+	"github.com/containers/image/v5/pkg/blobinfocache/none"
+	"github.com/containers/image/v5/pkg/compression"
+	"github.com/containers/image/v5/types"
+	"github.com/opencontainers/go-digest"
+	imgspecv1 "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/podman-migrate/podman-migrate/internal/dump"
+	"github.com/podman-migrate/podman-migrate/internal/tarsafe"
+)
+
+// maxMetaSize bounds manifests, configs and the JSON members read whole.
+const maxMetaSize = 4 << 20
+
+// Metadata is what a checkpoint image says about itself: its manifest, its
+// image config and the small members podman reads before CRIU runs. It is
+// read without the CRIU images or the root-filesystem diff.
+type Metadata struct {
+	Manifest       imgspecv1.Manifest
+	ManifestDigest digest.Digest
+	ImageConfig    imgspecv1.Image
+	Options        Options
+	// ConfigDump, SpecDump and NetworkStatus are the members as stored
+	// (NetworkStatus is nil when absent); Config is ConfigDump parsed.
+	ConfigDump    []byte
+	SpecDump      []byte
+	NetworkStatus []byte
+	Config        *dump.Config
+}
+
+// Image is a checkpoint image whose every layer and entry was verified.
+type Image struct {
+	Metadata
+	src types.ImageSource
+}
+
+// Open reads and verifies a checkpoint image from src: the manifest must
+// mark it as a checkpoint, every layer must match its diff ID, and every
+// entry (and every entry of the tars inside) must pass tarsafe. Nothing is
+// sent anywhere. src's blobs are trusted to match their digests (a local
+// copy that copy.Image verified); ReadMetadata checks them itself.
+func Open(ctx context.Context, src types.ImageSource) (*Image, error) {
+	v, err := newVerifier(ctx, src)
+	if err != nil {
+		return nil, err
+	}
+	for i := range v.meta.Manifest.Layers {
+		if err := v.layer(ctx, i, false); err != nil {
+			return nil, err
+		}
+	}
+	if err := v.complete(true); err != nil {
+		return nil, err
+	}
+	return &Image{Metadata: *v.meta, src: src}, nil
+}
+
+// ReadMetadata reads the manifest, the image config and the layers up to
+// and including the one that holds config.dump and spec.dump (the metadata
+// layer of our images, the only layer of podman's), checking every digest
+// and entry it reads. It does not apply a signature policy: callers get src
+// from a policy-checked source (transfer.OpenSource).
+func ReadMetadata(ctx context.Context, src types.ImageSource) (*Metadata, error) {
+	v, err := newVerifier(ctx, src)
+	if err != nil {
+		return nil, err
+	}
+	for i := range v.meta.Manifest.Layers {
+		if err := v.layer(ctx, i, true); err != nil {
+			return nil, err
+		}
+		if v.meta.Config != nil && v.meta.SpecDump != nil {
+			break
+		}
+	}
+	if err := v.complete(false); err != nil {
+		return nil, err
+	}
+	return v.meta, nil
+}
+
+func newVerifier(ctx context.Context, src types.ImageSource) (*verifier, error) {
+	// UnparsedInstance checks the manifest against a digest in the
+	// reference, as copy.Image would.
+	mb, mt, err := image.UnparsedInstance(src, nil).Manifest(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("reading the manifest: %w", err)
+	}
+	if len(mb) > maxMetaSize {
+		return nil, fmt.Errorf("%w: manifest of %d bytes", tarsafe.ErrUnsafe, len(mb))
+	}
+	if mt != imgspecv1.MediaTypeImageManifest {
+		return nil, fmt.Errorf("%w: manifest type %q", ErrNotCheckpoint, mt)
+	}
+	meta := &Metadata{ManifestDigest: digest.FromBytes(mb)}
+	if err := json.Unmarshal(mb, &meta.Manifest); err != nil {
+		return nil, fmt.Errorf("%w: parsing the manifest: %w", tarsafe.ErrUnsafe, err)
+	}
+	if !IsCheckpointAnnotations(meta.Manifest.Annotations) {
+		return nil, fmt.Errorf("%w: its manifest has neither %s* nor %s* annotations", ErrNotCheckpoint, PodmanPrefix, Prefix)
+	}
+	if meta.Options, err = OptionsFromAnnotations(meta.Manifest.Annotations); err != nil {
+		return nil, err
+	}
+	if err := readJSONBlob(ctx, src, meta.Manifest.Config, &meta.ImageConfig); err != nil {
+		return nil, fmt.Errorf("reading the image config: %w", err)
+	}
+	if len(meta.ImageConfig.RootFS.DiffIDs) != len(meta.Manifest.Layers) {
+		return nil, fmt.Errorf("%w: %d layers but %d diff IDs", tarsafe.ErrUnsafe, len(meta.Manifest.Layers), len(meta.ImageConfig.RootFS.DiffIDs))
+	}
+	// Pulled digests choose a hash function: check them before anything
+	// calls Hash() on them, which panics on an unknown algorithm.
+	for i, d := range meta.ImageConfig.RootFS.DiffIDs {
+		if err := d.Validate(); err != nil {
+			return nil, fmt.Errorf("%w: diff ID %d %q: %w", tarsafe.ErrUnsafe, i, d, err)
+		}
+	}
+	for i, l := range meta.Manifest.Layers {
+		if err := l.Digest.Validate(); err != nil {
+			return nil, fmt.Errorf("%w: layer %d digest %q: %w", tarsafe.ErrUnsafe, i, l.Digest, err)
+		}
+	}
+	return &verifier{src: src, meta: meta, seen: map[string]bool{}}, nil
+}
+
+func readJSONBlob(ctx context.Context, src types.ImageSource, d imgspecv1.Descriptor, out any) error {
+	if d.Size > maxMetaSize {
+		return fmt.Errorf("%w: %d bytes is too large", tarsafe.ErrUnsafe, d.Size)
+	}
+	if err := d.Digest.Validate(); err != nil {
+		return fmt.Errorf("%w: digest %q: %w", tarsafe.ErrUnsafe, d.Digest, err)
+	}
+	rc, _, err := src.GetBlob(ctx, types.BlobInfo{Digest: d.Digest, Size: d.Size}, none.NoCache)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(io.LimitReader(rc, maxMetaSize+1))
+	if err != nil {
+		return err
+	}
+	if d.Digest.Algorithm().FromBytes(b) != d.Digest {
+		return fmt.Errorf("%w: content does not match digest %s", tarsafe.ErrUnsafe, d.Digest)
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		return fmt.Errorf("%w: %w", tarsafe.ErrUnsafe, err)
+	}
+	return nil
+}
+
+// verifier walks the layers once, checking and remembering what a restore
+// needs.
+type verifier struct {
+	src         types.ImageSource
+	meta        *Metadata
+	seen        map[string]bool // regular files across layers
+	hasCRIU     bool
+	rootfsLinks *tarsafe.Checker
+	deleted     []string
+}
+
+// layer verifies layer i. With checkBlob it also hashes the compressed
+// stream against the manifest's digest (a source nobody verified yet).
+func (v *verifier) layer(ctx context.Context, i int, checkBlob bool) error {
+	desc := v.meta.Manifest.Layers[i]
+	diffID := v.meta.ImageConfig.RootFS.DiffIDs[i]
+	err := v.walkLayer(ctx, desc, diffID, checkBlob)
+	if err != nil {
+		return fmt.Errorf("layer %d (%s): %w", i, desc.Digest, err)
+	}
+	return nil
+}
+
+func (v *verifier) walkLayer(ctx context.Context, desc imgspecv1.Descriptor, diffID digest.Digest, checkBlob bool) error {
+	wantRole := Role(desc.Annotations[AnnLayerRole])
+	rc, blobHash, err := openLayer(ctx, v.src, desc, checkBlob)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	dh := diffID.Algorithm().Hash()
+	err = walk(io.TeeReader(rc, dh), tarsafe.ErrUnsafe, func(name string, h *tar.Header, body io.Reader) error {
+		if strings.HasPrefix(pathBase(name), ".wh.") {
+			return &tarsafe.EntryError{Name: h.Name, Reason: "whiteouts have no place in a checkpoint image"}
+		}
+		role, _, ok := RoleOf(name)
+		if !ok {
+			return &tarsafe.EntryError{Name: h.Name, Reason: "not a member of a checkpoint archive"}
+		}
+		if wantRole != "" && role != wantRole {
+			return &tarsafe.EntryError{Name: h.Name, Reason: fmt.Sprintf("belongs to the %s role, found in a layer marked %s", role, wantRole)}
+		}
+		if h.Typeflag == tar.TypeDir {
+			return nil
+		}
+		if v.seen[name] {
+			return &tarsafe.EntryError{Name: h.Name, Reason: "appears twice in the image"}
+		}
+		v.seen[name] = true
+		return v.member(name, body)
+	})
+	if err != nil {
+		return err
+	}
+	if got := digest.NewDigest(diffID.Algorithm(), dh); got != diffID {
+		return fmt.Errorf("%w: uncompressed content is %s, the config says %s", tarsafe.ErrUnsafe, got, diffID)
+	}
+	if blobHash != nil {
+		// Read the compressed stream to its end before judging it.
+		if err := blobHash.finish(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// readSmall reads a member that is read whole, bounded.
+func readSmall(name string, r io.Reader) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, dump.MaxSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > dump.MaxSize {
+		return nil, &tarsafe.EntryError{Name: name, Reason: fmt.Sprintf("larger than %d bytes", dump.MaxSize)}
+	}
+	return b, nil
+}
+
+// member checks one regular file's content where podman will act on it.
+func (v *verifier) member(name string, r io.Reader) error {
+	switch {
+	case name == ConfigDump:
+		b, err := readSmall(name, r)
+		if err != nil {
+			return err
+		}
+		cfg, err := dump.ReadConfig(strings.NewReader(string(b)))
+		if err != nil {
+			return fmt.Errorf("%w: %w", tarsafe.ErrUnsafe, err)
+		}
+		v.meta.Config, v.meta.ConfigDump = cfg, b
+	case name == SpecDump:
+		b, err := readSmall(name, r)
+		if err != nil {
+			return err
+		}
+		if !json.Valid(b) {
+			return &tarsafe.EntryError{Name: name, Reason: "not a JSON document"}
+		}
+		v.meta.SpecDump = b
+	case name == NetworkStatus:
+		b, err := readSmall(name, r)
+		if err != nil {
+			return err
+		}
+		if !json.Valid(b) {
+			return &tarsafe.EntryError{Name: name, Reason: "not a JSON document"}
+		}
+		v.meta.NetworkStatus = b
+	case name == DeletedFiles:
+		b, err := readSmall(name, r)
+		if err != nil {
+			return err
+		}
+		if json.Unmarshal(b, &v.deleted) != nil {
+			return &tarsafe.EntryError{Name: name, Reason: "not a JSON list of paths"}
+		}
+		for _, p := range v.deleted {
+			if err := tarsafe.CheckDeletedPath(p); err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+		}
+	case name == RootfsDiffTar:
+		c, err := tarsafe.Verify(r, tarsafe.Tree)
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		v.rootfsLinks = c
+	case name == DevShmTar, strings.HasPrefix(name, VolumesDir+"/"):
+		if _, err := tarsafe.Verify(r, tarsafe.Tree); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+	case strings.HasPrefix(name, CheckpointDir+"/"):
+		v.hasCRIU = true
+	}
+	return nil
+}
+
+// complete checks what the whole image must hold; whole is false when only
+// the metadata layers were read.
+func (v *verifier) complete(whole bool) error {
+	switch {
+	case v.meta.Config == nil:
+		return fmt.Errorf("%w: no %s in it", ErrNotCheckpoint, ConfigDump)
+	case v.meta.SpecDump == nil:
+		return fmt.Errorf("%w: no %s in it", ErrNotCheckpoint, SpecDump)
+	case whole && !v.hasCRIU:
+		return fmt.Errorf("%w: no CRIU images (%s/) in it", ErrNotCheckpoint, CheckpointDir)
+	}
+	// podman removes these on the host under the container's root: one
+	// beneath a link the diff itself creates would leave that root.
+	if v.rootfsLinks != nil {
+		for _, p := range v.deleted {
+			if v.rootfsLinks.BeneathLink(strings.TrimLeft(p, "/")) {
+				return &tarsafe.EntryError{Name: p, Reason: "deleted.files entry lies beneath a symbolic link from rootfs-diff.tar"}
+			}
+		}
+	}
+	return nil
+}
+
+// blobCheck hashes a compressed stream as it is read.
+type blobCheck struct {
+	r    io.Reader
+	h    hash.Hash
+	desc imgspecv1.Descriptor
+	n    int64
+}
+
+func (b *blobCheck) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	b.h.Write(p[:n])
+	b.n += int64(n)
+	return n, err
+}
+
+func (b *blobCheck) finish() error {
+	if _, err := io.Copy(io.Discard, b); err != nil {
+		return err
+	}
+	if got := digest.NewDigest(b.desc.Digest.Algorithm(), b.h); got != b.desc.Digest {
+		return fmt.Errorf("%w: blob content is %s, the manifest says %s", tarsafe.ErrUnsafe, got, b.desc.Digest)
+	}
+	if b.desc.Size >= 0 && b.n != b.desc.Size {
+		return fmt.Errorf("%w: blob is %d bytes, the manifest says %d", tarsafe.ErrUnsafe, b.n, b.desc.Size)
+	}
+	return nil
+}
+
+// openLayer returns the uncompressed stream of a layer; with checkBlob, the
+// returned blobCheck verifies the compressed bytes once drained.
+func openLayer(ctx context.Context, src types.ImageSource, desc imgspecv1.Descriptor, checkBlob bool) (io.ReadCloser, *blobCheck, error) {
+	rc, _, err := src.GetBlob(ctx, types.BlobInfo{Digest: desc.Digest, Size: desc.Size}, none.NoCache)
+	if err != nil {
+		return nil, nil, err
+	}
+	var raw io.Reader = rc
+	var bc *blobCheck
+	if checkBlob {
+		bc = &blobCheck{r: rc, h: desc.Digest.Algorithm().Hash(), desc: desc}
+		raw = bc
+	}
+	dr, _, err := compression.AutoDecompress(raw)
+	if err != nil {
+		rc.Close()
+		return nil, nil, fmt.Errorf("%w: decompressing: %w", tarsafe.ErrUnsafe, err)
+	}
+	return &stacked{dr, rc}, bc, nil
+}
+
+type stacked struct {
+	io.ReadCloser
+	under io.Closer
+}
+
+func (s *stacked) Close() error {
+	return errors.Join(s.ReadCloser.Close(), s.under.Close())
+}
+
+func pathBase(name string) string {
+	if i := strings.LastIndexByte(name, '/'); i >= 0 {
+		return name[i+1:]
+	}
+	return name
+}

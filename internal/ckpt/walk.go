@@ -1,0 +1,46 @@
+package ckpt
+
+import (
+	"archive/tar"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/podman-migrate/podman-migrate/internal/tarsafe"
+)
+
+// walk reads one tar stream of checkpoint members, checks every entry with
+// tarsafe (Plain: members are only ever files and directories) and passes
+// each one but the root to fn, under its clean name. Errors of the stream
+// itself wrap bad; fn's errors come back as they are. After the last entry
+// walk reads r to its end, so that a hash teed from r covers the trailing
+// padding that GNU tar and Python's tarfile write.
+func walk(r io.Reader, bad error, fn func(name string, h *tar.Header, body io.Reader) error) error {
+	check := tarsafe.NewChecker(tarsafe.Plain)
+	tr := tar.NewReader(r)
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			if _, err := io.Copy(io.Discard, r); err != nil {
+				return fmt.Errorf("%w: reading past the end of the archive: %w", bad, err)
+			}
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("%w: reading: %w", bad, err)
+		}
+		name, err := check.Check(h)
+		if err != nil {
+			if !errors.Is(err, bad) {
+				err = fmt.Errorf("%w: %w", bad, err)
+			}
+			return err
+		}
+		if name == "." {
+			continue
+		}
+		if err := fn(name, h, tr); err != nil {
+			return err
+		}
+	}
+}

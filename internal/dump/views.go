@@ -1,0 +1,50 @@
+package dump
+
+import (
+	"encoding/json"
+	"sort"
+)
+
+// Raw returns a top-level field as stored, nil when absent.
+func (c *Config) Raw(key string) json.RawMessage { return c.raw[key] }
+
+// SetRaw replaces a top-level field.
+func (c *Config) SetRaw(key string, v json.RawMessage) { c.raw[key] = v }
+
+// VolumeMount is a named volume and where the container mounts it.
+type VolumeMount struct {
+	Name        string
+	Destination string
+}
+
+// NamedVolumeMounts lists the container's named volumes with their mount
+// destinations.
+func (c *Config) NamedVolumeMounts() []VolumeMount {
+	var vols []struct {
+		Name string `json:"volumeName"`
+		Dest string `json:"dest"`
+	}
+	if v, ok := c.raw["namedVolumes"]; ok {
+		_ = json.Unmarshal(v, &vols)
+	}
+	out := make([]VolumeMount, 0, len(vols))
+	for _, v := range vols {
+		out = append(out, VolumeMount{Name: v.Name, Destination: v.Dest})
+	}
+	return out
+}
+
+// NetworkNames lists the networks the container was attached to
+// ("newNetworks" in podman 4 and 5's config.dump), sorted.
+func (c *Config) NetworkNames() []string {
+	var nets map[string]json.RawMessage
+	if v, ok := c.raw["newNetworks"]; ok {
+		_ = json.Unmarshal(v, &nets)
+	}
+	names := make([]string, 0, len(nets))
+	for n := range nets {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}

@@ -1,0 +1,136 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	restore "github.com/podman-migrate/podman-migrate/import"
+	"github.com/podman-migrate/podman-migrate/internal/ckpt"
+	"github.com/podman-migrate/podman-migrate/internal/transfer"
+)
+
+type inspectOptions struct {
+	global       *globalOptions
+	format       string
+	tlsVerify    bool
+	authFile     string
+	tlsVerifySet func() bool
+}
+
+func newInspectCmd(g *globalOptions) *cobra.Command {
+	o := &inspectOptions{global: g}
+	cmd := &cobra.Command{
+		Use:   "inspect [flags] SOURCE",
+		Short: "Show what a checkpoint image holds, without restoring it",
+		Long: `Show what the checkpoint image SOURCE holds: the container's name and
+command, its base image, the source host's kernel, architecture, podman,
+runtime and cgroups, each layer with its role and size, bind mounts, named
+volumes, networks with their addresses, published ports, and the CRIU
+options it was taken with. Works on podman-migrate's images and on those of
+'podman container checkpoint --create-image'.
+
+Only the manifest, the image config and the metadata layer are fetched
+(the whole layer for podman's single-layer images); the signature policy
+applies as for pull, and every byte read is verified. No podman service is
+needed. --format json prints the document described in the README.`,
+		Args: exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return o.run(cmd.Context(), args, cmd.OutOrStdout())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.format, "format", "text", "output format: text or json")
+	f.BoolVar(&o.tlsVerify, "tls-verify", true, "require HTTPS and verify certificates when talking to the registry")
+	f.StringVar(&o.authFile, "authfile", "", "path of the authentication file (default: podman login's)")
+	o.tlsVerifySet = func() bool { return f.Changed("tls-verify") }
+	return cmd
+}
+
+func (o *inspectOptions) run(ctx context.Context, args []string, stdout io.Writer) error {
+	if o.format != "text" && o.format != "json" {
+		return usageError{fmt.Errorf("--format %q: want text or json", o.format)}
+	}
+	d, err := restore.Inspect(ctx, args[0], transfer.Options{
+		TLSVerify: transfer.TLSVerify(o.tlsVerifySet(), o.tlsVerify),
+		AuthFile:  o.authFile,
+		UserAgent: "podman-migrate/" + Version,
+	})
+	if err != nil {
+		return fmt.Errorf("inspecting %q: %w", args[0], err)
+	}
+	if o.format == "json" {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(d)
+	}
+	printDescription(stdout, d)
+	return nil
+}
+
+func printDescription(w io.Writer, d *ckpt.Description) {
+	fmt.Fprintf(w, "Format:      %s checkpoint image\n", d.Format)
+	fmt.Fprintf(w, "Digest:      %s\n", d.Digest)
+	if d.Created != "" {
+		fmt.Fprintf(w, "Created:     %s\n", d.Created)
+	}
+	fmt.Fprintf(w, "Container:   %s (%s)\n", d.Container.Name, shortID(d.Container.ID))
+	fmt.Fprintf(w, "Command:     %s\n", strings.Join(d.Container.Command, " "))
+	fmt.Fprintf(w, "Base image:  %s (%s)", d.Base.Name, shortID(d.Base.ID))
+	if d.Base.Digest != "" {
+		fmt.Fprintf(w, " digest %s", d.Base.Digest)
+	}
+	fmt.Fprintln(w)
+	if d.Base.Included != "" {
+		fmt.Fprintf(w, "Base copy:   %s\n", d.Base.Included)
+	}
+	s := d.Source
+	fmt.Fprintf(w, "Source host: kernel %s, %s, podman %s, runtime %s, CRIU %s, cgroups %s\n",
+		orDash(s.Kernel), orDash(s.Arch), orDash(s.Podman), orDash(s.Runtime), orDash(s.CRIU), orDash(s.Cgroups))
+	for i, l := range d.Layers {
+		role := l.Role
+		if l.Volume != "" {
+			role += " " + l.Volume
+		}
+		fmt.Fprintf(w, "Layer %d:     %-16s %10d bytes  %s\n", i, role, l.Size, l.Digest)
+	}
+	for _, b := range d.Binds {
+		ro := ""
+		if b.ReadOnly {
+			ro = " (ro)"
+		}
+		fmt.Fprintf(w, "Bind mount:  %s -> %s%s\n", b.Source, b.Destination, ro)
+	}
+	for _, v := range d.Volumes {
+		fmt.Fprintf(w, "Volume:      %s -> %s\n", v.Name, v.Destination)
+	}
+	for _, n := range d.Networks {
+		fmt.Fprintf(w, "Network:     %s %s %s\n", n.Name, strings.Join(n.IPs, ","), n.MAC)
+	}
+	for _, p := range d.Ports {
+		fmt.Fprintf(w, "Port:        %s:%d -> %d/%s\n", p.HostIP, p.HostPort, p.ContainerPort, p.Protocol)
+	}
+	if d.Options.Recorded {
+		fmt.Fprintf(w, "Options:     tcp-established=%t file-locks=%t leave-running=%t\n", d.Options.TCPEstablished, d.Options.FileLocks, d.Options.LeaveRunning)
+	} else {
+		fmt.Fprintln(w, "Options:     not recorded (podman's image)")
+	}
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func shortID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
