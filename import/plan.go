@@ -85,8 +85,12 @@ type HostFact struct {
 	Target string `json:"target"`
 }
 
-func (p *Plan) block(format string, a ...any) { p.Blockers = append(p.Blockers, fmt.Sprintf(format, a...)) }
-func (p *Plan) warn(format string, a ...any)  { p.Warnings = append(p.Warnings, fmt.Sprintf(format, a...)) }
+func (p *Plan) block(format string, a ...any) {
+	p.Blockers = append(p.Blockers, fmt.Sprintf(format, a...))
+}
+func (p *Plan) warn(format string, a ...any) {
+	p.Warnings = append(p.Warnings, fmt.Sprintf(format, a...))
+}
 
 // Err returns nil when the restore can proceed, else an error listing every
 // blocker, each with the flag that fixes it.

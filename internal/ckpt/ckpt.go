@@ -82,8 +82,8 @@ const (
 	// AnnBindKinds records, as JSON {destination: "dir"|"file"}, what each
 	// bind mount's source was, so pull can check the target's has the
 	// same kind: CRIU needs it.
-	AnnBindKinds = Prefix + "bind-kinds"
-	FormatVersion       = "1"
+	AnnBindKinds  = Prefix + "bind-kinds"
+	FormatVersion = "1"
 )
 
 // RoleOf returns the layer role of an archive member (a slash-separated path

@@ -304,7 +304,7 @@ func TestInspect(t *testing.T) {
 			Name    string   `json:"name"`
 			Command []string `json:"command"`
 		} `json:"container"`
-		Base   struct{ Name, ID string } `json:"baseImage"`
+		Base   struct{ Name, ID string }                      `json:"baseImage"`
 		Source struct{ Kernel, Arch, Podman, Runtime string } `json:"sourceHost"`
 		Layers []struct {
 			Role string `json:"role"`
