@@ -30,6 +30,9 @@ func TestCLIErrors(t *testing.T) {
 		{"unknown command", []string{"teleport"}, ExitFailure, "unknown command"},
 		{"push, podman unreachable", []string{"--url", noSocket, "push", "web", "127.0.0.1:5000/x:y"}, ExitPodman, "(hint: start the service"},
 		{"pull, podman unreachable", []string{"pull", "--url", noSocket, "127.0.0.1:5000/x:y"}, ExitPodman, "podman: connecting to"},
+		{"pull, malformed mount map", []string{"pull", "--url", noSocket, "--mount-map", "relative=/x", "127.0.0.1:5000/x:y"}, ExitPodman, "podman: connecting to"},
+		{"inspect without args", []string{"inspect"}, ExitUsage, "accepts 1 arg(s)"},
+		{"inspect, bad format", []string{"inspect", "--format", "yaml", "oci:/nonexistent:x"}, ExitUsage, "want text or json"},
 		{"version, podman unreachable", []string{"version", "--url", noSocket}, ExitPodman, "podman: connecting to"},
 	}
 	for _, tt := range tests {
@@ -62,7 +65,7 @@ func TestHelpDocumentsExitCodes(t *testing.T) {
 			t.Errorf("push --help lacks %s", flag)
 		}
 	}
-	for _, flag := range []string{"--name", "--tls-verify", "--authfile", "--ignore-static-ip", "--ignore-static-mac", "--publish", "--pod"} {
+	for _, flag := range []string{"--name", "--tls-verify", "--authfile", "--ignore-static-ip", "--ignore-static-mac", "--publish", "--pod", "--mount-map", "--volume-map", "--network-map", "--dry-run"} {
 		_, out, _ := runCLI(t, "pull", "--help")
 		if !strings.Contains(out, flag) {
 			t.Errorf("pull --help lacks %s", flag)

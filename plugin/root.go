@@ -38,7 +38,7 @@ container whose process continues where it stopped.
 Exit codes: 0 success, 1 other failure, 2 usage error, 3 podman failed,
 4 the registry or image transport failed, 5 bad input (no such container,
 not a checkpoint image, refused by the signature policy, unsafe image
-content, name already taken),
+content, a restore the plan blocks, a malformed map),
 130 interrupted (SIGINT or SIGTERM; a pushed container is restored first).`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
