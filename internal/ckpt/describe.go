@@ -2,7 +2,7 @@ package ckpt
 
 import (
 	"encoding/json"
-	"path"
+	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -165,14 +165,18 @@ func Describe(m *Metadata) *Description {
 // PodmanManaged reports whether a mount is one podman makes for every
 // container (and remakes on the target): /etc/hosts, resolv.conf,
 // hostname, .containerenv, secrets, /dev/shm, or anything from the
-// container's own userdata directory.
+// container's own userdata directory
+// (…/DRIVER-containers/ID/userdata/…); a user's own directory that
+// happens to be called userdata is not.
 func PodmanManaged(dest, source string) bool {
 	switch dest {
 	case "/etc/hosts", "/etc/resolv.conf", "/etc/hostname", "/run/.containerenv", "/run/secrets", "/dev/shm":
 		return true
 	}
-	return strings.Contains(source, "/userdata/") || path.Base(path.Dir(source)) == "userdata"
+	return userdataPath.MatchString(source)
 }
+
+var userdataPath = regexp.MustCompile(`/[a-z0-9]+-containers/[0-9a-f]{64}/userdata(/|$)`)
 
 func networks(m *Metadata) []NetFacts {
 	byName := map[string]*NetFacts{}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/containers/image/v5/oci/layout"
@@ -204,4 +205,22 @@ func layoutSource(t *testing.T, dir string) types.ImageSource {
 	}
 	t.Cleanup(func() { src.Close() })
 	return src
+}
+
+func TestPodmanManaged(t *testing.T) {
+	id := strings.Repeat("ab", 32)
+	for _, tt := range []struct {
+		dest, src string
+		want      bool
+	}{
+		{"/etc/hosts", "/anything", true},
+		{"/dev/shm", "/x", true},
+		{"/run/app.sock", "/run/containers/storage/overlay-containers/" + id + "/userdata/app.sock", true},
+		{"/data", "/home/me/userdata/f", false},
+		{"/data", "/srv/data", false},
+	} {
+		if got := PodmanManaged(tt.dest, tt.src); got != tt.want {
+			t.Errorf("PodmanManaged(%s, %s) = %t", tt.dest, tt.src, got)
+		}
+	}
 }
