@@ -66,10 +66,22 @@ func DefaultURI() string {
 // Connect opens a connection to the podman service at uri ("" means
 // DefaultURI) and checks that it answers.
 func Connect(ctx context.Context, uri string) (*Client, error) {
+	return ConnectTo(ctx, Destination{URI: uri})
+}
+
+// ConnectTo is Connect with an ssh identity file, for ssh:// URIs.
+func ConnectTo(ctx context.Context, d Destination) (*Client, error) {
+	uri := d.URI
 	if uri == "" {
 		uri = DefaultURI()
 	}
-	bctx, err := bindings.NewConnection(ctx, uri)
+	var bctx context.Context
+	var err error
+	if d.Identity != "" {
+		bctx, err = bindings.NewConnectionWithIdentity(ctx, uri, d.Identity, false)
+	} else {
+		bctx, err = bindings.NewConnection(ctx, uri)
+	}
 	if err != nil {
 		return nil, &Error{Op: fmt.Sprintf("connecting to %s", uri), Err: fmt.Errorf("%w (is `podman system service` running there?)", err)}
 	}
@@ -78,6 +90,23 @@ func Connect(ctx context.Context, uri string) (*Client, error) {
 		return nil, &Error{Op: fmt.Sprintf("connecting to %s", uri), Err: err}
 	}
 	return &Client{URI: uri, ctx: bctx, conn: conn}, nil
+}
+
+// ErrRootless is wrapped when the service is a rootless podman: CRIU needs
+// a rootful one to checkpoint and restore.
+var ErrRootless = errors.New("the podman service is rootless; checkpoint and restore need a rootful podman (CRIU)")
+
+// RequireRootful refuses a rootless service early, before anything is
+// checkpointed.
+func (c *Client) RequireRootful(ctx context.Context) error {
+	info, err := c.Info(ctx)
+	if err != nil {
+		return err
+	}
+	if info.Host.Security.Rootless {
+		return &Error{Op: fmt.Sprintf("checking %s", c.URI), Err: fmt.Errorf("%w: use the rootful socket, e.g. sudo podman-migrate --url unix:///run/podman/podman.sock", ErrRootless)}
+	}
+	return nil
 }
 
 // do sends one request. On a non-2xx answer it reads podman's error body and

@@ -25,6 +25,9 @@ type Info struct {
 		Conmon struct {
 			Version string `json:"version"`
 		} `json:"conmon"`
+		Security struct {
+			Rootless bool `json:"rootless"`
+		} `json:"security"`
 	} `json:"host"`
 	Store struct {
 		GraphRoot  string `json:"graphRoot"`

@@ -276,6 +276,14 @@ func build(ctx context.Context, archive io.Reader, ref types.ImageReference, o c
 	return ckpt.Build(ctx, archive, dest, o)
 }
 
+// Resume restores a pushed container on its host from the checkpoint push
+// kept: the way back when the restore elsewhere failed.
+func Resume(ctx context.Context, c *podman.Client, container string, o PushOptions) error {
+	return c.RestoreKept(ctx, container, podman.CheckpointOptions{
+		TCPEstablished: o.TCPEstablished, FileLocks: o.FileLocks, IgnoreRootfs: o.IgnoreRootfs,
+	})
+}
+
 // rollback restores the source container from its kept checkpoint after a
 // failure, even if ctx was cancelled (an interrupted push).
 func rollback(ctx context.Context, c *podman.Client, ctr *podman.Container, copts podman.CheckpointOptions, leftRunning bool, cause error, logw io.Writer) error {

@@ -33,7 +33,7 @@ func exitCode(err error) int {
 	var perr *podman.Error
 	var terr *transfer.Error
 	switch {
-	case errors.As(err, &usage):
+	case errors.As(err, &usage), errors.Is(err, podman.ErrNoConnection):
 		return ExitUsage
 	case errors.Is(err, ckpt.ErrBadArchive):
 		return ExitPodman // podman's own export was not what it should be

@@ -74,7 +74,7 @@ Relocation:
 }
 
 func (o *pullOptions) run(ctx context.Context, args []string, stdout io.Writer) error {
-	c, err := o.global.client(ctx)
+	c, err := o.global.rootfulClient(ctx)
 	if err != nil {
 		return err
 	}

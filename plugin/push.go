@@ -55,7 +55,7 @@ restored here. Prints DEST@DIGEST on success.`,
 }
 
 func (o *pushOptions) run(ctx context.Context, args []string, stdout io.Writer) error {
-	c, err := o.global.client(ctx)
+	c, err := o.global.rootfulClient(ctx)
 	if err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
 
 	"github.com/spf13/cobra"
 
@@ -12,13 +13,61 @@ import (
 
 // globalOptions are the flags every command takes.
 type globalOptions struct {
-	url    string
-	stderr io.Writer
+	url        string
+	connection string
+	identity   string
+	stderr     io.Writer
 }
 
-// client connects to the podman service named by --url.
+// destination is the podman service named by --url, or by --connection
+// (or $CONTAINER_CONNECTION) from podman's own connection list.
+func (g *globalOptions) destination() (podman.Destination, error) {
+	name := g.connection
+	if name == "" && g.url == "" {
+		name = os.Getenv("CONTAINER_CONNECTION")
+	}
+	if name != "" && g.url != "" {
+		return podman.Destination{}, usageError{errors.New("give --url or --connection, not both")}
+	}
+	return resolve(name, g.url, g.identity)
+}
+
+// resolve turns a connection name or a URI into a destination; identity
+// overrides a connection's own.
+func resolve(name, uri, identity string) (podman.Destination, error) {
+	d := podman.Destination{URI: uri}
+	if name != "" {
+		var err error
+		if d, err = podman.ResolveConnection(name); err != nil {
+			return d, err
+		}
+	}
+	if identity != "" {
+		d.Identity = identity
+	}
+	return d, nil
+}
+
+// client connects to the podman service named by --url or --connection.
 func (g *globalOptions) client(ctx context.Context) (*podman.Client, error) {
-	return podman.Connect(ctx, g.url)
+	d, err := g.destination()
+	if err != nil {
+		return nil, err
+	}
+	return podman.ConnectTo(ctx, d)
+}
+
+// rootfulClient is client for the commands that run CRIU: a rootless
+// service is refused before anything happens.
+func (g *globalOptions) rootfulClient(ctx context.Context) (*podman.Client, error) {
+	c, err := g.client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.RequireRootful(ctx); err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
 // usageError marks a bad command line (exit code 2).
@@ -47,8 +96,11 @@ content, a restore the plan blocks, a malformed map),
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.PersistentFlags().StringVar(&g.url, "url", "",
-		"podman socket URI (default $CONTAINER_HOST, else unix:///run/podman/podman.sock, or the rootless socket)")
-	root.AddCommand(newPushCmd(g), newPullCmd(g), newInspectCmd(g), newVersionCmd(g))
+		"podman socket URI: unix:///PATH or ssh://USER@HOST[:PORT]/run/podman/podman.sock (default $CONTAINER_HOST, else unix:///run/podman/podman.sock, or the rootless socket)")
+	root.PersistentFlags().StringVarP(&g.connection, "connection", "c", "",
+		"use this podman system connection (podman-connections.json or containers.conf service_destinations; default $CONTAINER_CONNECTION)")
+	root.PersistentFlags().StringVar(&g.identity, "identity", "", "ssh identity file for ssh:// URIs")
+	root.AddCommand(newPushCmd(g), newPullCmd(g), newMoveCmd(g), newInspectCmd(g), newVersionCmd(g))
 	root.CompletionOptions.HiddenDefaultCmd = true
 	return root
 }

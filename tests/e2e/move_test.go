@@ -1,0 +1,125 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// moveCmd runs podman-migrate move; its summary lines are results on
+// stdout even when a container failed, so the failure contract of
+// migrate() does not apply.
+func moveCmd(t *testing.T, env []string, args ...string) result {
+	t.Helper()
+	r := runCmdEnv(t, env, bin, append([]string{"move"}, args...)...)
+	t.Logf("podman-migrate move %s -> exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), r.code, r.stdout, r.stderr)
+	return r
+}
+
+// TestMove moves containers A -> B in one command: through a registry,
+// without one (two at once), and back when B refuses.
+func TestMove(t *testing.T) {
+	t.Run("through a registry", func(t *testing.T) {
+		src := "e2e-move-reg"
+		before := startWorkload(t, src)
+		rmB(t, src)
+		via := hosts.Registry + "/e2e/move"
+		r := moveCmd(t, nil, "--url", hosts.HostAURL, "--to", hosts.HostBURL, "--via", via, "--tls-verify=false", src)
+		if r.code != 0 {
+			t.Fatalf("move failed: %s", r.stderr)
+		}
+		f := strings.Split(strings.TrimSpace(r.stdout), "\t")
+		if len(f) != 6 || f[0] != src || f[1] != "moved" || !strings.HasPrefix(f[4], via+":"+src+"@sha256:") {
+			t.Fatalf("summary %q", r.stdout)
+		}
+		if got := podman(t, hosts.HostBURL, "inspect", "--format", "{{.Id}}", src); got != f[3] {
+			t.Fatalf("summary names ID %s, B has %s", f[3], got)
+		}
+		checkContinued(t, hosts.HostBURL, src, before)
+		// The image stays in the registry.
+		inspectRaw(t, via+":"+src)
+	})
+
+	t.Run("without a registry, two at once", func(t *testing.T) {
+		a, b := "e2e-move-direct1", "e2e-move-direct2"
+		beforeA, beforeB := startWorkload(t, a), startWorkload(t, b)
+		rmB(t, a)
+		rmB(t, b)
+		r := moveCmd(t, nil, "--url", hosts.HostAURL, "--to", hosts.HostBURL, "--parallel", "2", a, b)
+		if r.code != 0 {
+			t.Fatalf("move failed: %s", r.stderr)
+		}
+		if lines := strings.Split(strings.TrimSpace(r.stdout), "\n"); len(lines) != 2 || !strings.Contains(r.stdout, a+"\tmoved") || !strings.Contains(r.stdout, b+"\tmoved") {
+			t.Fatalf("want one summary line per container: %q", r.stdout)
+		}
+		checkContinued(t, hosts.HostBURL, a, beforeA)
+		checkContinued(t, hosts.HostBURL, b, beforeB)
+	})
+
+	t.Run("target refuses: the source runs again", func(t *testing.T) {
+		src := "e2e-move-refused"
+		// HOST_A_DATA exists on A only: B's plan blocks the restore.
+		before := startWorkload(t, src, "-v", hosts.HostAData+":/data")
+		unchanged := unchangedOnB(t)
+		r := moveCmd(t, nil, "--url", hosts.HostAURL, "--to", hosts.HostBURL, src)
+		if r.code != 5 || !strings.Contains(r.stderr, "does not exist on this host") || !strings.Contains(r.stderr, "running again on the source host") {
+			t.Fatalf("exit %d; want 5, B's reason, and the source running again", r.code)
+		}
+		if !strings.Contains(r.stdout, src+"\tfailed\t") {
+			t.Fatalf("summary %q", r.stdout)
+		}
+		unchanged()
+		checkContinued(t, hosts.HostAURL, src, before)
+	})
+}
+
+// TestConnections: --connection and $CONTAINER_CONNECTION read podman's
+// own connection lists; an unreachable ssh host is a clear error.
+func TestConnections(t *testing.T) {
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "containers.conf")
+	if err := os.WriteFile(conf, []byte("[engine.service_destinations.host-b]\nuri = \""+hosts.HostBURL+"\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	xdg := filepath.Join(dir, "xdg")
+	if err := os.MkdirAll(filepath.Join(xdg, "containers"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	js := `{"Connection":{"Default":"host-a","Connections":{"host-a":{"URI":"` + hosts.HostAURL + `"}}}}`
+	if err := os.WriteFile(filepath.Join(xdg, "containers", "podman-connections.json"), []byte(js), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"CONTAINERS_CONF=" + conf, "XDG_CONFIG_HOME=" + xdg}
+
+	r := migrateEnv(t, env, "--connection", "host-b", "version")
+	if r.code != 0 || !strings.Contains(r.stdout, "Server ("+hosts.HostBURL+")") {
+		t.Fatalf("--connection host-b (containers.conf): exit %d, %q", r.code, r.stdout)
+	}
+	r = migrateEnv(t, append(env, "CONTAINER_CONNECTION=host-a"), "version")
+	if r.code != 0 || !strings.Contains(r.stdout, "Server ("+hosts.HostAURL+")") {
+		t.Fatalf("CONTAINER_CONNECTION=host-a (podman-connections.json): exit %d, %q", r.code, r.stdout)
+	}
+	// move between two named connections.
+	src := "e2e-move-conn"
+	before := startWorkload(t, src)
+	rmB(t, src)
+	m := moveCmd(t, env, "--from", "host-a", "--to", "host-b", src)
+	if m.code != 0 {
+		t.Fatalf("move by connection names failed: %s", m.stderr)
+	}
+	checkContinued(t, hosts.HostBURL, src, before)
+
+	// version prints its client part before it connects, as podman
+	// version does, so the failure contract's empty stdout does not hold.
+	r = runCmdEnv(t, env, bin, "--connection", "nosuch", "version")
+	if r.code != 2 || !strings.Contains(r.stderr, `no such connection "nosuch"`) || !strings.Contains(r.stderr, "host-a") || !strings.Contains(r.stderr, "host-b") {
+		t.Fatalf("unknown connection: exit %d, %q", r.code, r.stderr)
+	}
+	r = migrate(t, "--url", "ssh://root@127.0.0.1:1/run/podman/podman.sock", "--identity", filepath.Join(dir, "no-key"), "pull", "oci:/nonexistent:x")
+	if r.code != 3 || !strings.Contains(r.stderr, "podman: connecting to ssh://root@127.0.0.1:1") {
+		t.Fatalf("unreachable ssh host: exit %d, %q", r.code, r.stderr)
+	}
+}
