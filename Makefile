@@ -11,17 +11,37 @@ GOFLAGS_ := -tags "$(TAGS)" -ldflags "-X main.Version=$(VERSION)"
 BIN      := bin/podman-migrate
 STATE    ?= /tmp/podman-migrate-hosts
 
-.PHONY: all build install test test-unit test-e2e setup-host demo bench lint completions docs clean help
+.PHONY: all build install uninstall test test-unit test-e2e setup-host demo bench lint completions docs clean help
 
 all: build
 
 build: ## build bin/podman-migrate
 	$(GO) build $(GOFLAGS_) -o $(BIN) ./plugin
 
-install: build ## install the binary and completions under $(DESTDIR)$(PREFIX)
+MANDIR   ?= $(PREFIX)/share/man
+LIBEXEC  ?= $(PREFIX)/libexec/podman-migrate
+UNITDIR  ?= $(PREFIX)/lib/systemd/system
+MANPAGES := $(patsubst docs/%.md,docs/%,$(wildcard docs/*.1.md))
+UNITS    := $(wildcard contrib/systemd/*.service)
+
+install: build docs ## install the binary, man pages, completions, drain script and units under $(DESTDIR)$(PREFIX)
 	install -D -m 0755 $(BIN) $(DESTDIR)$(BINDIR)/podman-migrate
 	install -D -m 0644 contrib/completions/podman-migrate.bash $(DESTDIR)$(PREFIX)/share/bash-completion/completions/podman-migrate
-	install -D -m 0644 -t $(DESTDIR)$(PREFIX)/lib/systemd/system contrib/systemd/podman-migrate-pull@.service contrib/systemd/podman-migrate-push@.service
+	install -D -m 0644 -t $(DESTDIR)$(MANDIR)/man1 $(MANPAGES)
+	install -D -m 0755 contrib/podman-migrate-drain $(DESTDIR)$(LIBEXEC)/podman-migrate-drain
+	install -D -m 0644 -t $(DESTDIR)$(UNITDIR) $(UNITS)
+
+uninstall: ## remove what install put under $(DESTDIR)$(PREFIX)
+	rm -f $(DESTDIR)$(BINDIR)/podman-migrate $(DESTDIR)$(PREFIX)/share/bash-completion/completions/podman-migrate
+	rm -f $(addprefix $(DESTDIR)$(MANDIR)/man1/,$(notdir $(MANPAGES)))
+	rm -f $(DESTDIR)$(LIBEXEC)/podman-migrate-drain
+	-rmdir $(DESTDIR)$(LIBEXEC) 2>/dev/null
+	rm -f $(addprefix $(DESTDIR)$(UNITDIR)/,$(notdir $(UNITS)))
+
+docs: $(MANPAGES) ## build the man pages (docs/*.1.md) with go-md2man
+
+docs/%.1: docs/%.1.md
+	go-md2man -in $< -out $@
 
 setup-host: ## install and configure podman, runc, CRIU 4.1, the registry and the test image (idempotent, root)
 	bash contrib/setup-host.sh
@@ -55,7 +75,7 @@ completions: build ## regenerate shell completions
 	$(BIN) completion fish > contrib/completions/podman-migrate.fish
 
 clean: ## remove build output
-	rm -rf bin
+	rm -rf bin $(MANPAGES)
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16

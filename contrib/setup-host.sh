@@ -43,6 +43,7 @@ readonly APT_PACKAGES=(
 	podman runc conmon golang-github-containers-common netavark aardvark-dns
 	catatonit docker-registry busybox-static skopeo buildah uidmap
 	slirp4netns iptables curl iproute2 util-linux ca-certificates time
+	go-md2man systemd shellcheck
 )
 # Packages from trixie unpacked into $PREFIX: criu and the libraries it
 # needs with trixie's own glibc (ld.so --list is checked after unpacking).
