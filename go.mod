@@ -5,6 +5,7 @@ go 1.22
 require (
 	github.com/checkpoint-restore/checkpointctl v1.1.0
 	github.com/containers/image/v5 v5.29.4
+	github.com/containers/ocicrypt v1.1.10
 	github.com/containers/podman/v4 v4.9.5
 	github.com/docker/distribution v2.8.3+incompatible
 	github.com/google/go-cmp v0.6.0
@@ -28,7 +29,6 @@ require (
 	github.com/containerd/stargz-snapshotter/estargz v0.15.1 // indirect
 	github.com/containers/common v0.57.5 // indirect
 	github.com/containers/libtrust v0.0.0-20230121012942-c1716e8a8d01 // indirect
-	github.com/containers/ocicrypt v1.1.10 // indirect
 	github.com/containers/storage v1.51.0 // indirect
 	github.com/cyberphone/json-canonicalization v0.0.0-20231011164504-785e29786b46 // indirect
 	github.com/cyphar/filepath-securejoin v0.2.4 // indirect

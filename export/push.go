@@ -14,10 +14,12 @@ import (
 	"github.com/containers/image/v5/oci/archive"
 	"github.com/containers/image/v5/oci/layout"
 	"github.com/containers/image/v5/types"
+	units "github.com/docker/go-units"
 
 	podman "github.com/podman-migrate/podman-migrate/bindings"
 	"github.com/podman-migrate/podman-migrate/internal/ckpt"
 	"github.com/podman-migrate/podman-migrate/internal/dump"
+	"github.com/podman-migrate/podman-migrate/internal/progress"
 	"github.com/podman-migrate/podman-migrate/internal/transfer"
 )
 
@@ -47,6 +49,23 @@ type PushOptions struct {
 	ToolVersion string
 	Log         io.Writer // progress and notes; nil discards
 }
+
+// PushResult is what a push did, for people and programs (--format json).
+type PushResult struct {
+	Reference string `json:"reference"` // DEST as shown to users
+	Digest    string `json:"digest"`
+	Container string `json:"container"`
+	ID        string `json:"id"`
+	// Seconds per phase: base (--include-base), checkpoint, build, upload,
+	// and total.
+	Seconds map[string]float64 `json:"seconds"`
+	// Bytes: archive (podman's export as read), image (config and layers
+	// as stored).
+	Bytes     map[string]int64 `json:"bytes"`
+	BaseImage string           `json:"baseImage,omitempty"` // the --include-base copy
+}
+
+func since(t time.Time) float64 { return time.Since(t).Round(time.Millisecond).Seconds() }
 
 // PushError is a failure after the container was checkpointed. It says
 // whether the container was restored on this host again.
@@ -78,34 +97,36 @@ func (e *PushError) Unwrap() error { return e.Err }
 // image and copies it to o.Dest. It returns the destination as shown to
 // users and the manifest digest. Any failure after the checkpoint restores
 // the container on this host from the kept checkpoint.
-func Push(ctx context.Context, c *podman.Client, o PushOptions) (string, string, error) {
+func Push(ctx context.Context, c *podman.Client, o PushOptions) (*PushResult, error) {
+	res := &PushResult{Seconds: map[string]float64{}, Bytes: map[string]int64{}}
+	began := time.Now()
 	logw := o.Log
 	if logw == nil {
 		logw = io.Discard
 	}
 	destRef, err := transfer.ParseReference(o.Dest)
 	if err != nil {
-		return "", "", err
+		return nil, err
 	}
 	if _, _, err := ckpt.MediaType(o.Compression); err != nil {
-		return "", "", err
+		return nil, err
 	}
 	ctr, err := c.InspectContainer(ctx, o.Container)
 	if errors.Is(err, podman.ErrNotFound) {
-		return "", "", fmt.Errorf("%w %q on %s: check `podman ps -a` on that host", ErrNoContainer, o.Container, c.URI)
+		return nil, fmt.Errorf("%w %q on %s: check `podman ps -a` on that host", ErrNoContainer, o.Container, c.URI)
 	}
 	if err != nil {
-		return "", "", err
+		return nil, err
 	}
 	if !ctr.State.Running {
-		return "", "", fmt.Errorf("%w: %q is %s; only a running container can be migrated", ErrNotRunning, ctr.Name, ctr.State.Status)
+		return nil, fmt.Errorf("%w: %q is %s; only a running container can be migrated", ErrNotRunning, ctr.Name, ctr.State.Status)
 	}
 	if err := transfer.Preflight(ctx, destRef, o.Transfer); err != nil {
-		return "", "", fmt.Errorf("%w; container %q was not touched", err, ctr.Name)
+		return nil, fmt.Errorf("%w; container %q was not touched", err, ctr.Name)
 	}
 	info, err := c.Info(ctx)
 	if err != nil {
-		return "", "", err
+		return nil, err
 	}
 	var baseDigest string
 	if img, err := c.InspectImage(ctx, ctr.Image); err == nil {
@@ -114,7 +135,7 @@ func Push(ctx context.Context, c *podman.Client, o PushOptions) (string, string,
 
 	tmp, err := os.MkdirTemp(transfer.StagingDir(o.TmpDir), "podman-migrate-push-")
 	if err != nil {
-		return "", "", fmt.Errorf("creating a staging directory: %w", err)
+		return nil, fmt.Errorf("creating a staging directory: %w", err)
 	}
 	defer os.RemoveAll(tmp)
 	// The base image goes first: it costs no downtime before the
@@ -126,12 +147,16 @@ func Push(ctx context.Context, c *podman.Client, o PushOptions) (string, string,
 	if kinds := bindKinds(c, ctr); kinds != "" {
 		base[ckpt.AnnBindKinds] = kinds
 	}
+	res.Container, res.ID = ctr.Name, ctr.ID
 	if o.IncludeBase {
+		start := time.Now()
 		ref, err := includeBase(ctx, c, ctr, destRef, tmp, o, logw)
 		if err != nil {
-			return "", "", fmt.Errorf("including the base image: %w; container %q was not touched", err, ctr.Name)
+			return nil, fmt.Errorf("including the base image: %w; container %q was not touched", err, ctr.Name)
 		}
 		base[ckpt.AnnBaseIncluded] = ref
+		res.BaseImage = ref
+		res.Seconds["base"] = since(start)
 	}
 
 	copts := podman.CheckpointOptions{
@@ -142,16 +167,19 @@ func Push(ctx context.Context, c *podman.Client, o PushOptions) (string, string,
 	start := time.Now()
 	archive, err := c.Checkpoint(ctx, ctr.ID, copts)
 	if err != nil {
-		return "", "", rollback(ctx, c, ctr, copts, o.LeaveRunning, err, logw)
+		return nil, rollback(ctx, c, ctr, copts, o.LeaveRunning, err, logw)
 	}
 	fmt.Fprintf(logw, "Checkpoint taken in %s; building the image\n", time.Since(start).Round(time.Millisecond))
+	res.Seconds["checkpoint"] = since(start)
+	start = time.Now()
+	counted := progress.NewReader(archive, logw, "Reading the checkpoint from podman")
 
 	created := time.Now().UTC()
 	staged, err := layout.NewReference(tmp, "checkpoint")
 	if err != nil {
-		return "", "", rollback(ctx, c, ctr, copts, o.LeaveRunning, err, logw)
+		return nil, rollback(ctx, c, ctr, copts, o.LeaveRunning, err, logw)
 	}
-	built, err := build(ctx, archive, staged, ckpt.BuildOptions{
+	built, err := build(ctx, counted, staged, ckpt.BuildOptions{
 		Compression: o.Compression,
 		Arch:        info.Host.Arch,
 		Created:     created,
@@ -167,17 +195,29 @@ func Push(ctx context.Context, c *podman.Client, o PushOptions) (string, string,
 		err = fmt.Errorf("reading the checkpoint from podman: %w", cerr)
 	}
 	if err != nil {
-		return "", "", rollback(ctx, c, ctr, copts, o.LeaveRunning, fmt.Errorf("converting the checkpoint: %w", err), logw)
+		return nil, rollback(ctx, c, ctr, copts, o.LeaveRunning, fmt.Errorf("converting the checkpoint: %w", err), logw)
 	}
 	if len(built.Cleared) > 0 {
 		fmt.Fprintf(logw, "Removed source-host paths from config.dump: %v\n", built.Cleared)
 	}
+	counted.Close()
+	res.Seconds["build"] = since(start)
+	res.Bytes["archive"] = counted.N()
+	res.Bytes["image"] = built.Manifest.Config.Size
+	for _, l := range built.Layers {
+		res.Bytes["image"] += l.Desc.Size
+	}
+	fmt.Fprintf(logw, "Built %d layers (%s) from %s of checkpoint in %s\n", len(built.Layers), units.BytesSize(float64(res.Bytes["image"])), units.BytesSize(float64(counted.N())), time.Since(start).Round(time.Millisecond))
+	start = time.Now()
 	fmt.Fprintf(logw, "Copying the image to %s\n", transfer.Display(destRef))
 	d, err := transfer.Copy(ctx, "pushing", destRef, staged, o.Transfer)
 	if err != nil {
-		return "", "", rollback(ctx, c, ctr, copts, o.LeaveRunning, err, logw)
+		return nil, rollback(ctx, c, ctr, copts, o.LeaveRunning, err, logw)
 	}
-	return transfer.Display(destRef), d.String(), nil
+	res.Seconds["upload"] = since(start)
+	res.Seconds["total"] = since(began)
+	res.Reference, res.Digest = transfer.Display(destRef), d.String()
+	return res, nil
 }
 
 // bindKinds records whether each bind mount's source is a directory or a
@@ -234,7 +274,11 @@ func includeBase(ctx context.Context, c *podman.Client, ctr *podman.Container, d
 	if err != nil {
 		return "", err
 	}
-	d, err := transfer.Copy(ctx, "pushing", to, from, o.Transfer)
+	// The base image holds no secrets of the container, and the target's
+	// podman pulls it as it is: never encrypted.
+	plain := o.Transfer
+	plain.Encrypt, plain.EncryptLayers = nil, nil
+	d, err := transfer.Copy(ctx, "pushing", to, from, plain)
 	if err != nil {
 		return "", err
 	}

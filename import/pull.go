@@ -15,6 +15,7 @@ import (
 
 	podman "github.com/podman-migrate/podman-migrate/bindings"
 	"github.com/podman-migrate/podman-migrate/internal/ckpt"
+	"github.com/podman-migrate/podman-migrate/internal/progress"
 	"github.com/podman-migrate/podman-migrate/internal/tarsafe"
 	"github.com/podman-migrate/podman-migrate/internal/transfer"
 )
@@ -45,9 +46,30 @@ type PullOptions struct {
 	VolumeMap  []string
 	NetworkMap []string
 	Transfer   transfer.Options
-	TmpDir     string // "" means $TMPDIR or /var/tmp
-	Log        io.Writer
+	// Limits bound what each layer may expand to (zero: ckpt.DefaultLimits).
+	Limits ckpt.Limits
+	// AllowPrivileged lets a checkpoint that asks for more than an ordinary
+	// container (privileged mode, host namespaces, devices, capabilities,
+	// runtime annotations) be restored.
+	AllowPrivileged bool
+	TmpDir          string // "" means $TMPDIR or /var/tmp
+	Log             io.Writer
 }
+
+// PullResult is what a pull did, for people and programs (--format json).
+type PullResult struct {
+	ID     string `json:"id"`
+	Name   string `json:"name"`
+	Source string `json:"source"`
+	Digest string `json:"digest"`
+	// Seconds per phase: plan, fetch, verify, base (when pulled), restore,
+	// and total.
+	Seconds map[string]float64 `json:"seconds"`
+	// Bytes: image (config and layers as stored in the source).
+	Bytes map[string]int64 `json:"bytes"`
+}
+
+func since(t time.Time) float64 { return time.Since(t).Round(time.Millisecond).Seconds() }
 
 // PlanPull reads only the manifest, config and metadata layer of the
 // checkpoint and works out what a pull would do on the host c serves,
@@ -57,24 +79,35 @@ func PlanPull(ctx context.Context, c *podman.Client, o PullOptions) (*Plan, erro
 	if err != nil {
 		return nil, err
 	}
-	meta, err := readMetadata(ctx, srcRef, o.Transfer)
+	meta, st, err := readMetadata(ctx, srcRef, o.Transfer, o.Limits, o.TmpDir)
+	defer st.remove()
 	if err != nil {
 		return nil, err
 	}
 	return plan(ctx, c, transfer.Display(srcRef), meta, o)
 }
 
-func readMetadata(ctx context.Context, ref types.ImageReference, o transfer.Options) (*ckpt.Metadata, error) {
+// readMetadata reads what planning needs, in place; an image with
+// encrypted layers is fetched whole and decrypted first, into the *staged
+// it returns (the caller removes it).
+func readMetadata(ctx context.Context, ref types.ImageReference, o transfer.Options, lim ckpt.Limits, tmpDir string) (*ckpt.Metadata, *staged, error) {
 	src, err := transfer.OpenSource(ctx, ref, o)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer src.Close()
-	meta, err := ckpt.ReadMetadata(ctx, src)
+	mb, encrypted, err := transfer.CheckDecryption(ctx, src, o.Decrypt)
 	if err != nil {
-		return nil, fmt.Errorf("checking %s: %w", transfer.Display(ref), err)
+		return nil, nil, fmt.Errorf("checking %s: %w", transfer.Display(ref), err)
 	}
-	return meta, nil
+	if encrypted {
+		return fetchDecrypted(ctx, ref, mb, o, lim, tmpDir)
+	}
+	meta, err := ckpt.ReadMetadata(ctx, src, lim)
+	if err != nil {
+		return nil, nil, fmt.Errorf("checking %s: %w", transfer.Display(ref), err)
+	}
+	return meta, nil, nil
 }
 
 func plan(ctx context.Context, c *podman.Client, source string, meta *ckpt.Metadata, o PullOptions) (*Plan, error) {
@@ -101,6 +134,7 @@ func plan(ctx context.Context, c *podman.Client, source string, meta *ckpt.Metad
 	if err := p.relocate(ctx, t, meta, o); err != nil {
 		return nil, err
 	}
+	p.privileges(meta, o.AllowPrivileged)
 	p.hostFacts(ctx, t, meta, cfg)
 	return p, nil
 }
@@ -109,23 +143,27 @@ func plan(ctx context.Context, c *podman.Client, source string, meta *ckpt.Metad
 // container, returning the container's ID. It plans first (as PlanPull) and
 // stops before fetching the CRIU images if the plan has blockers. If podman
 // fails to restore it, whatever the attempt created is removed again.
-func Pull(ctx context.Context, c *podman.Client, o PullOptions) (string, error) {
+func Pull(ctx context.Context, c *podman.Client, o PullOptions) (*PullResult, error) {
+	res := &PullResult{Seconds: map[string]float64{}, Bytes: map[string]int64{}}
+	began := time.Now()
 	logw := o.Log
 	if logw == nil {
 		logw = io.Discard
 	}
 	srcRef, err := transfer.ParseReference(o.Source)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	fmt.Fprintf(logw, "Reading the checkpoint's metadata from %s\n", transfer.Display(srcRef))
-	meta, err := readMetadata(ctx, srcRef, o.Transfer)
+	meta, st, err := readMetadata(ctx, srcRef, o.Transfer, o.Limits, o.TmpDir)
+	defer st.remove()
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	p, err := plan(ctx, c, transfer.Display(srcRef), meta, o)
+	res.Seconds["plan"] = since(began)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	for _, w := range p.Warnings {
 		fmt.Fprintf(logw, "Warning: %s\n", w)
@@ -134,45 +172,52 @@ func Pull(ctx context.Context, c *podman.Client, o PullOptions) (string, error) 
 		fmt.Fprintf(logw, "Problem: %s\n", b)
 	}
 	if err := p.Err(); err != nil {
-		return "", err
+		return nil, err
 	}
 
 	tmp, err := os.MkdirTemp(transfer.StagingDir(o.TmpDir), "podman-migrate-pull-")
 	if err != nil {
-		return "", fmt.Errorf("creating a staging directory: %w", err)
+		return nil, fmt.Errorf("creating a staging directory: %w", err)
 	}
 	defer os.RemoveAll(tmp)
 	local, err := layout.NewReference(tmp, "checkpoint")
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	// Fetch the very image that was planned.
 	from, err := transfer.Pinned(srcRef, meta.ManifestDigest)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	fmt.Fprintf(logw, "Fetching %s\n", transfer.Display(from))
 	start := time.Now()
-	d, err := transfer.Copy(ctx, "pulling", local, from, o.Transfer)
+	d, err := st.fetch(ctx, tmp, local, from, o.Transfer)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	if d != meta.ManifestDigest {
-		return "", fmt.Errorf("%w: %s changed while it was read (manifest %s, then %s); pull again", tarsafe.ErrUnsafe, transfer.Display(srcRef), meta.ManifestDigest, d)
+		return nil, fmt.Errorf("%w: %s changed while it was read (manifest %s, then %s); pull again", tarsafe.ErrUnsafe, transfer.Display(srcRef), meta.ManifestDigest, d)
 	}
 	fmt.Fprintf(logw, "Fetched in %s; verifying\n", time.Since(start).Round(time.Millisecond))
+	res.Seconds["fetch"] = since(start)
+	res.Source, res.Digest = transfer.Display(srcRef), d.String()
+	res.Bytes["image"] = meta.Manifest.Config.Size
+	for _, l := range meta.Manifest.Layers {
+		res.Bytes["image"] += l.Size
+	}
 
 	src, err := local.NewImageSource(ctx, nil)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	defer src.Close()
 	start = time.Now()
-	img, err := ckpt.Open(ctx, src)
+	img, err := ckpt.Open(ctx, src, o.Limits)
 	if err != nil {
-		return "", fmt.Errorf("checking %s: %w", transfer.Display(srcRef), err)
+		return nil, fmt.Errorf("checking %s: %w", transfer.Display(srcRef), err)
 	}
 	fmt.Fprintf(logw, "Verified in %s\n", time.Since(start).Round(time.Millisecond))
+	res.Seconds["verify"] = since(start)
 	rel := p.relocated
 	if len(rel.cleared) > 0 {
 		fmt.Fprintf(logw, "Removed source-host paths from config.dump: %v\n", rel.cleared)
@@ -181,9 +226,13 @@ func Pull(ctx context.Context, c *podman.Client, o PullOptions) (string, error) 
 		fmt.Fprintf(logw, "Relocated %s\n", ch)
 	}
 
+	start = time.Now()
 	pulledBase, err := ensureBase(ctx, c, p, o, logw)
+	if pulledBase != "" {
+		res.Seconds["base"] = since(start)
+	}
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 
 	name := p.Name
@@ -196,7 +245,8 @@ func Pull(ctx context.Context, c *podman.Client, o PullOptions) (string, error) 
 		pw.CloseWithError(err)
 		werr <- err
 	}()
-	id, err := c.RestoreImport(ctx, pr, podman.RestoreOptions{
+	sent := progress.NewReader(pr, logw, "Sending the checkpoint to podman")
+	id, err := c.RestoreImport(ctx, sent, podman.RestoreOptions{
 		Name:            o.Name,
 		IgnoreStaticIP:  o.IgnoreStaticIP || rel.dropIP,
 		IgnoreStaticMAC: o.IgnoreStaticMAC,
@@ -207,18 +257,22 @@ func Pull(ctx context.Context, c *podman.Client, o PullOptions) (string, error) 
 	})
 	// Unblock the writer if podman stopped reading, and let it finish
 	// before the staging directory goes.
+	sent.Close()
 	pr.CloseWithError(errRestoreDone)
 	if wErr := <-werr; err != nil && wErr != nil && !errors.Is(wErr, errRestoreDone) {
 		err = fmt.Errorf("streaming the checkpoint to podman: %w (podman: %w)", wErr, err)
 	}
 	if err != nil {
 		if cerr := cleanup(ctx, c, name, rel.volumes, pulledBase, logw); cerr != nil {
-			return "", fmt.Errorf("%w; removing what the failed restore left also failed: %w", err, cerr)
+			return nil, fmt.Errorf("%w; removing what the failed restore left also failed: %w", err, cerr)
 		}
-		return "", err
+		return nil, err
 	}
 	fmt.Fprintf(logw, "Restored in %s\n", time.Since(start).Round(time.Millisecond))
-	return id, nil
+	res.Seconds["restore"] = since(start)
+	res.Seconds["total"] = since(began)
+	res.ID, res.Name = id, name
+	return res, nil
 }
 
 // ensureBase makes the base image available when the plan says it is
@@ -300,13 +354,14 @@ func cleanup(ctx context.Context, c *podman.Client, name string, volumes []strin
 }
 
 // Inspect describes the checkpoint image at source from its metadata,
-// under the signature policy, without a podman service.
-func Inspect(ctx context.Context, source string, o transfer.Options) (*ckpt.Description, error) {
+// under the signature policy and lim, without a podman service.
+func Inspect(ctx context.Context, source string, o transfer.Options, lim ckpt.Limits) (*ckpt.Description, error) {
 	ref, err := transfer.ParseReference(source)
 	if err != nil {
 		return nil, err
 	}
-	meta, err := readMetadata(ctx, ref, o)
+	meta, st, err := readMetadata(ctx, ref, o, lim, "")
+	defer st.remove()
 	if err != nil {
 		return nil, err
 	}

@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"os"
-	"strings"
 	"syscall"
 
 	"github.com/containers/image/v5/signature"
@@ -41,7 +40,8 @@ func exitCode(err error) int {
 		errors.Is(err, ckpt.ErrNotCheckpoint), errors.Is(err, tarsafe.ErrUnsafe),
 		errors.Is(err, transfer.ErrBadReference), errors.Is(err, restore.ErrConflict),
 		errors.Is(err, restore.ErrBaseImage), errors.Is(err, restore.ErrBlocked),
-		errors.Is(err, restore.ErrBadMap), errors.Is(err, export.ErrIncludeBase), isPolicyRejection(err):
+		errors.Is(err, restore.ErrBadMap), errors.Is(err, export.ErrIncludeBase), isPolicyRejection(err),
+		errors.Is(err, transfer.ErrKey), errors.Is(err, transfer.ErrDigestMismatch):
 		return ExitInput
 	case errors.As(err, &terr):
 		return ExitRegistry
@@ -57,9 +57,10 @@ func hintFor(err error) string {
 	switch {
 	case isPolicyRejection(err):
 		return "the signature policy (policy.json) refused the image: sign it, or trust its registry in the policy"
-	case strings.Contains(err.Error(), "igest did not match"):
-		// containers/image has no typed error for it; the text is stable.
-		return "the content does not match its digest: the image was altered in the registry or on the way; push it again"
+	case errors.Is(err, transfer.ErrDigestMismatch):
+		return "the image was altered in the registry or on the way; push it again"
+	case errors.Is(err, tarsafe.ErrTooLarge):
+		return "if the image is genuine and this large, raise --max-layer-size or --max-layer-entries"
 	case errors.Is(err, syscall.ENOSPC):
 		return "the staging directory ran out of space; set TMPDIR to a larger file system"
 	case errors.Is(err, os.ErrPermission):

@@ -19,6 +19,8 @@ type inspectOptions struct {
 	format       string
 	tlsVerify    bool
 	authFile     string
+	limits       *limitFlags
+	trust        *trustFlags
 	tlsVerifySet func() bool
 }
 
@@ -35,9 +37,10 @@ options it was taken with. Works on podman-migrate's images and on those of
 'podman container checkpoint --create-image'.
 
 Only the manifest, the image config and the metadata layer are fetched
-(the whole layer for podman's single-layer images); the signature policy
-applies as for pull, and every byte read is verified. No podman service is
-needed. --format json prints the document described in the README.`,
+(the whole layer for podman's single-layer images; the whole image, into
+a staging directory, when its layers are encrypted: --decryption-key); the
+signature policy applies as for pull (--signature-policy), and every byte
+read is verified. No podman service is needed. --format json prints the document described in the README.`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return o.run(cmd.Context(), args, cmd.OutOrStdout())
@@ -47,6 +50,8 @@ needed. --format json prints the document described in the README.`,
 	f.StringVar(&o.format, "format", "text", "output format: text or json")
 	f.BoolVar(&o.tlsVerify, "tls-verify", true, "require HTTPS and verify certificates when talking to the registry")
 	f.StringVar(&o.authFile, "authfile", "", "path of the authentication file (default: podman login's)")
+	o.limits = addLimitFlags(f)
+	o.trust = addTrustFlags(f)
 	o.tlsVerifySet = func() bool { return f.Changed("tls-verify") }
 	return cmd
 }
@@ -55,11 +60,18 @@ func (o *inspectOptions) run(ctx context.Context, args []string, stdout io.Write
 	if o.format != "text" && o.format != "json" {
 		return usageError{fmt.Errorf("--format %q: want text or json", o.format)}
 	}
-	d, err := restore.Inspect(ctx, args[0], transfer.Options{
+	lim, err := o.limits.limits()
+	if err != nil {
+		return err
+	}
+	if err := o.trust.check(); err != nil {
+		return err
+	}
+	d, err := restore.Inspect(ctx, args[0], o.trust.set(transfer.Options{
 		TLSVerify: transfer.TLSVerify(o.tlsVerifySet(), o.tlsVerify),
 		AuthFile:  o.authFile,
 		UserAgent: "podman-migrate/" + Version,
-	})
+	}), lim)
 	if err != nil {
 		return fmt.Errorf("inspecting %q: %w", args[0], err)
 	}

@@ -37,6 +37,7 @@ type moveOptions struct {
 	publish        []string
 	ignoreIP       bool
 	ignoreMAC      bool
+	format         string
 	tlsVerifySet   func() bool
 }
 
@@ -92,6 +93,7 @@ system connection.`,
 	f.StringArrayVarP(&o.publish, "publish", "p", nil, "publish a port on the target (one container only; repeatable)")
 	f.BoolVar(&o.ignoreIP, "ignore-static-ip", false, "let the target's podman choose new IP addresses")
 	f.BoolVar(&o.ignoreMAC, "ignore-static-mac", false, "let the target's podman choose new MAC addresses")
+	f.StringVar(&o.format, "format", "text", "output: text (a line per container) or json (a document with every container's result, per-phase seconds and bytes)")
 	o.tlsVerifySet = func() bool { return f.Changed("tls-verify") }
 	return cmd
 }
@@ -106,6 +108,9 @@ func endpoint(v, identity string) (podman.Destination, error) {
 }
 
 func (o *moveOptions) run(ctx context.Context, args []string, stdout io.Writer) error {
+	if err := outputFormat(o.format); err != nil {
+		return err
+	}
 	if o.to == "" {
 		return usageError{errors.New("--to is required; see --help")}
 	}
@@ -147,7 +152,8 @@ func (o *moveOptions) run(ctx context.Context, args []string, stdout io.Writer) 
 		UserAgent: "podman-migrate/" + Version,
 	}
 	var mu sync.Mutex
-	return move.Move(ctx, src, dst, move.Options{
+	var results []move.Result
+	err = move.Move(ctx, src, dst, move.Options{
 		Containers: args,
 		Via:        o.via,
 		Parallel:   o.parallel,
@@ -159,10 +165,14 @@ func (o *moveOptions) run(ctx context.Context, args []string, stdout io.Writer) 
 			Name: o.name, MountMap: o.mountMap, VolumeMap: o.volumeMap, NetworkMap: o.networkMap,
 			Publish: o.publish, IgnoreStaticIP: o.ignoreIP, IgnoreStaticMAC: o.ignoreMAC, Transfer: tr,
 		},
-		Log: o.global.stderr,
+		Log: o.global.log(),
 	}, func(r move.Result) {
 		mu.Lock()
 		defer mu.Unlock()
+		if o.format == "json" {
+			results = append(results, r)
+			return
+		}
 		if r.Err != nil {
 			fmt.Fprintf(stdout, "%s\tfailed\t%s\n", r.Container, oneLine(r.Err.Error()))
 			return
@@ -173,6 +183,12 @@ func (o *moveOptions) run(ctx context.Context, args []string, stdout io.Writer) 
 		}
 		fmt.Fprintf(stdout, "%s\tmoved\t%s\t%s\t%s\t%.1fs\n", r.Container, r.Name, r.ID, ref, r.Seconds)
 	})
+	if o.format == "json" {
+		if jerr := writeJSON(stdout, map[string]any{"containers": results}); jerr != nil && err == nil {
+			err = jerr
+		}
+	}
+	return err
 }
 
 func connectRootful(ctx context.Context, d podman.Destination) (*podman.Client, error) {

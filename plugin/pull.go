@@ -23,7 +23,11 @@ type pullOptions struct {
 	mountMap        []string
 	volumeMap       []string
 	networkMap      []string
+	allowPrivileged bool
+	limits          *limitFlags
 	dryRun          bool
+	trust           *trustFlags
+	format          string
 	tlsVerifySet    func() bool
 }
 
@@ -45,7 +49,15 @@ metadata alone: the container name, bind-mount sources (as the podman
 service sees its file system), named volumes, networks, the base image,
 runtime, CRIU, kernel and architecture. Any problem stops it with one line
 per problem, naming the flag that fixes it. --dry-run prints that plan and
-exits 0 when the restore can proceed, 5 when it cannot.
+exits 0 when the restore can proceed, 5 when it cannot. A checkpoint that
+asks for more than an ordinary container (privileged mode, host namespaces,
+added devices or capabilities, OCI hooks, runtime annotations) is one such
+problem unless --allow-privileged is given. A layer that decompresses past
+--max-layer-size or holds more than --max-layer-entries entries stops the
+pull (exit 5) before anything is restored.
+
+An encrypted image (push --encryption-key) needs --decryption-key; it is
+fetched whole and decrypted before planning, --dry-run included.
 
 Relocation:
   --mount-map /srv/a=/data/a    a bind mount from /srv/a, or from below it,
@@ -68,12 +80,26 @@ Relocation:
 	f.StringArrayVar(&o.mountMap, "mount-map", nil, "relocate bind mounts: SRC on the checkpointed host, or a path below it, is DST here (repeatable)")
 	f.StringArrayVar(&o.volumeMap, "volume-map", nil, "restore named volume OLD as NEW: OLD=NEW (repeatable)")
 	f.StringArrayVar(&o.networkMap, "network-map", nil, "attach to network NEW where the container was on OLD: OLD=NEW (repeatable)")
-	f.BoolVar(&o.dryRun, "dry-run", false, "fetch only the metadata, print the plan and create nothing; exit 5 if the restore could not proceed")
+	f.BoolVar(&o.dryRun, "dry-run", false, "fetch only the metadata (an encrypted image: all of it), print the plan and create nothing; exit 5 if the restore could not proceed")
+	f.StringVar(&o.format, "format", "text", "output: text (the container ID; the plan with --dry-run) or json (id, name, source, digest, per-phase seconds, bytes; the plan with --dry-run)")
+	f.BoolVar(&o.allowPrivileged, "allow-privileged", false, "restore a checkpoint that asks for more than an ordinary container (privileged mode, host namespaces, devices, capabilities, hooks, runtime annotations)")
+	o.limits = addLimitFlags(f)
+	o.trust = addTrustFlags(f)
 	o.tlsVerifySet = func() bool { return f.Changed("tls-verify") }
 	return cmd
 }
 
 func (o *pullOptions) run(ctx context.Context, args []string, stdout io.Writer) error {
+	lim, err := o.limits.limits()
+	if err != nil {
+		return err
+	}
+	if err := outputFormat(o.format); err != nil {
+		return err
+	}
+	if err := o.trust.check(); err != nil {
+		return err
+	}
 	c, err := o.global.rootfulClient(ctx)
 	if err != nil {
 		return err
@@ -88,29 +114,41 @@ func (o *pullOptions) run(ctx context.Context, args []string, stdout io.Writer) 
 		MountMap:        o.mountMap,
 		VolumeMap:       o.volumeMap,
 		NetworkMap:      o.networkMap,
-		Transfer: transfer.Options{
+		Limits:          lim,
+		AllowPrivileged: o.allowPrivileged,
+		Transfer: o.trust.set(transfer.Options{
 			TLSVerify: transfer.TLSVerify(o.tlsVerifySet(), o.tlsVerify),
 			AuthFile:  o.authFile,
-			Report:    o.global.stderr,
+			Report:    o.global.log(),
 			UserAgent: "podman-migrate/" + Version,
-		},
-		Log: o.global.stderr,
+		}),
+		Log: o.global.log(),
 	}
 	if o.dryRun {
 		p, err := restore.PlanPull(ctx, c, po)
 		if err != nil {
 			return fmt.Errorf("planning the pull of %q: %w", args[0], err)
 		}
-		p.Print(stdout)
+		if o.format == "json" {
+			err = writeJSON(stdout, p)
+		} else {
+			p.Print(stdout)
+		}
+		if err != nil {
+			return err
+		}
 		if err := p.Err(); err != nil {
 			return fmt.Errorf("pulling %q: %w", args[0], err)
 		}
 		return nil
 	}
-	id, err := restore.Pull(ctx, c, po)
+	res, err := restore.Pull(ctx, c, po)
 	if err != nil {
 		return fmt.Errorf("pulling %q: %w", args[0], err)
 	}
-	_, err = fmt.Fprintln(stdout, id)
+	if o.format == "json" {
+		return writeJSON(stdout, res)
+	}
+	_, err = fmt.Fprintln(stdout, res.ID)
 	return err
 }

@@ -21,6 +21,8 @@ type pushOptions struct {
 	fileLocks      bool
 	ignoreRootfs   bool
 	includeBase    bool
+	seal           *sealFlags
+	format         string
 	tlsVerifySet   func() bool
 }
 
@@ -35,7 +37,11 @@ DEST is a registry reference (host[:port]/repo:tag) or any containers/image
 transport: docker://host/repo:tag, oci:DIR:TAG, oci-archive:FILE, dir:DIR.
 The container stops (its checkpoint is kept on this host) unless
 --leave-running is given; if anything fails after the checkpoint, it is
-restored here. Prints DEST@DIGEST on success.`,
+restored here. Prints DEST@DIGEST on success.
+
+--encryption-key encrypts the layers on their way to DEST (the staging copy
+on this host stays plaintext, readable by root only);
+--sign-by-sigstore-private-key signs the image (see the man page).`,
 		Args: exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return o.run(cmd.Context(), args, cmd.OutOrStdout())
@@ -50,16 +56,24 @@ restored here. Prints DEST@DIGEST on success.`,
 	f.BoolVar(&o.fileLocks, "file-locks", false, "checkpoint file locks")
 	f.BoolVar(&o.ignoreRootfs, "ignore-rootfs", false, "leave root file-system changes out of the image")
 	f.BoolVar(&o.includeBase, "include-base", false, "also copy the container's base image into DEST's repository (tag base-IMAGEID), for targets that cannot pull it from its origin; registry destinations only")
+	f.StringVar(&o.format, "format", "text", "output: text (DEST@DIGEST) or json (reference, digest, container, per-phase seconds, bytes)")
+	o.seal = addSealFlags(f)
 	o.tlsVerifySet = func() bool { return f.Changed("tls-verify") }
 	return cmd
 }
 
 func (o *pushOptions) run(ctx context.Context, args []string, stdout io.Writer) error {
+	if err := outputFormat(o.format); err != nil {
+		return err
+	}
+	if err := o.seal.check(args[1]); err != nil {
+		return err
+	}
 	c, err := o.global.rootfulClient(ctx)
 	if err != nil {
 		return err
 	}
-	dest, dgst, err := export.Push(ctx, c, export.PushOptions{
+	res, err := export.Push(ctx, c, export.PushOptions{
 		Container:      args[0],
 		Dest:           args[1],
 		LeaveRunning:   o.leaveRunning,
@@ -68,18 +82,21 @@ func (o *pushOptions) run(ctx context.Context, args []string, stdout io.Writer) 
 		IgnoreRootfs:   o.ignoreRootfs,
 		IncludeBase:    o.includeBase,
 		Compression:    o.compression,
-		Transfer: transfer.Options{
+		Transfer: o.seal.set(transfer.Options{
 			TLSVerify: transfer.TLSVerify(o.tlsVerifySet(), o.tlsVerify),
 			AuthFile:  o.authFile,
-			Report:    o.global.stderr,
+			Report:    o.global.log(),
 			UserAgent: "podman-migrate/" + Version,
-		},
+		}),
 		ToolVersion: Version,
-		Log:         o.global.stderr,
+		Log:         o.global.log(),
 	})
 	if err != nil {
 		return fmt.Errorf("pushing %q to %q: %w", args[0], args[1], err)
 	}
-	_, err = fmt.Fprintf(stdout, "%s@%s\n", dest, dgst)
+	if o.format == "json" {
+		return writeJSON(stdout, res)
+	}
+	_, err = fmt.Fprintf(stdout, "%s@%s\n", res.Reference, res.Digest)
 	return err
 }

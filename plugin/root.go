@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 
+	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
 
 	podman "github.com/podman-migrate/podman-migrate/bindings"
@@ -16,7 +19,36 @@ type globalOptions struct {
 	url        string
 	connection string
 	identity   string
+	logLevel   string
+	quiet      bool
 	stderr     io.Writer
+}
+
+// log is where progress goes: stderr, unless --quiet or a --log-level
+// above info asks for less.
+func (g *globalOptions) log() io.Writer {
+	if g.quiet {
+		return io.Discard
+	}
+	if lvl, err := logrus.ParseLevel(g.logLevel); err == nil && lvl < logrus.InfoLevel {
+		return io.Discard
+	}
+	return g.stderr
+}
+
+// outputFormat checks a --format value.
+func outputFormat(f string) error {
+	if f != "text" && f != "json" {
+		return usageError{fmt.Errorf("--format %q: want text or json", f)}
+	}
+	return nil
+}
+
+// writeJSON prints one JSON document: what --format json promises.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }
 
 // destination is the podman service named by --url, or by --connection
@@ -100,6 +132,19 @@ content, a restore the plan blocks, a malformed map),
 	root.PersistentFlags().StringVarP(&g.connection, "connection", "c", "",
 		"use this podman system connection (podman-connections.json or containers.conf service_destinations; default $CONTAINER_CONNECTION)")
 	root.PersistentFlags().StringVar(&g.identity, "identity", "", "ssh identity file for ssh:// URIs")
+	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info",
+		"log level, as podman's: trace, debug, info (progress), warn, error, fatal, panic")
+	root.PersistentFlags().BoolVarP(&g.quiet, "quiet", "q", false, "print only the result")
+	root.PersistentPreRunE = func(*cobra.Command, []string) error {
+		lvl, err := logrus.ParseLevel(g.logLevel)
+		if err != nil {
+			return usageError{fmt.Errorf("--log-level %q: want trace, debug, info, warn, error, fatal or panic", g.logLevel)}
+		}
+		// containers/image and podman's bindings log through logrus.
+		logrus.SetLevel(lvl)
+		logrus.SetOutput(g.stderr)
+		return nil
+	}
 	root.AddCommand(newPushCmd(g), newPullCmd(g), newMoveCmd(g), newInspectCmd(g), newVersionCmd(g))
 	root.CompletionOptions.HiddenDefaultCmd = true
 	return root

@@ -12,14 +12,44 @@ import (
 )
 
 func newVersionCmd(g *globalOptions) *cobra.Command {
-	return &cobra.Command{
+	var format string
+	cmd := &cobra.Command{
 		Use:   "version",
 		Short: "Show the client's version and the podman service's",
 		Args:  exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := outputFormat(format); err != nil {
+				return err
+			}
+			if format == "json" {
+				return versionJSON(cmd.Context(), g, cmd.OutOrStdout())
+			}
 			return runVersion(cmd.Context(), g, cmd.OutOrStdout())
 		},
 	}
+	cmd.Flags().StringVar(&format, "format", "text", "output: text or json (client, and server when reachable)")
+	return cmd
+}
+
+// versionJSON prints one document; it needs the server, so nothing is
+// printed when the service cannot be reached.
+func versionJSON(ctx context.Context, g *globalOptions, stdout io.Writer) error {
+	c, err := g.client(ctx)
+	if err != nil {
+		return err
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		return err
+	}
+	return writeJSON(stdout, map[string]any{
+		"client": map[string]string{"version": Version, "goVersion": runtime.Version(), "apiVersion": podman.APIVersion},
+		"server": map[string]string{
+			"uri": c.URI, "podman": info.Version.Version, "apiVersion": info.Version.APIVersion,
+			"ociRuntime": info.Host.OCIRuntime.Name, "ociRuntimeVersion": firstLine(info.Host.OCIRuntime.Version),
+			"criu": c.CRIUVersion(ctx),
+		},
+	})
 }
 
 func runVersion(ctx context.Context, g *globalOptions, stdout io.Writer) error {
@@ -32,8 +62,12 @@ func runVersion(ctx context.Context, g *globalOptions, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "Server (%s):\n  Podman:      %s\n  API version: %s\n  OCI runtime: %s %s\n  CRIU:        not reported by the podman API\n",
-		c.URI, info.Version.Version, info.Version.APIVersion, info.Host.OCIRuntime.Name, firstLine(info.Host.OCIRuntime.Version))
+	criu := c.CRIUVersion(ctx)
+	if criu == "" {
+		criu = "unknown (the podman API does not report it, and the service is not on this machine)"
+	}
+	fmt.Fprintf(stdout, "Server (%s):\n  Podman:      %s\n  API version: %s\n  OCI runtime: %s %s\n  CRIU:        %s\n",
+		c.URI, info.Version.Version, info.Version.APIVersion, info.Host.OCIRuntime.Name, firstLine(info.Host.OCIRuntime.Version), criu)
 	return nil
 }
 

@@ -32,7 +32,9 @@ func (img *Image) WriteArchive(ctx context.Context, w io.Writer, e Edits) error 
 		if err != nil {
 			return err
 		}
-		err = walk(ctxReader{ctx, rc}, tarsafe.ErrUnsafe, func(name string, h *tar.Header, body io.Reader) error {
+		// Read again, so held to the same limits as when verified.
+		budget := img.limits.budget()
+		err = walk(ctxReader{ctx, budget.Reader(rc)}, tarsafe.ErrUnsafe, budget, func(name string, h *tar.Header, body io.Reader) error {
 			size := h.Size
 			if b, ok := e.Replace[name]; ok && h.Typeflag != tar.TypeDir {
 				body, size = bytes.NewReader(b), int64(len(b))

@@ -171,7 +171,7 @@ func Build(ctx context.Context, r io.Reader, dest types.ImageDestination, o Buil
 	var cfg *dump.Config
 	var cleared []string
 	seenCRIU := false
-	err = walk(ctxReader{ctx, r}, ErrBadArchive, func(name string, h *tar.Header, body io.Reader) error {
+	err = walk(ctxReader{ctx, r}, ErrBadArchive, nil, func(name string, h *tar.Header, body io.Reader) error {
 		role, volume, ok := RoleOf(name)
 		if !ok {
 			return fmt.Errorf("%w: member %q is not part of the checkpoint format this tool knows", ErrBadArchive, h.Name)

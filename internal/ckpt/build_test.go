@@ -85,7 +85,7 @@ func TestRoundTrip(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer src.Close()
-			img, err := Open(context.Background(), src)
+			img, err := Open(context.Background(), src, Limits{})
 			if err != nil {
 				t.Fatalf("Open: %v", err)
 			}

@@ -108,7 +108,7 @@ func openBuilt(t *testing.T) (*Image, types.ImageSource) {
 	t.Helper()
 	_, dir := build(t, ckpttest.Tar(t, ckpttest.Archive(t)), "zstd")
 	src := layoutSource(t, dir)
-	img, err := Open(context.Background(), src)
+	img, err := Open(context.Background(), src, Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,14 +166,14 @@ func (f *faultySource) GetBlob(ctx context.Context, info types.BlobInfo, cache t
 func TestReadMetadataReadsOnlyTheMetadataLayer(t *testing.T) {
 	img, src := openBuilt(t)
 	criu := img.Manifest.Layers[1].Digest
-	meta, err := ReadMetadata(context.Background(), &faultySource{ImageSource: src, refuse: criu})
+	meta, err := ReadMetadata(context.Background(), &faultySource{ImageSource: src, refuse: criu}, Limits{})
 	if err != nil {
 		t.Fatalf("ReadMetadata touched more than the metadata layer: %v", err)
 	}
 	if meta.Config.Name() != "fixture" || meta.SpecDump == nil || meta.NetworkStatus == nil || meta.ManifestDigest != img.ManifestDigest {
 		t.Errorf("metadata: %+v", meta)
 	}
-	_, err = ReadMetadata(context.Background(), &faultySource{ImageSource: src, alter: img.Manifest.Layers[0].Digest})
+	_, err = ReadMetadata(context.Background(), &faultySource{ImageSource: src, alter: img.Manifest.Layers[0].Digest}, Limits{})
 	if !errors.Is(err, tarsafe.ErrUnsafe) {
 		t.Fatalf("altered metadata blob: err = %v, want ErrUnsafe", err)
 	}

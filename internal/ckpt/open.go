@@ -14,6 +14,7 @@ import (
 	"github.com/containers/image/v5/pkg/blobinfocache/none"
 	"github.com/containers/image/v5/pkg/compression"
 	"github.com/containers/image/v5/types"
+	"github.com/klauspost/compress/zstd"
 	"github.com/opencontainers/go-digest"
 	imgspecv1 "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -43,16 +44,18 @@ type Metadata struct {
 // Image is a checkpoint image whose every layer and entry was verified.
 type Image struct {
 	Metadata
-	src types.ImageSource
+	src    types.ImageSource
+	limits Limits
 }
 
 // Open reads and verifies a checkpoint image from src: the manifest must
 // mark it as a checkpoint, every layer must match its diff ID, and every
 // entry (and every entry of the tars inside) must pass tarsafe. Nothing is
 // sent anywhere. src's blobs are trusted to match their digests (a local
-// copy that copy.Image verified); ReadMetadata checks them itself.
-func Open(ctx context.Context, src types.ImageSource) (*Image, error) {
-	v, err := newVerifier(ctx, src)
+// copy that copy.Image verified); ReadMetadata checks them itself. Every
+// layer is held to lim (zero fields: DefaultLimits) while it is read.
+func Open(ctx context.Context, src types.ImageSource, lim Limits) (*Image, error) {
+	v, err := newVerifier(ctx, src, lim)
 	if err != nil {
 		return nil, err
 	}
@@ -64,16 +67,17 @@ func Open(ctx context.Context, src types.ImageSource) (*Image, error) {
 	if err := v.complete(true); err != nil {
 		return nil, err
 	}
-	return &Image{Metadata: *v.meta, src: src}, nil
+	return &Image{Metadata: *v.meta, src: src, limits: v.limits}, nil
 }
 
 // ReadMetadata reads the manifest, the image config and the layers up to
 // and including the one that holds config.dump and spec.dump (the metadata
 // layer of our images, the only layer of podman's), checking every digest
 // and entry it reads. It does not apply a signature policy: callers get src
-// from a policy-checked source (transfer.OpenSource).
-func ReadMetadata(ctx context.Context, src types.ImageSource) (*Metadata, error) {
-	v, err := newVerifier(ctx, src)
+// from a policy-checked source (transfer.OpenSource). Layers are held to
+// lim as in Open.
+func ReadMetadata(ctx context.Context, src types.ImageSource, lim Limits) (*Metadata, error) {
+	v, err := newVerifier(ctx, src, lim)
 	if err != nil {
 		return nil, err
 	}
@@ -91,7 +95,7 @@ func ReadMetadata(ctx context.Context, src types.ImageSource) (*Metadata, error)
 	return v.meta, nil
 }
 
-func newVerifier(ctx context.Context, src types.ImageSource) (*verifier, error) {
+func newVerifier(ctx context.Context, src types.ImageSource, lim Limits) (*verifier, error) {
 	// UnparsedInstance checks the manifest against a digest in the
 	// reference, as copy.Image would.
 	mb, mt, err := image.UnparsedInstance(src, nil).Manifest(ctx)
@@ -132,7 +136,7 @@ func newVerifier(ctx context.Context, src types.ImageSource) (*verifier, error) 
 			return nil, fmt.Errorf("%w: layer %d digest %q: %w", tarsafe.ErrUnsafe, i, l.Digest, err)
 		}
 	}
-	return &verifier{src: src, meta: meta, seen: map[string]bool{}}, nil
+	return &verifier{src: src, meta: meta, seen: map[string]bool{}, limits: lim.orDefault()}, nil
 }
 
 func readJSONBlob(ctx context.Context, src types.ImageSource, d imgspecv1.Descriptor, out any) error {
@@ -169,6 +173,8 @@ type verifier struct {
 	hasCRIU     bool
 	rootfsLinks *tarsafe.Checker
 	deleted     []string
+	limits      Limits
+	budget      *tarsafe.Budget // the current layer's
 }
 
 // layer verifies layer i. With checkBlob it also hashes the compressed
@@ -191,7 +197,8 @@ func (v *verifier) walkLayer(ctx context.Context, desc imgspecv1.Descriptor, dif
 	}
 	defer rc.Close()
 	dh := diffID.Algorithm().Hash()
-	err = walk(io.TeeReader(rc, dh), tarsafe.ErrUnsafe, func(name string, h *tar.Header, body io.Reader) error {
+	v.budget = v.limits.budget()
+	err = walk(io.TeeReader(v.budget.Reader(rc), dh), tarsafe.ErrUnsafe, v.budget, func(name string, h *tar.Header, body io.Reader) error {
 		if strings.HasPrefix(pathBase(name), ".wh.") {
 			return &tarsafe.EntryError{Name: h.Name, Reason: "whiteouts have no place in a checkpoint image"}
 		}
@@ -283,13 +290,13 @@ func (v *verifier) member(name string, r io.Reader) error {
 			}
 		}
 	case name == RootfsDiffTar:
-		c, err := tarsafe.Verify(r, tarsafe.Tree)
+		c, err := tarsafe.Verify(r, tarsafe.Tree, v.budget.Nested())
 		if err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
 		v.rootfsLinks = c
 	case name == DevShmTar, strings.HasPrefix(name, VolumesDir+"/"):
-		if _, err := tarsafe.Verify(r, tarsafe.Tree); err != nil {
+		if _, err := tarsafe.Verify(r, tarsafe.Tree, v.budget.Nested()); err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
 	case strings.HasPrefix(name, CheckpointDir+"/"):
@@ -333,6 +340,11 @@ func (b *blobCheck) Read(p []byte) (int, error) {
 	n, err := b.r.Read(p)
 	b.h.Write(p[:n])
 	b.n += int64(n)
+	// Stop at the size the manifest gives, not at whatever end the
+	// registry chooses (zstd's skippable frames decompress to nothing).
+	if b.desc.Size >= 0 && b.n > b.desc.Size {
+		return n, fmt.Errorf("%w: blob is larger than the %d bytes the manifest says", tarsafe.ErrUnsafe, b.desc.Size)
+	}
 	return n, err
 }
 
@@ -362,12 +374,40 @@ func openLayer(ctx context.Context, src types.ImageSource, desc imgspecv1.Descri
 		bc = &blobCheck{r: rc, h: desc.Digest.Algorithm().Hash(), desc: desc}
 		raw = bc
 	}
-	dr, _, err := compression.AutoDecompress(raw)
+	dr, err := decompress(raw)
 	if err != nil {
 		rc.Close()
 		return nil, nil, fmt.Errorf("%w: decompressing: %w", tarsafe.ErrUnsafe, err)
 	}
 	return &stacked{dr, rc}, bc, nil
+}
+
+// maxZstdWindow is the largest zstd window accepted, the zstd tool's own
+// default limit for decompression (--long=27): the decoder allocates the
+// window the stream declares, and a pulled stream must not choose that.
+const maxZstdWindow = 128 << 20
+
+// decompress undoes the compressions checkpoint layers use (zstd, gzip, or
+// none), with the decoder's memory bounded. Others (xz, bzip2) are refused:
+// neither podman-migrate nor podman writes them.
+func decompress(r io.Reader) (io.ReadCloser, error) {
+	alg, _, r, err := compression.DetectCompressionFormat(r)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case alg.Name() == "":
+		return io.NopCloser(r), nil
+	case alg.Name() == compression.Zstd.Name():
+		d, err := zstd.NewReader(r, zstd.WithDecoderMaxWindow(maxZstdWindow), zstd.WithDecoderConcurrency(1))
+		if err != nil {
+			return nil, err
+		}
+		return d.IOReadCloser(), nil
+	case alg.Name() == compression.Gzip.Name():
+		return compression.GzipDecompressor(r)
+	}
+	return nil, fmt.Errorf("%s compression is not used for checkpoint layers", strings.ToLower(alg.Name()))
 }
 
 type stacked struct {

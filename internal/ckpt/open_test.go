@@ -28,7 +28,7 @@ func open(t *testing.T, layers []ckpttest.Layer, ann map[string]string) error {
 		t.Fatal(err)
 	}
 	defer src.Close()
-	_, err = Open(context.Background(), src)
+	_, err = Open(context.Background(), src, Limits{})
 	return err
 }
 

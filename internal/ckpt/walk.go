@@ -14,20 +14,30 @@ import (
 // each one but the root to fn, under its clean name. Errors of the stream
 // itself wrap bad; fn's errors come back as they are. After the last entry
 // walk reads r to its end, so that a hash teed from r covers the trailing
-// padding that GNU tar and Python's tarfile write.
-func walk(r io.Reader, bad error, fn func(name string, h *tar.Header, body io.Reader) error) error {
+// padding that GNU tar and Python's tarfile write. Every entry is counted
+// against budget (nil: unbounded); the caller bounds the bytes of r.
+func walk(r io.Reader, bad error, budget *tarsafe.Budget, fn func(name string, h *tar.Header, body io.Reader) error) error {
 	check := tarsafe.NewChecker(tarsafe.Plain)
 	tr := tar.NewReader(r)
 	for {
 		h, err := tr.Next()
 		if errors.Is(err, io.EOF) {
 			if _, err := io.Copy(io.Discard, r); err != nil {
+				if errors.Is(err, tarsafe.ErrTooLarge) {
+					return err
+				}
 				return fmt.Errorf("%w: reading past the end of the archive: %w", bad, err)
 			}
 			return nil
 		}
+		if errors.Is(err, tarsafe.ErrTooLarge) {
+			return err
+		}
 		if err != nil {
 			return fmt.Errorf("%w: reading: %w", bad, err)
+		}
+		if err := budget.Entry(h); err != nil {
+			return err
 		}
 		name, err := check.Check(h)
 		if err != nil {

@@ -36,15 +36,17 @@ type Options struct {
 
 // Result is what became of one container.
 type Result struct {
-	Container string        `json:"container"`
-	Name      string        `json:"name,omitempty"`
-	ID        string        `json:"id,omitempty"`
-	Ref       string        `json:"reference,omitempty"`
-	Digest    string        `json:"digest,omitempty"`
-	Seconds   float64       `json:"seconds"`
-	Err       error         `json:"-"`
-	Error     string        `json:"error,omitempty"`
-	Took      time.Duration `json:"-"`
+	Container string              `json:"container"`
+	Name      string              `json:"name,omitempty"`
+	ID        string              `json:"id,omitempty"`
+	Ref       string              `json:"reference,omitempty"`
+	Digest    string              `json:"digest,omitempty"`
+	Seconds   float64             `json:"seconds"`
+	Pushed    *export.PushResult  `json:"push,omitempty"`
+	Pulled    *restore.PullResult `json:"pull,omitempty"`
+	Err       error               `json:"-"`
+	Error     string              `json:"error,omitempty"`
+	Took      time.Duration       `json:"-"`
 }
 
 // ErrSomeFailed is wrapped when at least one container did not move.
@@ -137,19 +139,20 @@ func one(ctx context.Context, from, to *podman.Client, ctr string, o Options) Re
 		defer os.RemoveAll(dir)
 		push.Dest = "oci:" + filepath.Join(dir, "layout") + ":" + ctr
 	}
-	dest, dgst, err := export.Push(ctx, from, push)
+	pushed, err := export.Push(ctx, from, push)
 	if err != nil {
 		r.Err = fmt.Errorf("pushing: %w", err)
 		return r
 	}
-	r.Ref, r.Digest = dest, dgst
+	r.Ref, r.Digest, r.Pushed = pushed.Reference, pushed.Digest, pushed
+	dest, dgst := pushed.Reference, pushed.Digest
 	pull := o.Pull
 	pull.Source, pull.Log = dest, prefixed
 	pull.Transfer.Report = nil
 	if o.Via != "" {
 		pull.Source = dest + "@" + dgst
 	}
-	id, err := restore.Pull(ctx, to, pull)
+	pulled, err := restore.Pull(ctx, to, pull)
 	if err != nil {
 		me := &Error{Container: ctr, Err: fmt.Errorf("restoring on %s: %w", to.URI, err)}
 		fmt.Fprintf(prefixed, "Restore on the target failed; restoring %s on the source host\n", ctr)
@@ -163,11 +166,7 @@ func one(ctx context.Context, from, to *podman.Client, ctr string, o Options) Re
 		r.Err = me
 		return r
 	}
-	r.ID = id
-	r.Name = pull.Name
-	if r.Name == "" {
-		r.Name = ctr
-	}
+	r.ID, r.Name, r.Pulled = pulled.ID, pulled.Name, pulled
 	return r
 }
 

@@ -154,11 +154,13 @@ func (c *Checker) BeneathLink(name string) bool {
 	return false
 }
 
-// Verify reads a whole archive and checks every entry under the policy,
-// returning the Checker so its links can be consulted afterwards. It drains
-// r so it can sit on the far side of a tee.
-func Verify(r io.Reader, p Policy) (*Checker, error) {
+// Verify reads a whole archive and checks every entry under the policy and
+// against the budget (nil: unbounded), returning the Checker so its links
+// can be consulted afterwards. It drains r so it can sit on the far side of
+// a tee.
+func Verify(r io.Reader, p Policy, b *Budget) (*Checker, error) {
 	c := NewChecker(p)
+	r = b.Reader(r)
 	tr := tar.NewReader(r)
 	for {
 		h, err := tr.Next()
@@ -167,8 +169,14 @@ func Verify(r io.Reader, p Policy) (*Checker, error) {
 			_, err = io.Copy(io.Discard, r)
 			return c, err
 		}
+		if errors.Is(err, ErrTooLarge) {
+			return nil, err
+		}
 		if err != nil {
 			return nil, fmt.Errorf("reading archive: %w", errors.Join(ErrUnsafe, err))
+		}
+		if err := b.Entry(h); err != nil {
+			return nil, err
 		}
 		if _, err := c.Check(h); err != nil {
 			return nil, err

@@ -88,7 +88,7 @@ func TestVerify(t *testing.T) {
 		return b.Bytes()
 	}
 	good := build(&tar.Header{Name: "a/", Typeflag: tar.TypeDir, Mode: 0o755}, &tar.Header{Name: "a/f", Typeflag: tar.TypeReg, Size: 3, Mode: 0o644})
-	c, err := Verify(bytes.NewReader(good), Tree)
+	c, err := Verify(bytes.NewReader(good), Tree, nil)
 	if err != nil {
 		t.Fatalf("good archive: %v", err)
 	}
@@ -96,14 +96,14 @@ func TestVerify(t *testing.T) {
 		t.Fatal("no links, yet BeneathLink")
 	}
 	bad := build(&tar.Header{Name: "x", Typeflag: tar.TypeSymlink, Linkname: "/etc"}, &tar.Header{Name: "x/y", Typeflag: tar.TypeReg, Size: 1})
-	if _, err := Verify(bytes.NewReader(bad), Tree); !errors.Is(err, ErrUnsafe) {
+	if _, err := Verify(bytes.NewReader(bad), Tree, nil); !errors.Is(err, ErrUnsafe) {
 		t.Fatalf("write through symlink: err = %v", err)
 	}
-	if _, err := Verify(bytes.NewReader([]byte("this is not a tar archive at all, no, not at all..........")), Tree); !errors.Is(err, ErrUnsafe) {
+	if _, err := Verify(bytes.NewReader([]byte("this is not a tar archive at all, no, not at all..........")), Tree, nil); !errors.Is(err, ErrUnsafe) {
 		t.Fatalf("garbage: err = %v", err)
 	}
 	links := build(&tar.Header{Name: "l", Typeflag: tar.TypeSymlink, Linkname: "/etc"})
-	c, err = Verify(bytes.NewReader(links), Tree)
+	c, err = Verify(bytes.NewReader(links), Tree, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

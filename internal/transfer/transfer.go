@@ -24,6 +24,7 @@ import (
 	"github.com/containers/image/v5/transports"
 	"github.com/containers/image/v5/transports/alltransports"
 	"github.com/containers/image/v5/types"
+	encconfig "github.com/containers/ocicrypt/config"
 	"github.com/docker/distribution/registry/api/errcode"
 	"github.com/opencontainers/go-digest"
 )
@@ -104,6 +105,16 @@ type Options struct {
 	UserAgent string
 	// SignaturePolicy is a policy.json to use instead of the system's.
 	SignaturePolicy string
+	// Encrypt encrypts the layers EncryptLayers names (nil: all of them;
+	// 0 is the first, -1 the last) of what Copy writes (crypto.go).
+	Encrypt       *encconfig.EncryptConfig
+	EncryptLayers []int
+	// Decrypt decrypts encrypted layers while Copy reads them.
+	Decrypt *encconfig.DecryptConfig
+	// SignBySigstoreKey signs what Copy writes with this sigstore private
+	// key file, opened with SignPassphrase.
+	SignBySigstoreKey string
+	SignPassphrase    []byte
 }
 
 // SystemContext returns the containers/image settings for these options.
@@ -130,7 +141,7 @@ func Copy(ctx context.Context, op string, dst, src types.ImageReference, o Optio
 		remote = src
 	}
 	fail := func(err error) (digest.Digest, error) {
-		return "", &Error{Op: op, Ref: Display(remote), Err: err}
+		return "", &Error{Op: op, Ref: Display(remote), Err: classify(err)}
 	}
 	sys := o.SystemContext()
 	pc, err := policyContext(sys)
@@ -142,11 +153,25 @@ func Copy(ctx context.Context, op string, dst, src types.ImageReference, o Optio
 	if report == nil {
 		report = io.Discard
 	}
-	m, err := copy.Image(ctx, pc, dst, src, &copy.Options{
+	copts := &copy.Options{
 		ReportWriter:   report,
 		SourceCtx:      sys,
 		DestinationCtx: sys,
-	})
+		// A local layout cannot store signatures; the policy checked them
+		// before anything was copied.
+		RemoveSignatures:             op == "pulling",
+		OciDecryptConfig:             o.Decrypt,
+		SignBySigstorePrivateKeyFile: o.SignBySigstoreKey,
+	}
+	if o.SignBySigstoreKey != "" {
+		// copy.Image refuses a nil passphrase; an empty one is a key's own.
+		copts.SignSigstorePrivateKeyPassphrase = append([]byte{}, o.SignPassphrase...)
+	}
+	if o.Encrypt != nil {
+		layers := append([]int{}, o.EncryptLayers...) // empty: all layers
+		copts.OciEncryptConfig, copts.OciEncryptLayers = o.Encrypt, &layers
+	}
+	m, err := copy.Image(ctx, pc, dst, src, copts)
 	if err != nil {
 		return fail(err)
 	}
@@ -174,7 +199,7 @@ func policyContext(sys *types.SystemContext) (*signature.PolicyContext, error) {
 // honours policy.json as a pull does.
 func OpenSource(ctx context.Context, ref types.ImageReference, o Options) (types.ImageSource, error) {
 	fail := func(err error) (types.ImageSource, error) {
-		return nil, &Error{Op: "reading", Ref: Display(ref), Err: err}
+		return nil, &Error{Op: "reading", Ref: Display(ref), Err: classify(err)}
 	}
 	sys := o.SystemContext()
 	pc, err := policyContext(sys)
@@ -186,9 +211,21 @@ func OpenSource(ctx context.Context, ref types.ImageReference, o Options) (types
 	if err != nil {
 		return fail(err)
 	}
-	allowed, err := pc.IsRunningImageAllowed(ctx, image.UnparsedInstance(src, nil))
-	if err == nil && !allowed {
-		err = errors.New("rejected by the signature policy")
+	unparsed := image.UnparsedInstance(src, nil)
+	// A manifest or signatures that cannot be fetched are a transport
+	// failure; once they are in hand (cached), any "no" is the policy's.
+	if _, _, err = unparsed.Manifest(ctx); err == nil {
+		_, err = unparsed.UntrustedSignatures(ctx)
+	}
+	if err == nil {
+		var allowed bool
+		allowed, err = pc.IsRunningImageAllowed(ctx, unparsed)
+		if err == nil && !allowed {
+			err = errors.New("rejected by the signature policy")
+		}
+		if !allowed {
+			err = policyRefusal(err)
+		}
 	}
 	if err != nil {
 		src.Close()

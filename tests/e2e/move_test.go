@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -121,5 +122,63 @@ func TestConnections(t *testing.T) {
 	r = migrate(t, "--url", "ssh://root@127.0.0.1:1/run/podman/podman.sock", "--identity", filepath.Join(dir, "no-key"), "pull", "oci:/nonexistent:x")
 	if r.code != 3 || !strings.Contains(r.stderr, "podman: connecting to ssh://root@127.0.0.1:1") {
 		t.Fatalf("unreachable ssh host: exit %d, %q", r.code, r.stderr)
+	}
+}
+
+// TestOutputForPrograms: --format json on push, pull, move and version
+// prints one document with the figures; --quiet prints only the result.
+func TestOutputForPrograms(t *testing.T) {
+	src, dst := "e2e-json-src", "e2e-json-dst"
+	before := startWorkload(t, src)
+	dest := "oci:" + filepath.Join(stateDir, "json-layout") + ":json"
+	r := migrate(t, "--url", hosts.HostAURL, "push", "--leave-running", "--format", "json", src, dest)
+	var pushed struct {
+		Reference, Digest, Container, ID string
+		Seconds                          map[string]float64
+		Bytes                            map[string]int64
+	}
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &pushed) != nil {
+		t.Fatalf("push --format json: exit %d, %q", r.code, r.stdout)
+	}
+	if pushed.Reference != dest || !strings.HasPrefix(pushed.Digest, "sha256:") || pushed.Container != src ||
+		pushed.Bytes["archive"] <= 0 || pushed.Bytes["image"] <= 0 || pushed.Seconds["total"] <= 0 || pushed.Seconds["checkpoint"] <= 0 {
+		t.Fatalf("push document: %+v", pushed)
+	}
+	rmB(t, dst)
+	r = migrate(t, "--url", hosts.HostBURL, "pull", "--format", "json", "--name", dst, "--ignore-static-ip", "--ignore-static-mac", dest)
+	var pulled struct {
+		ID, Name, Digest string
+		Seconds          map[string]float64
+	}
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &pulled) != nil {
+		t.Fatalf("pull --format json: exit %d, %q", r.code, r.stdout)
+	}
+	if pulled.Name != dst || pulled.Digest != pushed.Digest || pulled.Seconds["restore"] <= 0 || pulled.Seconds["verify"] < 0 {
+		t.Fatalf("pull document: %+v", pulled)
+	}
+	if got := podman(t, hosts.HostBURL, "inspect", "--format", "{{.Id}}", dst); got != pulled.ID {
+		t.Fatalf("pull said %s, B has %s", pulled.ID, got)
+	}
+	checkContinued(t, hosts.HostBURL, dst, before)
+
+	r = migrate(t, "--url", hosts.HostAURL, "version", "--format", "json")
+	var v struct {
+		Client map[string]string
+		Server map[string]string
+	}
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &v) != nil || v.Client["version"] != "e2e" || v.Server["podman"] == "" || v.Server["criu"] == "" {
+		t.Fatalf("version --format json: %q", r.stdout)
+	}
+
+	// --quiet: only the result.
+	qsrc := "e2e-quiet-src"
+	startWorkload(t, qsrc)
+	r = migrate(t, "--quiet", "--url", hosts.HostAURL, "push", "--leave-running", qsrc, "oci:"+filepath.Join(stateDir, "quiet-layout")+":q")
+	if r.code != 0 || r.stderr != "" || !strings.Contains(r.stdout, "@sha256:") {
+		t.Fatalf("--quiet push: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	r = migrate(t, "--log-level", "loud", "version")
+	if r.code != 2 {
+		t.Fatalf("--log-level loud: exit %d", r.code)
 	}
 }
