@@ -10,8 +10,11 @@ TAGS     := remote exclude_graphdriver_btrfs btrfs_noversion exclude_graphdriver
 GOFLAGS_ := -tags "$(TAGS)" -ldflags "-X main.Version=$(VERSION)"
 BIN      := bin/podman-migrate
 STATE    ?= /tmp/podman-migrate-hosts
+FUZZTIME ?= 10s
+# Fuzz targets, package:Target (seeds in each package's testdata/fuzz/).
+FUZZ     := internal/tarsafe:FuzzVerify internal/ckpt:FuzzOpen internal/dump:FuzzConfig import:FuzzRelocate internal/transfer:FuzzParseReference
 
-.PHONY: all build install uninstall test test-unit test-e2e setup-host demo bench lint completions docs clean help
+.PHONY: all build install uninstall test test-unit test-e2e fuzz setup-host demo bench lint completions docs clean help
 
 all: build
 
@@ -46,7 +49,12 @@ docs/%.1: docs/%.1.md
 setup-host: ## install and configure podman, runc, CRIU 4.1, the registry and the test image (idempotent, root)
 	bash contrib/setup-host.sh
 
-test: setup-host test-unit test-e2e ## all tiers: set up the host, unit tests, end-to-end tests
+test: FUZZTIME = 5s
+test: setup-host test-unit fuzz test-e2e ## all tiers: set up the host, unit tests, a short fuzz, end-to-end tests
+
+fuzz: ## run each fuzz target for FUZZTIME (10s), one package at a time
+	@set -e; for t in $(FUZZ); do echo "fuzz ./$${t%%:*} $${t#*:} for $(FUZZTIME)"; \
+		$(GO) test -tags "$(TAGS)" -run '^$$' -fuzz "^$${t#*:}\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./$${t%%:*}; done
 
 test-unit: ## unit tests (no podman needed)
 	$(GO) test -tags "$(TAGS)" -count=1 ./...

@@ -140,6 +140,12 @@ func specMounts(spec map[string]json.RawMessage) (mounts, error) {
 			return nil, fmt.Errorf("%w: reading the spec's mounts: %w", ckpt.ErrNotCheckpoint, err)
 		}
 	}
+	// A null entry would be a nil map, which set cannot write to.
+	for i := range m {
+		if m[i] == nil {
+			return nil, fmt.Errorf("%w: reading the spec's mounts: mount %d is not an object", ckpt.ErrNotCheckpoint, i)
+		}
+	}
 	return m, nil
 }
 
@@ -436,9 +442,11 @@ func (p *Plan) relocateNetworks(ctx context.Context, t *target, meta *ckpt.Metad
 			return nil, fmt.Errorf("%w: --network-map %s: the container was not on network %q (it was on %s)", ErrBadMap, old, old, listOrNone(keys(names)))
 		}
 	}
-	// podman restores the recorded address only for a restore under the
-	// checkpointed name, and only without --ignore-static-ip.
-	keepIP := o.Name == "" && !o.IgnoreStaticIP
+	// What podman 4.3.1 asks its IPAM for (measured): under the
+	// checkpointed name, the addresses network.status recorded; under a new
+	// --name, the static_ips the container was created with. Neither with
+	// --ignore-static-ip.
+	keepIP := !o.IgnoreStaticIP
 	changed := false
 	for _, old := range keys(names) {
 		nw := old
@@ -447,6 +455,9 @@ func (p *Plan) relocateNetworks(ctx context.Context, t *target, meta *ckpt.Metad
 		}
 		np := NetworkPlan{Old: old, New: nw}
 		ips, mac := statusAddrs(status[old])
+		if o.Name != "" {
+			ips = staticIPs(nets[old])
+		}
 		if len(ips) > 0 {
 			np.IP = strings.Join(ips, ",")
 		}
@@ -516,6 +527,16 @@ func (p *Plan) relocateNetworks(ctx context.Context, t *target, meta *ckpt.Metad
 		return nil, nil
 	}
 	return json.Marshal(status)
+}
+
+// staticIPs reads the static_ips of one newNetworks entry.
+func staticIPs(raw json.RawMessage) []string {
+	var opts struct {
+		StaticIPs []string `json:"static_ips"`
+	}
+	_ = json.Unmarshal(raw, &opts)
+	sort.Strings(opts.StaticIPs)
+	return opts.StaticIPs
 }
 
 // statusAddrs reads the addresses of one network.status entry.

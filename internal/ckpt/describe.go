@@ -212,6 +212,9 @@ func networks(m *Metadata) []NetFacts {
 	return out
 }
 
+// maxPorts bounds the ports listed: every TCP, UDP and SCTP port.
+const maxPorts = 3 << 16
+
 func ports(raw json.RawMessage) []PortFacts {
 	var pm []struct {
 		HostIP        string `json:"host_ip"`
@@ -227,7 +230,12 @@ func ports(raw json.RawMessage) []PortFacts {
 		if n < 1 {
 			n = 1
 		}
-		for i := 0; i < n; i++ {
+		// Ports are 16-bit: a range past them is not podman's, and must
+		// not make a pulled config.dump choose how much is allocated.
+		if p.HostPort < 0 || p.ContainerPort < 0 || n > 65536 || p.HostPort+n > 65536 || p.ContainerPort+n > 65536 {
+			continue
+		}
+		for i := 0; i < n && len(out) < maxPorts; i++ {
 			out = append(out, PortFacts{HostIP: p.HostIP, HostPort: p.HostPort + i, ContainerPort: p.ContainerPort + i, Protocol: p.Protocol})
 		}
 	}

@@ -10,8 +10,9 @@ import (
 )
 
 // FuzzOpen builds a one-layer image from the fuzzed layer bytes (a tar,
-// or a zstd or gzip stream of one) and opens it as pull does: it must
-// return, never panic, and refuse with ErrUnsafe or ErrNotCheckpoint.
+// or a zstd or gzip stream of one), opens it as pull does and describes it
+// as inspect does: it must return, never panic, and refuse with ErrUnsafe
+// or ErrNotCheckpoint.
 // Seeds: testdata/fuzz/FuzzOpen (a small podman archive, compressed and
 // not, and hostile variants).
 func FuzzOpen(f *testing.F) {
@@ -24,7 +25,13 @@ func FuzzOpen(f *testing.F) {
 		}
 		defer src.Close()
 		for _, read := range []func() error{
-			func() error { _, err := ReadMetadata(context.Background(), src, lim); return err },
+			func() error {
+				meta, err := ReadMetadata(context.Background(), src, lim)
+				if err == nil {
+					_ = Describe(meta) // inspect shows what a pulled image says
+				}
+				return err
+			},
 			func() error { _, err := Open(context.Background(), src, lim); return err },
 		} {
 			if err := read(); err != nil && !errors.Is(err, tarsafe.ErrUnsafe) && !errors.Is(err, ErrNotCheckpoint) {

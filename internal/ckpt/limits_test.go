@@ -117,3 +117,14 @@ func TestOtherCompressionRefused(t *testing.T) {
 		t.Fatalf("err = %v, want xz refused", err)
 	}
 }
+
+// A pulled config.dump must not choose how much inspect allocates: port
+// ranges beyond 16 bits are dropped (found while fuzzing Describe).
+func TestDescribeBoundsPorts(t *testing.T) {
+	got := ports([]byte(`[{"container_port":80,"host_port":8080,"range":2000000000,"protocol":"tcp"},
+		{"container_port":-5,"host_port":1,"range":3,"protocol":"udp"},
+		{"container_port":1000,"host_port":2000,"range":3,"protocol":"tcp"}]`))
+	if len(got) != 3 || got[2].HostPort != 2002 || got[2].ContainerPort != 1002 {
+		t.Fatalf("ports = %+v, want only the three valid ones", got)
+	}
+}

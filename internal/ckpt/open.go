@@ -128,7 +128,7 @@ func newVerifier(ctx context.Context, src types.ImageSource, lim Limits) (*verif
 	// calls Hash() on them, which panics on an unknown algorithm.
 	for i, d := range meta.ImageConfig.RootFS.DiffIDs {
 		if err := d.Validate(); err != nil {
-			return nil, fmt.Errorf("%w: diff ID %d %q: %w", tarsafe.ErrUnsafe, i, d, err)
+			return nil, fmt.Errorf("%w: the image config gives diff ID %d as %q: %w", tarsafe.ErrUnsafe, i, d, err)
 		}
 	}
 	for i, l := range meta.Manifest.Layers {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"math"
+	"strings"
 	"testing"
 )
 
@@ -74,5 +75,18 @@ func TestVerifyBudget(t *testing.T) {
 	padded := append(buf.Bytes(), make([]byte, 1<<20)...)
 	if _, err := Verify(bytes.NewReader(padded), Tree, NewBudget(Limits{MaxBytes: 64 << 10})); !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("1 MiB of padding, limit 64 KiB: err = %v", err)
+	}
+}
+
+func TestLongNames(t *testing.T) {
+	long := strings.Repeat("a/", 2049)
+	if _, err := CleanName(long); !errors.Is(err, ErrUnsafe) {
+		t.Fatalf("a %d-byte name: err = %v", len(long), err)
+	}
+	if _, err := NewChecker(Tree).Check(&tar.Header{Name: "l", Typeflag: tar.TypeSymlink, Linkname: "/" + long}); !errors.Is(err, ErrUnsafe) {
+		t.Fatalf("a %d-byte link target: err = %v", len(long)+1, err)
+	}
+	if _, err := CleanName(strings.Repeat("a/", 2047)); err != nil {
+		t.Fatalf("a name within PATH_MAX: %v", err)
 	}
 }

@@ -86,8 +86,8 @@ func (c *Checker) Check(h *tar.Header) (string, error) {
 		if name == "." {
 			return fail("the archive root cannot be a link")
 		}
-		if h.Linkname == "" {
-			return fail("symbolic link without a target")
+		if h.Linkname == "" || len(h.Linkname) > maxPath {
+			return fail("symbolic link target empty or longer than %d bytes", maxPath)
 		}
 		// An absolute target resolves inside the container's root at run
 		// time; a relative one must not climb out of the tree.
@@ -119,11 +119,18 @@ func (c *Checker) Check(h *tar.Header) (string, error) {
 	return name, nil
 }
 
+// maxPath is Linux's PATH_MAX: podman could not create a longer path, and
+// it bounds the work BeneathLink does per entry.
+const maxPath = 4096
+
 // CleanName returns an entry name in clean relative form, rejecting absolute
-// names, ".." components and empty names.
+// names, ".." components, empty names and names longer than PATH_MAX.
 func CleanName(raw string) (string, error) {
 	if raw == "" {
 		return "", &EntryError{Name: raw, Reason: "empty name"}
+	}
+	if len(raw) > maxPath {
+		return "", &EntryError{Name: raw[:64] + "…", Reason: fmt.Sprintf("name longer than %d bytes", maxPath)}
 	}
 	if strings.HasPrefix(raw, "/") {
 		return "", &EntryError{Name: raw, Reason: "absolute path"}
@@ -146,6 +153,9 @@ func escapes(p string) bool {
 // BeneathLink reports whether name (clean, relative) lies beneath one of the
 // archive's symbolic links seen so far.
 func (c *Checker) BeneathLink(name string) bool {
+	if len(c.links) == 0 {
+		return false
+	}
 	for p := path.Dir(name); p != "." && p != "/"; p = path.Dir(p) {
 		if c.links[p] {
 			return true

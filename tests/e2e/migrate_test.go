@@ -307,8 +307,11 @@ func TestBadInput(t *testing.T) {
 		f.Close()
 		unchanged := unchangedOnB(t)
 		r := migrate(t, "--url", hosts.HostBURL, "pull", "--tls-verify=false", "--name", "e2e-tamper-dst", ref)
-		if r.code == 0 || !strings.Contains(r.stderr, "igest did not match") {
-			t.Fatalf("exit %d, stderr %q; want a digest mismatch", r.code, r.stderr)
+		// Bad input (5), not a registry failure: fetching again gives the
+		// same bytes. The error names the altered blob.
+		if r.code != 5 || !strings.Contains(r.stderr, "content does not match its digest") ||
+			!strings.Contains(r.stderr, raw.Layers[1].Digest) || !strings.Contains(r.stderr, "hint: the image was altered") {
+			t.Fatalf("exit %d, stderr %q; want 5, a digest mismatch naming %s, and the hint", r.code, r.stderr, raw.Layers[1].Digest)
 		}
 		unchanged()
 	})

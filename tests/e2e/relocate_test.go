@@ -276,7 +276,17 @@ func TestNetworkMap(t *testing.T) {
 	if !strings.Contains(nets, netB+"=10.89.20.") || strings.Contains(nets, netA) {
 		t.Fatalf("networks on B: %q, want %s with an address in 10.89.20.0/24", nets, netB)
 	}
-	_ = dst
+	// Under a new name podman asks for the creation-time static IP
+	// instead (measured): it must go as well.
+	rmB(t, dst)
+	r = migrate(t, "--url", hosts.HostBURL, "pull", "--tls-verify=false", "--name", dst, "--network-map", netA+"="+netB, ref)
+	if r.code != 0 {
+		t.Fatalf("pull under a new name failed: %s", r.stderr)
+	}
+	checkContinued(t, hosts.HostBURL, dst, before)
+	if nets := podman(t, hosts.HostBURL, "inspect", "--format", "{{range $k, $v := .NetworkSettings.Networks}}{{$k}}={{$v.IPAddress}} {{end}}", dst); !strings.Contains(nets, netB+"=10.89.20.") {
+		t.Fatalf("networks of %s on B: %q", dst, nets)
+	}
 }
 
 // createNetwork creates a bridge network with a chosen bridge name through
