@@ -38,6 +38,10 @@ type moveOptions struct {
 	ignoreIP       bool
 	ignoreMAC      bool
 	format         string
+	allowPriv      bool
+	limits         *limitFlags
+	seal           *sealFlags
+	trust          *trustFlags
 	tlsVerifySet   func() bool
 }
 
@@ -94,6 +98,10 @@ system connection.`,
 	f.BoolVar(&o.ignoreIP, "ignore-static-ip", false, "let the target's podman choose new IP addresses")
 	f.BoolVar(&o.ignoreMAC, "ignore-static-mac", false, "let the target's podman choose new MAC addresses")
 	f.StringVar(&o.format, "format", "text", "output: text (a line per container) or json (a document with every container's result, per-phase seconds and bytes)")
+	f.BoolVar(&o.allowPriv, "allow-privileged", false, "move containers that ask for more than an ordinary container (see pull --help)")
+	o.limits = addLimitFlags(f)
+	o.seal = addSealFlags(f)
+	o.trust = addTrustFlags(f)
 	o.tlsVerifySet = func() bool { return f.Changed("tls-verify") }
 	return cmd
 }
@@ -114,11 +122,24 @@ func (o *moveOptions) run(ctx context.Context, args []string, stdout io.Writer) 
 	if o.to == "" {
 		return usageError{errors.New("--to is required; see --help")}
 	}
+	lim, err := o.limits.limits()
+	if err != nil {
+		return err
+	}
+	sealDest := "oci:staging"
+	if o.via != "" {
+		sealDest = o.via + ":probe"
+	}
+	if err := o.seal.check(sealDest); err != nil {
+		return err
+	}
+	if err := o.trust.check(); err != nil {
+		return err
+	}
 	if (o.name != "" || len(o.publish) > 0) && len(args) > 1 {
 		return usageError{errors.New("--name and --publish apply to a single container")}
 	}
 	var src *podman.Client
-	var err error
 	if o.from != "" {
 		if o.global.url != "" || o.global.connection != "" {
 			return usageError{errors.New("give --from or --url/--connection, not both")}
@@ -151,6 +172,7 @@ func (o *moveOptions) run(ctx context.Context, args []string, stdout io.Writer) 
 		AuthFile:  o.authFile,
 		UserAgent: "podman-migrate/" + Version,
 	}
+	pushTr, pullTr := o.seal.set(tr), o.trust.set(tr)
 	var mu sync.Mutex
 	var results []move.Result
 	err = move.Move(ctx, src, dst, move.Options{
@@ -159,11 +181,12 @@ func (o *moveOptions) run(ctx context.Context, args []string, stdout io.Writer) 
 		Parallel:   o.parallel,
 		Push: export.PushOptions{
 			TCPEstablished: o.tcpEstablished, FileLocks: o.fileLocks, IgnoreRootfs: o.ignoreRootfs,
-			IncludeBase: o.includeBase, Compression: o.compression, Transfer: tr, ToolVersion: Version,
+			IncludeBase: o.includeBase, Compression: o.compression, Transfer: pushTr, ToolVersion: Version,
 		},
 		Pull: restore.PullOptions{
 			Name: o.name, MountMap: o.mountMap, VolumeMap: o.volumeMap, NetworkMap: o.networkMap,
-			Publish: o.publish, IgnoreStaticIP: o.ignoreIP, IgnoreStaticMAC: o.ignoreMAC, Transfer: tr,
+			Publish: o.publish, IgnoreStaticIP: o.ignoreIP, IgnoreStaticMAC: o.ignoreMAC, Transfer: pullTr,
+			Limits: lim, AllowPrivileged: o.allowPriv,
 		},
 		Log: o.global.log(),
 	}, func(r move.Result) {

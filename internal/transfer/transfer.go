@@ -54,6 +54,14 @@ func ParseReference(s string) (types.ImageReference, error) {
 		return nil, fmt.Errorf("%w: empty", ErrBadReference)
 	}
 	if name, _, ok := strings.Cut(s, ":"); ok && transports.Get(name) != nil {
+		// Other transports read this machine's own stores or files
+		// (containers-storage:, tarball:, docker-daemon:): not a place a
+		// checkpoint travels through.
+		switch name {
+		case "docker", "oci", "oci-archive", "dir", "docker-archive":
+		default:
+			return nil, fmt.Errorf("%w %q: transport %s is not supported; use a registry reference, docker://, oci:, oci-archive:, docker-archive: or dir:", ErrBadReference, s, name)
+		}
 		ref, err := alltransports.ParseImageName(s)
 		if err != nil {
 			return nil, fmt.Errorf("%w %q: %w", ErrBadReference, s, err)

@@ -26,6 +26,9 @@ func TestParseReference(t *testing.T) {
 		{"", "", "", true},
 		{"Bad/UPPER:tag", "", "", true},
 		{"docker://", "", "", true},
+		{"containers-storage:localhost/web:1", "", "", true}, // this machine's own store
+		{"tarball:/etc/shadow", "", "", true},
+		{"docker-daemon:web:1", "", "", true},
 	}
 	for _, tt := range tests {
 		ref, err := ParseReference(tt.in)
