@@ -130,6 +130,29 @@ func (c *Client) do(ctx context.Context, op, method, endpoint string, body io.Re
 	return nil, responseError(op, resp.Response)
 }
 
+// doOnce sends a request whose body is a stream exactly once. The
+// bindings' DoRequest tries Do three times with the same body, which after
+// a partial send would hand podman a truncated archive.
+func (c *Client) doOnce(ctx context.Context, op, method, endpoint string, body io.Reader, query url.Values, header http.Header) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, "http://d/v"+APIVersion+"/libpod"+endpoint, body)
+	if err != nil {
+		return nil, &Error{Op: op, Err: err}
+	}
+	req.URL.RawQuery = query.Encode()
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	resp, err := c.conn.Client.Do(req)
+	if err != nil {
+		return nil, &Error{Op: op, Err: err}
+	}
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		return resp, nil
+	}
+	defer resp.Body.Close()
+	return nil, responseError(op, resp)
+}
+
 func responseError(op string, resp *http.Response) error {
 	var model struct {
 		Cause   string `json:"cause"`

@@ -124,7 +124,7 @@ func (c *Client) RestoreImport(ctx context.Context, archive io.Reader, o Restore
 	h := http.Header{}
 	// Without it podman 4.3.1 answered "archive/tar: invalid tar header".
 	h.Set("Content-Type", "application/x-tar")
-	resp, err := c.do(ctx, "restoring the imported checkpoint", http.MethodPost, "/containers/%s/restore", archive, q, h, "import")
+	resp, err := c.doOnce(ctx, "restoring the imported checkpoint", http.MethodPost, "/containers/import/restore", archive, q, h)
 	if err != nil {
 		return "", err
 	}
@@ -165,4 +165,26 @@ func (c *Client) RemoveVolume(ctx context.Context, name string) error {
 	q := url.Values{}
 	q.Set("force", "true")
 	return c.doJSON(ctx, fmt.Sprintf("removing volume %q", name), http.MethodDelete, "/volumes/%s", q, nil, name)
+}
+
+// MemoryUsage returns the memory a running container uses now, in bytes:
+// about what CRIU will write for it.
+func (c *Client) MemoryUsage(ctx context.Context, nameOrID string) (uint64, error) {
+	q := url.Values{}
+	q.Set("containers", nameOrID)
+	q.Set("stream", "false")
+	var report struct {
+		Error any `json:"Error"`
+		Stats []struct {
+			MemUsage uint64 `json:"MemUsage"`
+		} `json:"Stats"`
+	}
+	op := fmt.Sprintf("reading the memory use of container %q", nameOrID)
+	if err := c.doJSON(ctx, op, http.MethodGet, "/containers/stats", q, &report); err != nil {
+		return 0, err
+	}
+	if len(report.Stats) == 0 {
+		return 0, &Error{Op: op, Err: errors.New("podman reported no statistics")}
+	}
+	return report.Stats[0].MemUsage, nil
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/containers/image/v5/oci/archive"
@@ -133,6 +134,9 @@ func Push(ctx context.Context, c *podman.Client, o PushOptions) (*PushResult, er
 		baseDigest = img.Digest
 	}
 
+	if err := checkStagingRoom(ctx, c, ctr, transfer.StagingDir(o.TmpDir)); err != nil {
+		return nil, err
+	}
 	tmp, err := os.MkdirTemp(transfer.StagingDir(o.TmpDir), "podman-migrate-push-")
 	if err != nil {
 		return nil, fmt.Errorf("creating a staging directory: %w", err)
@@ -247,6 +251,30 @@ func bindKinds(c *podman.Client, ctr *podman.Container) string {
 	}
 	b, _ := json.Marshal(kinds)
 	return string(b)
+}
+
+// ErrStagingTooSmall is wrapped when the staging file system cannot hold
+// the checkpoint: found before the checkpoint, it costs no downtime.
+var ErrStagingTooSmall = errors.New("the staging directory is too small for the checkpoint")
+
+// checkStagingRoom refuses a staging file system with less free space
+// than the container's memory: CRIU's page images are about that large and
+// random memory does not compress.
+func checkStagingRoom(ctx context.Context, c *podman.Client, ctr *podman.Container, dir string) error {
+	mem, err := c.MemoryUsage(ctx, ctr.ID)
+	if err != nil {
+		return nil // no figure, no refusal: the push itself will tell
+	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return fmt.Errorf("checking the staging directory %s: %w", dir, err)
+	}
+	free := st.Bavail * uint64(st.Bsize)
+	if free < mem {
+		return fmt.Errorf("%w: %s has %s free, container %q uses %s of memory; container %q was not touched (hint: point --tmpdir or $TMPDIR at a file system with at least %s free)",
+			ErrStagingTooSmall, dir, units.BytesSize(float64(free)), ctr.Name, units.BytesSize(float64(mem)), ctr.Name, units.BytesSize(float64(mem)))
+	}
+	return nil
 }
 
 // ErrIncludeBase is wrapped when --include-base cannot apply to DEST.

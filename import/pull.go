@@ -1,11 +1,15 @@
 package restore
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -103,11 +107,28 @@ func readMetadata(ctx context.Context, ref types.ImageReference, o transfer.Opti
 	if encrypted {
 		return fetchDecrypted(ctx, ref, mb, o, lim, tmpDir)
 	}
-	meta, err := ckpt.ReadMetadata(ctx, src, lim)
+	var meta *ckpt.Metadata
+	err = transfer.Retry(ctx, o, func() error {
+		var err error
+		meta, err = ckpt.ReadMetadata(ctx, src, lim)
+		if err != nil && !isContentError(err) {
+			// Not the image's fault: the source failed to deliver it.
+			return &transfer.Error{Op: "reading", Ref: transfer.Display(ref), Err: err}
+		}
+		return err
+	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("checking %s: %w", transfer.Display(ref), err)
 	}
 	return meta, nil, nil
+}
+
+// isContentError tells what is wrong with an image's bytes from a failure
+// to fetch them.
+func isContentError(err error) bool {
+	return errors.Is(err, tarsafe.ErrUnsafe) || errors.Is(err, tarsafe.ErrTooLarge) ||
+		errors.Is(err, ckpt.ErrNotCheckpoint) || errors.Is(err, ckpt.ErrBadArchive) ||
+		errors.Is(err, context.Canceled)
 }
 
 func plan(ctx context.Context, c *podman.Client, source string, meta *ckpt.Metadata, o PullOptions) (*Plan, error) {
@@ -246,7 +267,10 @@ func Pull(ctx context.Context, c *podman.Client, o PullOptions) (*PullResult, er
 		werr <- err
 	}()
 	sent := progress.NewReader(pr, logw, "Sending the checkpoint to podman")
-	id, err := c.RestoreImport(ctx, sent, podman.RestoreOptions{
+	// An interrupt stops the archive stream, not the request: podman goes
+	// on working after a client hangs up, so its answer is awaited before
+	// cleanup removes what it made.
+	id, err := c.RestoreImport(context.WithoutCancel(ctx), sent, podman.RestoreOptions{
 		Name:            o.Name,
 		IgnoreStaticIP:  o.IgnoreStaticIP || rel.dropIP,
 		IgnoreStaticMAC: o.IgnoreStaticMAC,
@@ -262,7 +286,15 @@ func Pull(ctx context.Context, c *podman.Client, o PullOptions) (*PullResult, er
 	if wErr := <-werr; err != nil && wErr != nil && !errors.Is(wErr, errRestoreDone) {
 		err = fmt.Errorf("streaming the checkpoint to podman: %w (podman: %w)", wErr, err)
 	}
+	if err == nil && ctx.Err() != nil {
+		err = fmt.Errorf("restoring: %w", ctx.Err()) // restored, but the user asked to stop
+	}
 	if err != nil {
+		// CRIU's reasons are in its log, under the container that cleanup
+		// is about to remove: read them first.
+		if lines := criuErrors(c, err); lines != "" {
+			err = fmt.Errorf("%w; CRIU's restore log says: %s", err, lines)
+		}
 		if cerr := cleanup(ctx, c, name, rel.volumes, pulledBase, logw); cerr != nil {
 			return nil, fmt.Errorf("%w; removing what the failed restore left also failed: %w", err, cerr)
 		}
@@ -273,6 +305,40 @@ func Pull(ctx context.Context, c *podman.Client, o PullOptions) (*PullResult, er
 	res.Seconds["total"] = since(began)
 	res.ID, res.Name = id, name
 	return res, nil
+}
+
+// criuLog finds the restore log podman names when CRIU failed ("criu
+// failed: type … log file: /…/userdata/restore.log").
+var criuLog = regexp.MustCompile(`log file: (/\S+/userdata/restore\.log)`)
+
+// criuErrors returns the last error lines of CRIU's restore log, read in
+// the podman service's mount namespace when it runs on this machine; ""
+// when there is no such log or it cannot be read.
+func criuErrors(c *podman.Client, err error) string {
+	m := criuLog.FindStringSubmatch(err.Error())
+	if m == nil {
+		return ""
+	}
+	pid, perr := c.ServicePID()
+	if perr != nil {
+		return ""
+	}
+	f, oerr := os.Open(filepath.Join("/proc", strconv.Itoa(pid), "root", m[1]))
+	if oerr != nil {
+		return ""
+	}
+	defer f.Close()
+	var errs []string
+	sc := bufio.NewScanner(io.LimitReader(f, 16<<20))
+	for sc.Scan() {
+		if line := strings.TrimSpace(sc.Text()); strings.Contains(line, "Error (") {
+			errs = append(errs, line)
+		}
+	}
+	if len(errs) > 3 {
+		errs = errs[len(errs)-3:]
+	}
+	return strings.Join(errs, " | ")
 }
 
 // ensureBase makes the base image available when the plan says it is

@@ -42,6 +42,8 @@ type moveOptions struct {
 	limits         *limitFlags
 	seal           *sealFlags
 	trust          *trustFlags
+	retry          *retryFlags
+	tmpDir         string
 	tlsVerifySet   func() bool
 }
 
@@ -102,6 +104,8 @@ system connection.`,
 	o.limits = addLimitFlags(f)
 	o.seal = addSealFlags(f)
 	o.trust = addTrustFlags(f)
+	o.retry = addRetryFlags(f)
+	f.StringVar(&o.tmpDir, "tmpdir", "", "staging directory for the image (default $TMPDIR, else /var/tmp); needs room for the container's memory")
 	o.tlsVerifySet = func() bool { return f.Changed("tls-verify") }
 	return cmd
 }
@@ -172,6 +176,7 @@ func (o *moveOptions) run(ctx context.Context, args []string, stdout io.Writer) 
 		AuthFile:  o.authFile,
 		UserAgent: "podman-migrate/" + Version,
 	}
+	tr = o.retry.set(tr)
 	pushTr, pullTr := o.seal.set(tr), o.trust.set(tr)
 	var mu sync.Mutex
 	var results []move.Result
@@ -181,12 +186,12 @@ func (o *moveOptions) run(ctx context.Context, args []string, stdout io.Writer) 
 		Parallel:   o.parallel,
 		Push: export.PushOptions{
 			TCPEstablished: o.tcpEstablished, FileLocks: o.fileLocks, IgnoreRootfs: o.ignoreRootfs,
-			IncludeBase: o.includeBase, Compression: o.compression, Transfer: pushTr, ToolVersion: Version,
+			IncludeBase: o.includeBase, Compression: o.compression, Transfer: pushTr, ToolVersion: Version, TmpDir: o.tmpDir,
 		},
 		Pull: restore.PullOptions{
 			Name: o.name, MountMap: o.mountMap, VolumeMap: o.volumeMap, NetworkMap: o.networkMap,
 			Publish: o.publish, IgnoreStaticIP: o.ignoreIP, IgnoreStaticMAC: o.ignoreMAC, Transfer: pullTr,
-			Limits: lim, AllowPrivileged: o.allowPriv,
+			Limits: lim, AllowPrivileged: o.allowPriv, TmpDir: o.tmpDir,
 		},
 		Log: o.global.log(),
 	}, func(r move.Result) {

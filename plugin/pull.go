@@ -28,6 +28,8 @@ type pullOptions struct {
 	dryRun          bool
 	trust           *trustFlags
 	format          string
+	retry           *retryFlags
+	tmpDir          string
 	tlsVerifySet    func() bool
 }
 
@@ -85,6 +87,8 @@ Relocation:
 	f.BoolVar(&o.allowPrivileged, "allow-privileged", false, "restore a checkpoint that asks for more than an ordinary container (privileged mode, host namespaces, devices, capabilities, hooks, runtime annotations)")
 	o.limits = addLimitFlags(f)
 	o.trust = addTrustFlags(f)
+	o.retry = addRetryFlags(f)
+	f.StringVar(&o.tmpDir, "tmpdir", "", "staging directory for the image (default $TMPDIR, else /var/tmp); needs room for the container's memory")
 	o.tlsVerifySet = func() bool { return f.Changed("tls-verify") }
 	return cmd
 }
@@ -116,13 +120,14 @@ func (o *pullOptions) run(ctx context.Context, args []string, stdout io.Writer) 
 		NetworkMap:      o.networkMap,
 		Limits:          lim,
 		AllowPrivileged: o.allowPrivileged,
-		Transfer: o.trust.set(transfer.Options{
+		Transfer: o.retry.set(o.trust.set(transfer.Options{
 			TLSVerify: transfer.TLSVerify(o.tlsVerifySet(), o.tlsVerify),
 			AuthFile:  o.authFile,
 			Report:    o.global.log(),
 			UserAgent: "podman-migrate/" + Version,
-		}),
-		Log: o.global.log(),
+		})),
+		Log:    o.global.log(),
+		TmpDir: o.tmpDir,
 	}
 	if o.dryRun {
 		p, err := restore.PlanPull(ctx, c, po)

@@ -23,6 +23,8 @@ type pushOptions struct {
 	includeBase    bool
 	seal           *sealFlags
 	format         string
+	retry          *retryFlags
+	tmpDir         string
 	tlsVerifySet   func() bool
 }
 
@@ -58,6 +60,8 @@ on this host stays plaintext, readable by root only);
 	f.BoolVar(&o.includeBase, "include-base", false, "also copy the container's base image into DEST's repository (tag base-IMAGEID), for targets that cannot pull it from its origin; registry destinations only")
 	f.StringVar(&o.format, "format", "text", "output: text (DEST@DIGEST) or json (reference, digest, container, per-phase seconds, bytes)")
 	o.seal = addSealFlags(f)
+	o.retry = addRetryFlags(f)
+	f.StringVar(&o.tmpDir, "tmpdir", "", "staging directory for the image (default $TMPDIR, else /var/tmp); needs room for the container's memory")
 	o.tlsVerifySet = func() bool { return f.Changed("tls-verify") }
 	return cmd
 }
@@ -82,13 +86,14 @@ func (o *pushOptions) run(ctx context.Context, args []string, stdout io.Writer) 
 		IgnoreRootfs:   o.ignoreRootfs,
 		IncludeBase:    o.includeBase,
 		Compression:    o.compression,
-		Transfer: o.seal.set(transfer.Options{
+		Transfer: o.retry.set(o.seal.set(transfer.Options{
 			TLSVerify: transfer.TLSVerify(o.tlsVerifySet(), o.tlsVerify),
 			AuthFile:  o.authFile,
 			Report:    o.global.log(),
 			UserAgent: "podman-migrate/" + Version,
-		}),
+		})),
 		ToolVersion: Version,
+		TmpDir:      o.tmpDir,
 		Log:         o.global.log(),
 	})
 	if err != nil {

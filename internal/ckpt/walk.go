@@ -2,6 +2,7 @@ package ckpt
 
 import (
 	"archive/tar"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -34,6 +35,9 @@ func walk(r io.Reader, bad error, budget *tarsafe.Budget, fn func(name string, h
 			return err
 		}
 		if err != nil {
+			if errors.Is(err, context.Canceled) {
+				return err // interrupted, not a bad archive
+			}
 			return fmt.Errorf("%w: reading: %w", bad, err)
 		}
 		if err := budget.Entry(h); err != nil {

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/containers/image/v5/oci/layout"
 	"github.com/google/go-containerregistry/pkg/registry"
@@ -42,7 +43,7 @@ func TestCopyThroughRegistry(t *testing.T) {
 	ctx := context.Background()
 	src := ckpttest.WriteImage(t, t.TempDir(), []ckpttest.Layer{{Tar: ckpttest.Tar(t, ckpttest.Archive(t))}},
 		map[string]string{ckpt.AnnRuntimeName: "runc"})
-	opts := Options{TLSVerify: TLSVerify(true, false)}
+	opts := Options{TLSVerify: TLSVerify(true, false), Retries: 1, RetryDelay: time.Millisecond}
 
 	dst, err := ParseReference(host + "/ckpt/web:v1")
 	if err != nil {
@@ -124,5 +125,69 @@ func TestPreflight(t *testing.T) {
 	}
 	if err := Preflight(ctx, layoutRef, opts); err != nil {
 		t.Errorf("oci: %v", err)
+	}
+}
+
+// flaky answers the first n requests that match with status code, then
+// passes everything through, counting the matching requests.
+type flaky struct {
+	next   http.Handler
+	match  func(*http.Request) bool
+	code   int
+	n      int32
+	counts atomic.Int32
+}
+
+func (f *flaky) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if f.match(r) {
+		if f.counts.Add(1) <= f.n {
+			code := map[int]string{http.StatusUnauthorized: "UNAUTHORIZED", http.StatusForbidden: "DENIED", http.StatusTooManyRequests: "TOOMANYREQUESTS"}[f.code]
+			if code == "" {
+				code = "UNKNOWN"
+			}
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(f.code)
+			w.Write([]byte(`{"errors":[{"code":"` + code + `","message":"injected"}]}`))
+			return
+		}
+	}
+	f.next.ServeHTTP(w, r)
+}
+
+func TestTransientErrorsAreRetriedPermanentOnesNot(t *testing.T) {
+	src := ckpttest.WriteImage(t, t.TempDir(), []ckpttest.Layer{{Tar: ckpttest.Tar(t, ckpttest.Archive(t))}},
+		map[string]string{ckpt.AnnRuntimeName: "runc"})
+	manifestPut := func(r *http.Request) bool {
+		return r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/manifests/")
+	}
+	for _, tt := range []struct {
+		name      string
+		code      int
+		failures  int32
+		wantOK    bool
+		wantTries int32
+	}{
+		{"503 once", http.StatusServiceUnavailable, 1, true, 2},
+		{"429 twice", http.StatusTooManyRequests, 2, true, 3},
+		{"500 always", http.StatusInternalServerError, 100, false, 4}, // 1 + 3 retries
+		{"401", http.StatusUnauthorized, 100, false, 1},
+		{"403", http.StatusForbidden, 100, false, 1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f := &flaky{next: registry.New(registry.Logger(log.New(io.Discard, "", 0))), match: manifestPut, code: tt.code, n: tt.failures}
+			srv := httptest.NewServer(f)
+			defer srv.Close()
+			dst, err := ParseReference(strings.TrimPrefix(srv.URL, "http://") + "/ckpt/web:v1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = Copy(context.Background(), "pushing", dst, src, Options{TLSVerify: TLSVerify(true, false), RetryDelay: time.Millisecond})
+			if (err == nil) != tt.wantOK {
+				t.Fatalf("err = %v, want ok=%t", err, tt.wantOK)
+			}
+			if got := f.counts.Load(); got != tt.wantTries {
+				t.Fatalf("%d manifest uploads, want %d", got, tt.wantTries)
+			}
+		})
 	}
 }

@@ -113,6 +113,11 @@ type Options struct {
 	UserAgent string
 	// SignaturePolicy is a policy.json to use instead of the system's.
 	SignaturePolicy string
+	// Retries is how often a transient failure is retried (0: the
+	// default, DefaultRetries; negative: never); RetryDelay is the pause
+	// between tries (0: exponential backoff from 2 s, as podman's).
+	Retries    int
+	RetryDelay time.Duration
 	// Encrypt encrypts the layers EncryptLayers names (nil: all of them;
 	// 0 is the first, -1 the last) of what Copy writes (crypto.go).
 	Encrypt       *encconfig.EncryptConfig
@@ -179,7 +184,12 @@ func Copy(ctx context.Context, op string, dst, src types.ImageReference, o Optio
 		layers := append([]int{}, o.EncryptLayers...) // empty: all layers
 		copts.OciEncryptConfig, copts.OciEncryptLayers = o.Encrypt, &layers
 	}
-	m, err := copy.Image(ctx, pc, dst, src, copts)
+	var m []byte
+	err = withRetry(ctx, o, func() error {
+		var err error
+		m, err = copy.Image(ctx, pc, dst, src, copts)
+		return classify(err)
+	})
 	if err != nil {
 		return fail(err)
 	}
@@ -215,7 +225,12 @@ func OpenSource(ctx context.Context, ref types.ImageReference, o Options) (types
 		return fail(err)
 	}
 	defer func() { _ = pc.Destroy() }()
-	src, err := ref.NewImageSource(ctx, sys)
+	var src types.ImageSource
+	err = withRetry(ctx, o, func() error {
+		var err error
+		src, err = ref.NewImageSource(ctx, sys)
+		return err
+	})
 	if err != nil {
 		return fail(err)
 	}

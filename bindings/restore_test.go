@@ -1,0 +1,47 @@
+package podman
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+)
+
+// TestRestoreImportSendsTheArchiveOnce: a service that drops the
+// connection mid-archive gets no second, truncated, archive.
+func TestRestoreImportSendsTheArchiveOnce(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "s.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var restores atomic.Int32
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Libpod-API-Version", "4.3.1")
+		if strings.HasSuffix(r.URL.Path, "/_ping") {
+			w.Write([]byte("OK"))
+			return
+		}
+		restores.Add(1)
+		io.CopyN(io.Discard, r.Body, 1000)
+		conn, _, _ := w.(http.Hijacker).Hijack()
+		conn.Close() // the service went away mid-archive
+	})}
+	go srv.Serve(ln)
+	defer srv.Close()
+	c, err := Connect(context.Background(), "unix://"+sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.RestoreImport(context.Background(), strings.NewReader(strings.Repeat("x", 1<<20)), RestoreOptions{})
+	if err == nil {
+		t.Fatal("restore succeeded against a service that hung up")
+	}
+	if n := restores.Load(); n != 1 {
+		t.Fatalf("the archive was sent %d times, want once", n)
+	}
+}
