@@ -49,7 +49,7 @@ docs/%.1: docs/%.1.md
 setup-host: ## install and configure podman, runc, CRIU 4.1, the registry and the test image (idempotent, root)
 	bash contrib/setup-host.sh
 
-test: FUZZTIME = 5s
+test: FUZZTIME = 1000x
 test: setup-host test-unit fuzz test-e2e ## all tiers: set up the host, unit tests, a short fuzz, end-to-end tests
 
 fuzz: ## run each fuzz target for FUZZTIME (10s), one package at a time

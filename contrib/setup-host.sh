@@ -15,6 +15,9 @@
 #   - /etc/containers/containers.conf: runc as runtime, low default ulimits,
 #     netavark as network backend (fresh storage, as host B's, would
 #     otherwise probe bookworm's CNI example config);
+#   - host C's root file system: Debian trixie (podman 5, runc, crun with
+#     CRIU, criu 4.1) made with debootstrap in /var/lib/podman-migrate/hostc,
+#     for tests/hosts.sh to run as a third, podman 5 host;
 #   - the test image localhost/podman-migrate-test:latest (busybox plus the
 #     tests/workload program as /bin/workload, the default command; it keeps
 #     its status in /workload/status, a directory it creates), also kept as
@@ -43,7 +46,7 @@ readonly APT_PACKAGES=(
 	podman runc conmon golang-github-containers-common netavark aardvark-dns
 	catatonit docker-registry busybox-static skopeo buildah uidmap
 	slirp4netns iptables curl iproute2 util-linux ca-certificates time
-	go-md2man systemd shellcheck
+	go-md2man systemd shellcheck debootstrap
 )
 # Packages from trixie unpacked into $PREFIX: criu and the libraries it
 # needs with trixie's own glibc (ld.so --list is checked after unpacking).
@@ -563,6 +566,68 @@ ensure_testbase() {
 	}
 }
 
+# ------------------------------------------------------------------ host C
+# Host C's packages: podman 5 with both OCI runtimes; CRIU runs ip and
+# iptables-restore while dumping, so those come too (HOST-NOTES).
+readonly HOSTC_ROOT=$STATE/hostc
+readonly HOSTC_PACKAGES=(podman conmon runc crun criu libcriu2 netavark aardvark-dns
+	catatonit busybox-static iproute2 iptables nftables ca-certificates)
+readonly HOSTC_RECIPE="1 ${HOSTC_PACKAGES[*]}"
+
+ensure_host_c() {
+	local mirror tmp
+	if [[ -f $HOSTC_ROOT/.podman-migrate-recipe && $(<"$HOSTC_ROOT/.podman-migrate-recipe") == "$HOSTC_RECIPE" ]]; then
+		log "host C: trixie root file system ready in $HOSTC_ROOT (podman $(hostc_version podman))"
+		return
+	fi
+	if [[ $CHECK_ONLY -eq 1 ]]; then
+		missing "host C root file system ($HOSTC_ROOT)"
+		return
+	fi
+	mirror=$(debian_mirror)
+	tmp=$HOSTC_ROOT.new
+	rm -rf --one-file-system "$tmp"
+	log "host C: debootstrap trixie from $mirror into $tmp"
+	run debootstrap --variant=minbase --keyring="$KEYRING" trixie "$tmp" "$mirror" >/dev/null
+	cp /etc/resolv.conf "$tmp/etc/resolv.conf"
+	mount -t proc proc "$tmp/proc"
+	log "host C: installing ${HOSTC_PACKAGES[*]}"
+	if ! chroot "$tmp" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${HOSTC_PACKAGES[@]}" >"$STATE/hostc-apt.log" 2>&1; then
+		umount "$tmp/proc"
+		die "installing host C's packages failed (log: $STATE/hostc-apt.log)"
+	fi
+	chroot "$tmp" apt-get clean
+	umount "$tmp/proc"
+	# As host A's, plus cgroupfs (no systemd inside) and its own default
+	# network: A and C share this machine's network namespace.
+	cat >"$tmp/etc/containers/containers.conf" <<-EOF
+		[containers]
+		default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
+
+		[engine]
+		runtime = "runc"
+		cgroup_manager = "cgroupfs"
+		events_logger = "file"
+
+		[network]
+		network_backend = "netavark"
+	EOF
+	mkdir -p "$tmp/etc/containers/networks"
+	cat >"$tmp/etc/containers/networks/podman.json" <<-EOF
+		{"name": "podman", "driver": "bridge", "network_interface": "podman5",
+		 "subnets": [{"subnet": "10.90.0.0/16", "gateway": "10.90.0.1"}],
+		 "ipv6_enabled": false, "internal": false, "dns_enabled": false,
+		 "ipam_options": {"driver": "host-local"}}
+	EOF
+	printf '%s\n' "$HOSTC_RECIPE" >"$tmp/.podman-migrate-recipe"
+	rm -rf --one-file-system "$HOSTC_ROOT"
+	mv "$tmp" "$HOSTC_ROOT"
+	log "host C: ready (podman $(hostc_version podman), criu $(hostc_version criu), crun $(hostc_version crun))"
+}
+
+# shellcheck disable=SC2016 # dpkg-query's format, not the shell's
+hostc_version() { chroot "$HOSTC_ROOT" dpkg-query -W -f='${Version}' "$1" 2>/dev/null; }
+
 # --------------------------------------------------------------------- main
 ensure_packages
 ensure_no_bookworm_criu
@@ -570,6 +635,7 @@ ensure_criu
 ensure_containers_files
 ensure_containers_conf
 ensure_testbase
+ensure_host_c
 
 if [[ ${#MISSING[@]} -gt 0 ]]; then
 	printf 'setup-host: NOT READY; missing:\n' >&2
