@@ -572,7 +572,7 @@ ensure_testbase() {
 readonly HOSTC_ROOT=$STATE/hostc
 readonly HOSTC_PACKAGES=(podman conmon runc crun criu libcriu2 netavark aardvark-dns
 	catatonit busybox-static iproute2 iptables nftables ca-certificates)
-readonly HOSTC_RECIPE="1 ${HOSTC_PACKAGES[*]}"
+readonly HOSTC_RECIPE="2 ${HOSTC_PACKAGES[*]}"
 
 ensure_host_c() {
 	local mirror tmp
@@ -614,7 +614,8 @@ ensure_host_c() {
 	EOF
 	mkdir -p "$tmp/etc/containers/networks"
 	cat >"$tmp/etc/containers/networks/podman.json" <<-EOF
-		{"name": "podman", "driver": "bridge", "network_interface": "podman5",
+		{"name": "podman", "id": "0e5f3cdb9d1a65293ac07278de554f6ccc3ceb61674ad4cc1794255b509097ca", "driver": "bridge", "network_interface": "podman5",
+		 "created": "2026-01-01T00:00:00Z",
 		 "subnets": [{"subnet": "10.90.0.0/16", "gateway": "10.90.0.1"}],
 		 "ipv6_enabled": false, "internal": false, "dns_enabled": false,
 		 "ipam_options": {"driver": "host-local"}}

@@ -251,8 +251,13 @@ func (p *Plan) hostFacts(ctx context.Context, t *target, meta *ckpt.Metadata, cf
 	if k := a[ckpt.AnnHostKernel]; k != "" && k != t.info.Host.Kernel {
 		p.warn("kernel %s on the source, %s here: CRIU may refuse features the older kernel lacks", k, t.info.Host.Kernel)
 	}
-	if runtimeName != "" && runtimeName != t.info.Host.OCIRuntime.Name {
-		p.warn("the container ran with %s, this host's default runtime is %s: the restore uses %s, which must be installed here with CRIU support", runtimeName, t.info.Host.OCIRuntime.Name, runtimeName)
+	if runtimeName != "" && t.info.Host.OCIRuntime.Name != "" && runtimeName != t.info.Host.OCIRuntime.Name {
+		// podman restores with its default runtime whatever config.dump
+		// says, and CRIU's images of one runtime do not restore under the
+		// other (measured: crun's under runc, "mnt: No mapping for …
+		// mountpoint").
+		p.block("the checkpoint was taken under %s, and this host's podman restores with its default runtime %s: restore it on a host whose default runtime is %s (containers.conf [engine] runtime)",
+			runtimeName, t.info.Host.OCIRuntime.Name, runtimeName)
 	}
 	if src := a[ckpt.AnnCriuVersion]; src != "" && criu != "" && versionLess(criu, src) {
 		p.warn("CRIU %s here is older than the source's %s", criu, src)

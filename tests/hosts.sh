@@ -22,6 +22,12 @@
 #                 /run/containers/storage-hostb; A's graph root is hidden) and
 #                 /etc/containers/networks
 #   HOST_B_PID    `nsenter -t $HOST_B_PID -m podman ...` runs podman as host B
+#   HOST_C_URL    unix://STATE_DIR/c/run/podman.sock, podman 5 from the Debian trixie
+#                 root file system setup-host.sh builds (/var/lib/podman-migrate/hostc),
+#                 run after pivot_root in its own mount namespace, with its own
+#                 storage (STATE_DIR/c/storage), runc by default (crun has CRIU too),
+#                 cgroupfs, and a default network podman5 on 10.90.0.0/16
+#   HOST_C_PID    `nsenter -t $HOST_C_PID -m podman ...` runs C's own podman
 #   TEST_IMAGE    localhost/podman-migrate-test:latest, same image ID on A and B
 #   TEST_IMAGE_ID, HOST_A_PID, REGISTRY_PID, HOST_A_DATA (a directory that
 #   exists for host A only, as a bind-mount source), STATE_DIR
@@ -47,6 +53,7 @@ readonly B_RUNROOT=/run/containers/storage-hostb
 # Host B's graph root: not A's path either, so its volume directory
 # (GRAPHROOT/volumes) differs from A's as it does between real hosts.
 readonly B_GRAPHROOT=/var/lib/containers/storage-hostb
+readonly C_ROOT=$BASE_DIR/hostc
 export PATH="$SERVICE_PATH${PATH:+:$PATH}"
 
 log() { printf 'hosts: %s\n' "$*" >&2; }
@@ -331,6 +338,51 @@ start_host_b() {
 	log "host B: criu $v ($(nsenter -t "$pid" -m -- env PATH="$SERVICE_PATH" sh -c 'command -v criu'))"
 }
 
+# Runs inside host C's new mount namespace (via unshare): a trixie root file
+# system entered with pivot_root (under chroot, criu check fails with "mnt: No
+# parent found for mountpoint"), then C's own podman 5 service.
+c_init() {
+	local state=$1 r=$C_ROOT
+	mount --make-rprivate /
+	mount --bind "$r" "$r"
+	mount -t proc proc "$r/proc"
+	mount --rbind /sys "$r/sys"
+	# crun here refuses cgroup v1 with the v2 hierarchy beside it ("cgroups
+	# in hybrid mode not supported"): C does not see the latter.
+	if mountpoint -q "$r/sys/fs/cgroup/unified"; then umount -l "$r/sys/fs/cgroup/unified"; fi
+	mount --rbind /dev "$r/dev"
+	mount -t tmpfs -o mode=0755 tmpfs "$r/run"
+	mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs "$r/dev/shm"
+	mount -t tmpfs -o mode=1777 tmpfs "$r/tmp"
+	mkdir -p "$r/run/podman" "$r/var/lib/containers/storage"
+	mount --bind "$state/c/run" "$r/run/podman"
+	mount --bind "$state/c/storage" "$r/var/lib/containers/storage"
+	mount --bind "$state/c/vartmp" "$r/var/tmp"
+	cd "$r"
+	mkdir -p .oldroot
+	pivot_root . .oldroot
+	log "host C: mount namespace $(readlink /proc/self/ns/mnt) ready, starting podman 5"
+	# shellcheck disable=SC2016 # expanded by that sh
+	exec /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LOG_LEVEL="$LOG_LEVEL" \
+		/bin/sh -c 'umount -l /.oldroot && exec podman --log-level="$LOG_LEVEL" system service --time=0 unix:///run/podman/podman.sock'
+}
+
+start_host_c() {
+	local state=$1 pid sock=$1/c/run/podman.sock want got
+	rm -f "$sock"
+	spawn "$state/c/pid" "$state/c/service.log" \
+		unshare --mount --propagation private -- "$SCRIPT" _c-init "$state"
+	pid=$(<"$state/c/pid")
+	wait_ready "host C podman service" "$pid" "$state/c/service.log" ping_sock "$sock"
+	readlink "/proc/$pid/ns/mnt" >"$state/c/mntns"
+	want=$(podman image inspect --format '{{.Id}}' "$TEST_IMAGE")
+	podman --url "unix://$sock" load -q -i "$BASE_IMAGE_TAR" >>"$state/c/service.log" 2>&1 ||
+		die "podman load on host C failed (log: $state/c/service.log)$(tail_log "$state/c/service.log")"
+	got=$(podman --url "unix://$sock" image inspect --format '{{.Id}}' "$TEST_IMAGE" 2>/dev/null) || true
+	[[ $got == "$want" ]] || die "$TEST_IMAGE has ID '$got' on host C but $want on host A"
+	log "host C: unix://$sock (pid $pid, podman $(podman --url "unix://$sock" version --format '{{.Server.Version}}'), $TEST_IMAGE loaded, same ID)"
+}
+
 # a_data STATE: host A's bind-mount source. It lives in A's /var/tmp, which
 # host B has its own copy of, so the path does not exist on B, as on a real
 # second host.
@@ -347,13 +399,15 @@ json_str() {
 
 write_env() {
 	local state=$1 k sep=""
-	local -a keys=(REGISTRY HOST_A_URL HOST_B_URL HOST_B_PID TEST_IMAGE TEST_IMAGE_ID
+	local -a keys=(REGISTRY HOST_A_URL HOST_B_URL HOST_B_PID HOST_C_URL HOST_C_PID TEST_IMAGE TEST_IMAGE_ID
 		HOST_A_PID REGISTRY_PID HOST_A_DATA STATE_DIR)
 	local -A v=(
 		[REGISTRY]="127.0.0.1:$REGISTRY_PORT"
 		[HOST_A_URL]="unix://$state/a/podman.sock"
 		[HOST_B_URL]="unix://$state/b/run/podman.sock"
 		[HOST_B_PID]="$(<"$state/b/pid")"
+		[HOST_C_URL]="unix://$state/c/run/podman.sock"
+		[HOST_C_PID]="$(<"$state/c/pid")"
 		[TEST_IMAGE]="$TEST_IMAGE"
 		[TEST_IMAGE_ID]="$TEST_IMAGE_ID"
 		[HOST_A_PID]="$(<"$state/a/pid")"
@@ -383,6 +437,8 @@ is_up() {
 	live_pid "$state/registry.pid" "$state/registry.yml" >/dev/null || return 1
 	live_pid "$state/a/pid" "unix://$state/a/podman.sock" >/dev/null || return 1
 	live_pid "$state/b/pid" "unix://$state/b/run/podman.sock" >/dev/null || return 1
+	live_pid "$state/c/pid" "_c-init $state" >/dev/null || live_pid "$state/c/pid" "podman.sock" >/dev/null || return 1
+	ping_sock "$state/c/run/podman.sock" || return 1
 	port=$(sed -n 's/^REGISTRY=127\.0\.0\.1://p' "$state/env")
 	curl -sf --max-time 2 "http://127.0.0.1:$port/v2/" >/dev/null || return 1
 	ping_sock "$state/a/podman.sock" && ping_sock "$state/b/run/podman.sock"
@@ -395,6 +451,7 @@ preflight() {
 		command -v "$c" >/dev/null || die "$c not found: run contrib/setup-host.sh"
 	done
 	[[ -f $BASE_IMAGE_TAR ]] || die "$BASE_IMAGE_TAR missing: run contrib/setup-host.sh"
+	[[ -x $C_ROOT/usr/bin/podman ]] || die "host C's root file system $C_ROOT missing: run contrib/setup-host.sh"
 }
 
 UP_STATE=""
@@ -417,18 +474,22 @@ do_up() {
 		return 0
 	fi
 	do_down "$state" quiet
-	mkdir -p "$state"/{a,b/run,b/etc,b/storage,b/empty,b/cache,b/networks,b/vartmp,registry-data} "$(a_data "$state")"
+	mkdir -p "$state"/{a,b/run,b/etc,b/storage,b/empty,b/cache,b/networks,b/vartmp,c/run,c/storage,c/vartmp,registry-data} "$(a_data "$state")"
+	chmod 700 "$state/c/storage"
+	chmod 1777 "$state/c/vartmp"
 	chmod 700 "$state/b/storage" "$state/b/empty" "$state/b/cache" "$state/b/networks"
 	chmod 1777 "$state/b/vartmp"
 	: >"$state/registry.log"
 	: >"$state/a/service.log"
 	: >"$state/b/service.log"
+	: >"$state/c/service.log"
 	UP_STATE=$state
 	trap up_failed EXIT
 	trap 'exit 1' INT TERM HUP
 	start_registry "$state"
 	start_host_a "$state"
 	start_host_b "$state"
+	start_host_c "$state"
 	write_env "$state"
 	UP_STATE=""
 	trap - EXIT INT TERM HUP
@@ -507,6 +568,22 @@ kill_b_leftovers() {
 	done
 }
 
+# kill_ns_leftovers MNTNS_FILE WHAT: kill what still runs in a host's mount
+# namespace (conmon and, below it, the containers) once its service is gone.
+kill_ns_leftovers() {
+	local ns="" p pids=()
+	[[ -s $1 ]] && ns=$(<"$1")
+	[[ -n $ns && $ns != "$(readlink /proc/1/ns/mnt)" && $ns != "$(readlink /proc/self/ns/mnt)" ]] || return 0
+	for p in /proc/[0-9]*; do
+		[[ $(readlink "$p/ns/mnt" 2>/dev/null) == "$ns" ]] && pids+=("${p#/proc/}")
+	done
+	((${#pids[@]} > 0)) || return 0
+	mapfile -t pids < <(ppid_closure "${pids[@]}")
+	log "killing ${#pids[@]} leftover $2 processes: ${pids[*]}"
+	kill -KILL "${pids[@]}" 2>/dev/null || true
+	sleep 0.5
+}
+
 do_down() {
 	local state=$1 quiet=${2:-} pid m
 	if [[ ! -d $state ]]; then
@@ -528,6 +605,13 @@ do_down() {
 	elif pid=$(live_pid "$state/b/pid" "_b-init $state"); then
 		stop+=("$pid" "host B start-up")
 	fi
+	if pid=$(live_pid "$state/c/pid" "podman.sock") || pid=$(live_pid "$state/c/pid" "_c-init $state"); then
+		if ping_sock "$state/c/run/podman.sock"; then
+			timeout 60 podman --url "unix://$state/c/run/podman.sock" rm -af -t 0 \
+				>>"$state/c/service.log" 2>&1 || warn "podman rm -af on host C failed (log: $state/c/service.log)"
+		fi
+		stop+=("$pid" "host C podman service")
+	fi
 	if pid=$(live_pid "$state/a/pid" "unix://$state/a/podman.sock"); then
 		stop+=("$pid" "host A podman service")
 	fi
@@ -536,6 +620,7 @@ do_down() {
 	fi
 	((${#stop[@]} == 0)) || stop_pids "${stop[@]}"
 	kill_b_leftovers "$state"
+	kill_ns_leftovers "$state/c/mntns" "host C"
 
 	# Nothing of B's should be mounted here (its mounts lived in its own
 	# namespace), but never rm -rf through a mount.
@@ -548,9 +633,9 @@ do_down() {
 		die "mounts remain under $state; not removing its data"
 	fi
 
-	rm -rf --one-file-system -- "$state/b/etc" "$state/b/storage" "$state/b/empty" "$state/b/cache" "$state/b/networks" "$state/b/vartmp" \
+	rm -rf --one-file-system -- "$state/c/run" "$state/c/storage" "$state/c/vartmp" "$state/b/etc" "$state/b/storage" "$state/b/empty" "$state/b/cache" "$state/b/networks" "$state/b/vartmp" \
 		"$state/b/run" "$state/registry-data" "$(a_data "$state")"
-	rm -f -- "$state/a/podman.sock" "$state/a/pid" "$state/b/pid" "$state/b/mntns" \
+	rm -f -- "$state/a/podman.sock" "$state/a/pid" "$state/b/pid" "$state/b/mntns" "$state/c/pid" "$state/c/mntns" \
 		"$state/registry.pid" "$state/registry.yml" "$state/env.tmp" "$state/env.json.tmp"
 	[[ -n $quiet ]] || log "down: $state cleaned (logs kept)"
 }
@@ -585,6 +670,10 @@ up | down | status)
 _b-init)
 	[[ $# -eq 2 ]] || usage
 	b_init "$2"
+	;;
+_c-init)
+	[[ $# -eq 2 ]] || usage
+	c_init "$2"
 	;;
 *) usage ;;
 esac

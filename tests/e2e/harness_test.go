@@ -30,6 +30,8 @@ type env struct {
 	HostAURL  string `json:"HOST_A_URL"`
 	HostBURL  string `json:"HOST_B_URL"`
 	HostBPID  string `json:"HOST_B_PID"`
+	HostCURL  string `json:"HOST_C_URL"`
+	HostCPID  string `json:"HOST_C_PID"`
 	TestImage string `json:"TEST_IMAGE"`
 	HostAData string `json:"HOST_A_DATA"`
 }
@@ -204,11 +206,17 @@ func startWorkload(t *testing.T, name string, extra ...string) status {
 // startWorkloadMem is startWorkload with mib MiB of memory held.
 func startWorkloadMem(t *testing.T, name string, mib int, extra ...string) status {
 	t.Helper()
+	return startWorkloadOn(t, hosts.HostAURL, name, mib, extra...)
+}
+
+// startWorkloadOn starts the workload on the host at url.
+func startWorkloadOn(t *testing.T, url, name string, mib int, extra ...string) status {
+	t.Helper()
 	args := append([]string{"run", "-d", "--name", name}, extra...)
 	args = append(args, hosts.TestImage, "/bin/workload", "-mem", strconv.Itoa(mib), "-sum-every", "5")
-	podman(t, hosts.HostAURL, args...)
-	t.Cleanup(func() { podmanTry(t, hosts.HostAURL, "rm", "-f", name) })
-	return waitStatus(t, hosts.HostAURL, name, func(s status) bool { return s.Counter >= 5 })
+	podman(t, url, args...)
+	t.Cleanup(func() { podmanTry(t, url, "rm", "-f", name) })
+	return waitStatus(t, url, name, func(s status) bool { return s.Counter >= 5 })
 }
 
 // checkContinued asserts the container on url carries on from before: same
