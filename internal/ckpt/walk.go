@@ -54,6 +54,10 @@ func walk(r io.Reader, bad error, budget *tarsafe.Budget, fn func(name string, h
 			continue
 		}
 		if err := fn(name, h, tr); err != nil {
+			// A member cut short is the archive's fault, whoever read it.
+			if errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, bad) {
+				err = fmt.Errorf("%w: %s: %w", bad, name, err)
+			}
 			return err
 		}
 	}
