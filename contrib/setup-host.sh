@@ -17,7 +17,8 @@
 #     otherwise probe bookworm's CNI example config);
 #   - host C's root file system: Debian trixie (podman 5, runc, crun with
 #     CRIU, criu 4.1) made with debootstrap in /var/lib/podman-migrate/hostc,
-#     for tests/hosts.sh to run as a third, podman 5 host;
+#     for tests/hosts.sh to run as a third, podman 5 host; its stamp file
+#     (the recipe and the packages' versions) makes a re-run skip it;
 #   - the test image localhost/podman-migrate-test:latest (busybox plus the
 #     tests/workload program as /bin/workload, the default command; it keeps
 #     its status in /workload/status, a directory it creates), also kept as
@@ -568,66 +569,75 @@ ensure_testbase() {
 
 # ------------------------------------------------------------------ host C
 # Host C's packages: podman 5 with both OCI runtimes; CRIU runs ip and
-# iptables-restore while dumping, so those come too (HOST-NOTES).
+# iptables-restore while dumping, so those come too (HOST-NOTES). Its
+# containers.conf and networks are tests/hosts.sh's, written per run.
 readonly HOSTC_ROOT=$STATE/hostc
 readonly HOSTC_PACKAGES=(podman conmon runc crun criu libcriu2 netavark aardvark-dns
 	catatonit busybox-static iproute2 iptables nftables ca-certificates)
-readonly HOSTC_RECIPE="2 ${HOSTC_PACKAGES[*]}"
+readonly HOSTC_RECIPE="3 ${HOSTC_PACKAGES[*]}"
+# Written last: its presence means the root file system is complete.
+readonly HOSTC_STAMP=.podman-migrate-stamp
+
+# hostc_stamp DIR: the stamp for the root file system in DIR: the recipe,
+# then each package's installed version.
+hostc_stamp() {
+	printf 'recipe %s\n' "$HOSTC_RECIPE"
+	# shellcheck disable=SC2016 # dpkg-query's format, not the shell's
+	chroot "$1" dpkg-query -W -f='${Package} ${Version}\n' "${HOSTC_PACKAGES[@]}"
+}
+
+# umount_under DIR: unmount whatever an interrupted run left mounted there,
+# so that rm --one-file-system can remove it.
+umount_under() {
+	local m
+	while IFS= read -r m; do
+		umount -l "$m" || true
+	done < <(findmnt -rn -o TARGET | awk -v d="$1" '$0 == d || index($0, d "/") == 1' | sort -r)
+}
 
 ensure_host_c() {
-	local mirror tmp
-	if [[ -f $HOSTC_ROOT/.podman-migrate-recipe && $(<"$HOSTC_ROOT/.podman-migrate-recipe") == "$HOSTC_RECIPE" ]]; then
-		log "host C: trixie root file system ready in $HOSTC_ROOT (podman $(hostc_version podman))"
+	local mirror tmp want t0=$SECONDS
+	if [[ -f $HOSTC_ROOT/$HOSTC_STAMP ]] && want=$(hostc_stamp "$HOSTC_ROOT" 2>/dev/null) &&
+		[[ $(<"$HOSTC_ROOT/$HOSTC_STAMP") == "$want" ]]; then
+		log "host C: trixie root file system ready in $HOSTC_ROOT ($(hostc_versions "$HOSTC_ROOT"))"
 		return
 	fi
 	if [[ $CHECK_ONLY -eq 1 ]]; then
-		missing "host C root file system ($HOSTC_ROOT)"
+		missing "host C root file system ($HOSTC_ROOT, no stamp or another recipe or package set)"
 		return
 	fi
 	mirror=$(debian_mirror)
 	tmp=$HOSTC_ROOT.new
+	umount_under "$tmp"
 	rm -rf --one-file-system "$tmp"
 	log "host C: debootstrap trixie from $mirror into $tmp"
 	run debootstrap --variant=minbase --keyring="$KEYRING" trixie "$tmp" "$mirror" >/dev/null
 	cp /etc/resolv.conf "$tmp/etc/resolv.conf"
+	# shellcheck disable=SC2064 # $tmp is fixed now
+	trap "umount_under '$tmp'; cleanup" EXIT
 	mount -t proc proc "$tmp/proc"
-	log "host C: installing ${HOSTC_PACKAGES[*]}"
-	if ! chroot "$tmp" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${HOSTC_PACKAGES[@]}" >"$STATE/hostc-apt.log" 2>&1; then
-		umount "$tmp/proc"
+	log "host C: installing ${HOSTC_PACKAGES[*]} (log: $STATE/hostc-apt.log)"
+	if ! chroot "$tmp" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+		"${HOSTC_PACKAGES[@]}" >"$STATE/hostc-apt.log" 2>&1; then
 		die "installing host C's packages failed (log: $STATE/hostc-apt.log)"
 	fi
 	chroot "$tmp" apt-get clean
-	umount "$tmp/proc"
-	# As host A's, plus cgroupfs (no systemd inside) and its own default
-	# network: A and C share this machine's network namespace.
-	cat >"$tmp/etc/containers/containers.conf" <<-EOF
-		[containers]
-		default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
-
-		[engine]
-		runtime = "runc"
-		cgroup_manager = "cgroupfs"
-		events_logger = "file"
-
-		[network]
-		network_backend = "netavark"
-	EOF
-	mkdir -p "$tmp/etc/containers/networks"
-	cat >"$tmp/etc/containers/networks/podman.json" <<-EOF
-		{"name": "podman", "id": "0e5f3cdb9d1a65293ac07278de554f6ccc3ceb61674ad4cc1794255b509097ca", "driver": "bridge", "network_interface": "podman5",
-		 "created": "2026-01-01T00:00:00Z",
-		 "subnets": [{"subnet": "10.90.0.0/16", "gateway": "10.90.0.1"}],
-		 "ipv6_enabled": false, "internal": false, "dns_enabled": false,
-		 "ipam_options": {"driver": "host-local"}}
-	EOF
-	printf '%s\n' "$HOSTC_RECIPE" >"$tmp/.podman-migrate-recipe"
-	rm -rf --one-file-system "$HOSTC_ROOT"
+	umount_under "$tmp"
+	trap cleanup EXIT
+	[[ -x $tmp/usr/bin/podman ]] || die "host C: no podman in $tmp after installing"
+	hostc_stamp "$tmp" >"$tmp/$HOSTC_STAMP.tmp"
+	mv "$tmp/$HOSTC_STAMP.tmp" "$tmp/$HOSTC_STAMP"
+	if [[ -e $HOSTC_ROOT ]]; then
+		umount_under "$HOSTC_ROOT"
+		rm -rf --one-file-system "$HOSTC_ROOT"
+	fi
 	mv "$tmp" "$HOSTC_ROOT"
-	log "host C: ready (podman $(hostc_version podman), criu $(hostc_version criu), crun $(hostc_version crun))"
+	log "host C: ready in $((SECONDS - t0))s ($(hostc_versions "$HOSTC_ROOT"))"
 }
 
-# shellcheck disable=SC2016 # dpkg-query's format, not the shell's
-hostc_version() { chroot "$HOSTC_ROOT" dpkg-query -W -f='${Version}' "$1" 2>/dev/null; }
+hostc_versions() {
+	awk '$1 ~ /^(podman|crun|runc|criu)$/ { v = v sep $1 " " $2; sep = ", " } END { print v }' "$1/$HOSTC_STAMP"
+}
 
 # --------------------------------------------------------------------- main
 ensure_packages

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # hosts.sh: start and stop the test "hosts" of podman-migrate on this machine.
 #
-#   tests/hosts.sh up STATE_DIR       start registry, host A and host B
+#   tests/hosts.sh up STATE_DIR       start registry, hosts A, B and C
 #   tests/hosts.sh down STATE_DIR     stop them and remove their data (logs stay)
 #   tests/hosts.sh status STATE_DIR   exit 0 and print STATE_DIR/env if all are up
 #
 # Needs root and a host prepared by contrib/setup-host.sh. HOSTS_TIMEOUT
 # (seconds, default 60) bounds each wait; HOSTS_LOG_LEVEL (default info) is
 # the services' --log-level. Logs: STATE_DIR/registry.log, a/service.log,
-# b/service.log (kept by `down`).
+# b/service.log, c/service.log (kept by `down`).
 #
 # After `up`, STATE_DIR/env (shell) and STATE_DIR/env.json (flat JSON) hold:
 #   REGISTRY      127.0.0.1:PORT, a docker-registry over plain HTTP (tls-verify=false)
@@ -25,15 +25,18 @@
 #   HOST_C_URL    unix://STATE_DIR/c/run/podman.sock, podman 5 from the Debian trixie
 #                 root file system setup-host.sh builds (/var/lib/podman-migrate/hostc),
 #                 run after pivot_root in its own mount namespace, with its own
-#                 storage (STATE_DIR/c/storage), runc by default (crun has CRIU too),
-#                 cgroupfs, and a default network podman5 on 10.90.0.0/16
+#                 storage (STATE_DIR/c/storage) and /etc/containers (STATE_DIR/c/etc:
+#                 the root file system's, plus this script's containers.conf: runc by
+#                 default (crun has CRIU too), cgroupfs, ulimits 1024, and a default
+#                 network podman5 on 10.90.0.0/16)
 #   HOST_C_PID    `nsenter -t $HOST_C_PID -m podman ...` runs C's own podman
-#   TEST_IMAGE    localhost/podman-migrate-test:latest, same image ID on A and B
+#   TEST_IMAGE    localhost/podman-migrate-test:latest, same image ID on A, B and C
 #   TEST_IMAGE_ID, HOST_A_PID, REGISTRY_PID, HOST_A_DATA (a directory that
 #   exists for host A only, as a bind-mount source), STATE_DIR
 #
-# Both hosts share this machine's network namespace (and so the podman0
-# bridge and 10.88.0.0/16): the registry on 127.0.0.1 is reachable from both.
+# All hosts share this machine's network namespace (A and B the podman0
+# bridge and 10.88.0.0/16, C its podman5 bridge): the registry on 127.0.0.1
+# is reachable from all.
 set -euo pipefail
 
 SCRIPT=$(readlink -f "${BASH_SOURCE[0]}")
@@ -54,6 +57,10 @@ readonly B_RUNROOT=/run/containers/storage-hostb
 # (GRAPHROOT/volumes) differs from A's as it does between real hosts.
 readonly B_GRAPHROOT=/var/lib/containers/storage-hostb
 readonly C_ROOT=$BASE_DIR/hostc
+# Written last by setup-host.sh: C's root file system is complete.
+readonly C_STAMP=$C_ROOT/.podman-migrate-stamp
+# Host C's socket as its service sees it (its /run/podman is STATE_DIR/c/run).
+readonly C_SOCK_ARG=unix:///run/podman/podman.sock
 export PATH="$SERVICE_PATH${PATH:+:$PATH}"
 
 log() { printf 'hosts: %s\n' "$*" >&2; }
@@ -356,6 +363,7 @@ c_init() {
 	mount -t tmpfs -o mode=1777 tmpfs "$r/tmp"
 	mkdir -p "$r/run/podman" "$r/var/lib/containers/storage"
 	mount --bind "$state/c/run" "$r/run/podman"
+	mount --bind "$state/c/etc" "$r/etc/containers"
 	mount --bind "$state/c/storage" "$r/var/lib/containers/storage"
 	mount --bind "$state/c/vartmp" "$r/var/tmp"
 	cd "$r"
@@ -364,12 +372,45 @@ c_init() {
 	log "host C: mount namespace $(readlink /proc/self/ns/mnt) ready, starting podman 5"
 	# shellcheck disable=SC2016 # expanded by that sh
 	exec /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LOG_LEVEL="$LOG_LEVEL" \
-		/bin/sh -c 'umount -l /.oldroot && exec podman --log-level="$LOG_LEVEL" system service --time=0 unix:///run/podman/podman.sock'
+		/bin/sh -c 'umount -l /.oldroot && exec podman --log-level="$LOG_LEVEL" system service --time=0 "$0"' "$C_SOCK_ARG"
+}
+
+# c_config STATE: host C's /etc/containers for this run: the root file
+# system's, plus the settings host A has (runc, ulimits the machine allows),
+# cgroupfs (no systemd inside), file events (no journald), and a default
+# network apart from A's podman0 on 10.88.0.0/16 (they share the machine's
+# network namespace).
+c_config() {
+	local etc=$1/c/etc
+	cp -a "$C_ROOT/etc/containers/." "$etc/"
+	cat >"$etc/containers.conf" <<-EOF
+		[containers]
+		default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
+
+		[engine]
+		runtime = "runc"
+		cgroup_manager = "cgroupfs"
+		events_logger = "file"
+
+		[network]
+		network_backend = "netavark"
+	EOF
+	rm -rf "$etc/networks"
+	mkdir -p "$etc/networks"
+	# podman 5 wants an id and a creation time in a network file.
+	cat >"$etc/networks/podman.json" <<-EOF
+		{"name": "podman", "id": "0e5f3cdb9d1a65293ac07278de554f6ccc3ceb61674ad4cc1794255b509097ca",
+		 "driver": "bridge", "network_interface": "podman5", "created": "2026-01-01T00:00:00Z",
+		 "subnets": [{"subnet": "10.90.0.0/16", "gateway": "10.90.0.1"}],
+		 "ipv6_enabled": false, "internal": false, "dns_enabled": false,
+		 "ipam_options": {"driver": "host-local"}}
+	EOF
 }
 
 start_host_c() {
-	local state=$1 pid sock=$1/c/run/podman.sock want got
+	local state=$1 pid sock=$1/c/run/podman.sock want got t0=$SECONDS
 	rm -f "$sock"
+	c_config "$state"
 	spawn "$state/c/pid" "$state/c/service.log" \
 		unshare --mount --propagation private -- "$SCRIPT" _c-init "$state"
 	pid=$(<"$state/c/pid")
@@ -380,7 +421,7 @@ start_host_c() {
 		die "podman load on host C failed (log: $state/c/service.log)$(tail_log "$state/c/service.log")"
 	got=$(podman --url "unix://$sock" image inspect --format '{{.Id}}' "$TEST_IMAGE" 2>/dev/null) || true
 	[[ $got == "$want" ]] || die "$TEST_IMAGE has ID '$got' on host C but $want on host A"
-	log "host C: unix://$sock (pid $pid, podman $(podman --url "unix://$sock" version --format '{{.Server.Version}}'), $TEST_IMAGE loaded, same ID)"
+	log "host C: unix://$sock (pid $pid, podman $(podman --url "unix://$sock" version --format '{{.Server.Version}}'), $TEST_IMAGE loaded, same ID as on A; up in $((SECONDS - t0))s)"
 }
 
 # a_data STATE: host A's bind-mount source. It lives in A's /var/tmp, which
@@ -437,7 +478,7 @@ is_up() {
 	live_pid "$state/registry.pid" "$state/registry.yml" >/dev/null || return 1
 	live_pid "$state/a/pid" "unix://$state/a/podman.sock" >/dev/null || return 1
 	live_pid "$state/b/pid" "unix://$state/b/run/podman.sock" >/dev/null || return 1
-	live_pid "$state/c/pid" "_c-init $state" >/dev/null || live_pid "$state/c/pid" "podman.sock" >/dev/null || return 1
+	live_pid "$state/c/pid" "$C_SOCK_ARG" >/dev/null || return 1
 	ping_sock "$state/c/run/podman.sock" || return 1
 	port=$(sed -n 's/^REGISTRY=127\.0\.0\.1://p' "$state/env")
 	curl -sf --max-time 2 "http://127.0.0.1:$port/v2/" >/dev/null || return 1
@@ -451,7 +492,8 @@ preflight() {
 		command -v "$c" >/dev/null || die "$c not found: run contrib/setup-host.sh"
 	done
 	[[ -f $BASE_IMAGE_TAR ]] || die "$BASE_IMAGE_TAR missing: run contrib/setup-host.sh"
-	[[ -x $C_ROOT/usr/bin/podman ]] || die "host C's root file system $C_ROOT missing: run contrib/setup-host.sh"
+	[[ -f $C_STAMP && -x $C_ROOT/usr/bin/podman ]] ||
+		die "host C's root file system is not built ($C_STAMP missing): run contrib/setup-host.sh"
 }
 
 UP_STATE=""
@@ -459,8 +501,8 @@ up_failed() {
 	local rc=$?
 	[[ -n $UP_STATE ]] || exit "$rc"
 	trap - EXIT
-	printf 'hosts: up failed; cleaning up what it started (logs: %s/registry.log, %s/a/service.log, %s/b/service.log)\n' \
-		"$UP_STATE" "$UP_STATE" "$UP_STATE" >&2
+	printf 'hosts: up failed; cleaning up what it started (logs: %s/registry.log, %s/a/service.log, %s/b/service.log, %s/c/service.log)\n' \
+		"$UP_STATE" "$UP_STATE" "$UP_STATE" "$UP_STATE" >&2
 	do_down "$UP_STATE" || true
 	exit 1
 }
@@ -474,7 +516,7 @@ do_up() {
 		return 0
 	fi
 	do_down "$state" quiet
-	mkdir -p "$state"/{a,b/run,b/etc,b/storage,b/empty,b/cache,b/networks,b/vartmp,c/run,c/storage,c/vartmp,registry-data} "$(a_data "$state")"
+	mkdir -p "$state"/{a,b/run,b/etc,b/storage,b/empty,b/cache,b/networks,b/vartmp,c/run,c/etc,c/storage,c/vartmp,registry-data} "$(a_data "$state")"
 	chmod 700 "$state/c/storage"
 	chmod 1777 "$state/c/vartmp"
 	chmod 700 "$state/b/storage" "$state/b/empty" "$state/b/cache" "$state/b/networks"
@@ -605,12 +647,14 @@ do_down() {
 	elif pid=$(live_pid "$state/b/pid" "_b-init $state"); then
 		stop+=("$pid" "host B start-up")
 	fi
-	if pid=$(live_pid "$state/c/pid" "podman.sock") || pid=$(live_pid "$state/c/pid" "_c-init $state"); then
+	if pid=$(live_pid "$state/c/pid" "$C_SOCK_ARG"); then
 		if ping_sock "$state/c/run/podman.sock"; then
 			timeout 60 podman --url "unix://$state/c/run/podman.sock" rm -af -t 0 \
 				>>"$state/c/service.log" 2>&1 || warn "podman rm -af on host C failed (log: $state/c/service.log)"
 		fi
 		stop+=("$pid" "host C podman service")
+	elif pid=$(live_pid "$state/c/pid" "_c-init $state"); then
+		stop+=("$pid" "host C start-up")
 	fi
 	if pid=$(live_pid "$state/a/pid" "unix://$state/a/podman.sock"); then
 		stop+=("$pid" "host A podman service")
@@ -633,7 +677,7 @@ do_down() {
 		die "mounts remain under $state; not removing its data"
 	fi
 
-	rm -rf --one-file-system -- "$state/c/run" "$state/c/storage" "$state/c/vartmp" "$state/b/etc" "$state/b/storage" "$state/b/empty" "$state/b/cache" "$state/b/networks" "$state/b/vartmp" \
+	rm -rf --one-file-system -- "$state/c/run" "$state/c/etc" "$state/c/storage" "$state/c/vartmp" "$state/b/etc" "$state/b/storage" "$state/b/empty" "$state/b/cache" "$state/b/networks" "$state/b/vartmp" \
 		"$state/b/run" "$state/registry-data" "$(a_data "$state")"
 	rm -f -- "$state/a/podman.sock" "$state/a/pid" "$state/b/pid" "$state/b/mntns" "$state/c/pid" "$state/c/mntns" \
 		"$state/registry.pid" "$state/registry.yml" "$state/env.tmp" "$state/env.json.tmp"

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -121,35 +120,4 @@ func isManifestPut(r *http.Request) bool {
 
 func isBlobGet(r *http.Request) bool {
 	return r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/sha256:")
-}
-
-// startRegistry runs one more docker-registry for a test and returns its
-// address and a function that kills it.
-func startRegistry(t *testing.T) (string, func()) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	dir := t.TempDir()
-	cfg := "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: " + dir + "/data\nhttp:\n  addr: " + addr + "\n"
-	writeFile(t, dir+"/config.yml", []byte(cfg))
-	cmd := exec.Command("docker-registry", "serve", dir+"/config.yml")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var once sync.Once
-	kill := func() { once.Do(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }) }
-	t.Cleanup(kill)
-	for i := 0; i < 100; i++ {
-		if resp, err := http.Get("http://" + addr + "/v2/"); err == nil {
-			resp.Body.Close()
-			return addr, kill
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("registry on %s did not start", addr)
-	return "", nil
 }

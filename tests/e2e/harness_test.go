@@ -20,6 +20,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -294,6 +295,19 @@ func rmB(t *testing.T, name string) {
 // maintenance does), and returns its host:port.
 func startReadOnlyRegistry(t *testing.T) string {
 	t.Helper()
+	addr, _ := runRegistry(t, true)
+	return addr
+}
+
+// startRegistry runs one more docker-registry for a test and returns its
+// address and a function that kills it.
+func startRegistry(t *testing.T) (string, func()) {
+	t.Helper()
+	return runRegistry(t, false)
+}
+
+func runRegistry(t *testing.T, readOnly bool) (string, func()) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -309,10 +323,10 @@ storage:
     rootdirectory: %s
   maintenance:
     readonly:
-      enabled: true
+      enabled: %t
 http:
   addr: %s
-`, filepath.Join(dir, "data"), addr)
+`, filepath.Join(dir, "data"), readOnly, addr)
 	if err := os.WriteFile(filepath.Join(dir, "config.yml"), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -321,16 +335,18 @@ http:
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	var once sync.Once
+	kill := func() { once.Do(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }) }
+	t.Cleanup(kill)
 	for i := 0; i < 100; i++ {
 		if resp, err := http.Get("http://" + addr + "/v2/"); err == nil {
 			resp.Body.Close()
-			return addr
+			return addr, kill
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Fatalf("registry on %s did not start", addr)
-	return ""
+	return "", nil
 }
 
 func sleepTick() { time.Sleep(200 * time.Millisecond) }

@@ -3,11 +3,8 @@
 package e2e
 
 import (
-	"bufio"
 	"encoding/json"
-	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -347,43 +344,6 @@ func TestFailedRestoreLeavesNothing(t *testing.T) {
 		t.Fatalf("exit %d, stderr %q; want 3 with podman's error", r.code, r.stderr)
 	}
 	unchanged()
-}
-
-// TestInterruptedPushRollsBack: SIGINT after the checkpoint restores the
-// source container, the same process, before exiting.
-func TestInterruptedPushRollsBack(t *testing.T) {
-	src := "e2e-interrupt"
-	// Enough memory that the image is still being built or sent when the
-	// signal lands right after the checkpoint.
-	before := startWorkloadMem(t, src, 256)
-	cmd := exec.Command(bin, "--url", hosts.HostAURL, "push", "--tls-verify=false", src, hosts.Registry+"/e2e/interrupted:v1")
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var log strings.Builder
-	sc := bufio.NewScanner(stderr)
-	for sc.Scan() {
-		log.WriteString(sc.Text() + "\n")
-		if strings.HasPrefix(sc.Text(), "Checkpoint taken") {
-			if err := cmd.Process.Signal(os.Interrupt); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	err = cmd.Wait()
-	t.Logf("stderr:\n%s", log.String())
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.ExitCode() != 130 {
-		t.Fatalf("exit: %v, want 130", err)
-	}
-	if !strings.Contains(log.String(), "Error: interrupted:") || !strings.Contains(log.String(), "running again") {
-		t.Fatalf("error does not say the container was restored")
-	}
-	checkContinued(t, hosts.HostAURL, src, before)
 }
 
 // TestHarnessReproducesCrossHostBug guards the harness's realism: podman's

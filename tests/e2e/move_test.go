@@ -60,6 +60,28 @@ func TestMove(t *testing.T) {
 		checkContinued(t, hosts.HostBURL, b, beforeB)
 	})
 
+	t.Run("json", func(t *testing.T) {
+		src := "e2e-move-json"
+		before := startWorkload(t, src)
+		rmB(t, src)
+		r := moveCmd(t, nil, "--url", hosts.HostAURL, "--to", hosts.HostBURL, "--format", "json", src)
+		var doc struct {
+			Containers []struct {
+				Container, Name, ID string
+				Push                struct{ Seconds map[string]float64 }
+				Pull                struct{ Seconds map[string]float64 }
+			}
+		}
+		if r.code != 0 || json.Unmarshal([]byte(r.stdout), &doc) != nil || len(doc.Containers) != 1 {
+			t.Fatalf("move --format json: exit %d, %q", r.code, r.stdout)
+		}
+		c := doc.Containers[0]
+		if c.Container != src || c.Name != src || c.ID == "" || c.Push.Seconds["checkpoint"] <= 0 || c.Pull.Seconds["restore"] <= 0 {
+			t.Fatalf("move document: %+v", c)
+		}
+		checkContinued(t, hosts.HostBURL, src, before)
+	})
+
 	t.Run("target refuses: the source runs again", func(t *testing.T) {
 		src := "e2e-move-refused"
 		// HOST_A_DATA exists on A only: B's plan blocks the restore.
