@@ -46,8 +46,9 @@ docs: $(MANPAGES) ## build the man pages (docs/*.1.md) with go-md2man
 docs/%.1: docs/%.1.md
 	go-md2man -in $< -out $@
 
-setup-host: ## install and configure podman, runc, CRIU 4.1, the registry and the test image (idempotent, root)
+setup-host: ## install and configure podman, runc, CRIU 4.1, the registry, the test image and CRI-O (idempotent, root)
 	bash contrib/setup-host.sh
+	bash contrib/setup-crio.sh
 
 test: FUZZTIME = 1000x
 test: setup-host test-unit fuzz test-e2e ## all tiers: set up the host, unit tests, a short fuzz, end-to-end tests
@@ -65,7 +66,7 @@ test-e2e: build ## end-to-end tests: real podman hosts A and B, real CRIU, real 
 demo: setup-host build ## migrate a sample container from host A to isolated host B on this machine
 	bash contrib/demo.sh
 
-bench: setup-host build ## migrate a 256 MiB container A -> B and print the figures
+bench: setup-host build ## podman-migrate, the floor and podman's native path side by side per size (BENCH_SIZES, default "256 1024")
 	bash tests/bench.sh
 
 lint: ## go vet, gofmt, shellcheck (golangci-lint when installed)

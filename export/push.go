@@ -1,13 +1,16 @@
 package export
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"syscall"
 	"time"
@@ -42,8 +45,14 @@ type PushOptions struct {
 	// repository (tag base-IMAGEID), for targets that cannot reach its
 	// origin.
 	IncludeBase bool
-	Compression string
-	Transfer    transfer.Options
+	// CompressionLevel is zstd's or gzip's level; nil: the library's
+	// default.
+	CompressionLevel *int
+	Compression      string
+	Transfer         transfer.Options
+	// NoCRIOAnnotations leaves out what CRI-O needs to restore the image
+	// (see crioRewrites); by default the image restores in CRI-O too.
+	NoCRIOAnnotations bool
 	// TmpDir holds the image between checkpoint and upload; "" means
 	// $TMPDIR or /var/tmp (CRIU images can be far larger than a tmpfs).
 	TmpDir      string
@@ -66,7 +75,8 @@ type PushResult struct {
 	BaseImage string           `json:"baseImage,omitempty"` // the --include-base copy
 }
 
-func since(t time.Time) float64 { return time.Since(t).Round(time.Millisecond).Seconds() }
+// since is seconds elapsed, to the millisecond (no float noise in JSON).
+func since(t time.Time) float64 { return math.Round(time.Since(t).Seconds()*1000) / 1000 }
 
 // PushError is a failure after the container was checkpointed. It says
 // whether the container was restored on this host again.
@@ -169,7 +179,14 @@ func Push(ctx context.Context, c *podman.Client, o PushOptions) (*PushResult, er
 	}
 	fmt.Fprintf(logw, "Checkpointing container %s (%s)\n", ctr.Name, podman.ShortID(ctr.ID))
 	start := time.Now()
-	archive, err := c.Checkpoint(ctx, ctr.ID, copts)
+	// An interrupt does not cancel the checkpoint request: podman carries on
+	// after the client hangs up, and the rollback could not tell whether the
+	// container stopped. The checkpoint is awaited, then undone.
+	archive, err := c.Checkpoint(context.WithoutCancel(ctx), ctr.ID, copts)
+	if err == nil && ctx.Err() != nil {
+		archive.Close()
+		err = fmt.Errorf("checkpointing container %q: %w", ctr.Name, ctx.Err())
+	}
 	if err != nil {
 		return nil, rollback(ctx, c, ctr, copts, o.LeaveRunning, err, logw)
 	}
@@ -183,8 +200,14 @@ func Push(ctx context.Context, c *podman.Client, o PushOptions) (*PushResult, er
 	if err != nil {
 		return nil, rollback(ctx, c, ctr, copts, o.LeaveRunning, err, logw)
 	}
+	var rewrite map[string]func([]byte) ([]byte, error)
+	if !o.NoCRIOAnnotations {
+		rewrite = crioRewrites()
+	}
 	built, err := build(ctx, counted, staged, ckpt.BuildOptions{
+		Rewrite:     rewrite,
 		Compression: o.Compression,
+		Level:       o.CompressionLevel,
 		Arch:        info.Host.Arch,
 		Created:     created,
 		Annotate: func(cfg *dump.Config) (map[string]string, error) {
@@ -415,6 +438,9 @@ func annotations(cfg *dump.Config, ctr *podman.Container, info *podman.Info, bas
 	if baseDigest != "" {
 		a[ckpt.AnnBaseDigest] = baseDigest
 	}
+	if !o.NoCRIOAnnotations {
+		a[ckpt.AnnCRIOName] = cfg.Name()
+	}
 	for k, v := range a {
 		if v == "" {
 			delete(a, k)
@@ -422,3 +448,67 @@ func annotations(cfg *dump.Config, ctr *podman.Container, info *podman.Info, bas
 	}
 	return a
 }
+
+// crioRewrites are the edits of the archive that CRI-O needs to restore
+// the image as it is (measured with CRI-O 1.36): spec.dump must carry the
+// container's CRI annotations as JSON, and config.dump must name the base
+// image by ID (rootfsImageRef), which CRI-O finds under any name it pulled
+// it by; by name it looks only for the source host's name. podman ignores
+// both.
+func crioRewrites() map[string]func([]byte) ([]byte, error) {
+	return map[string]func([]byte) ([]byte, error){
+		ckpt.SpecDump:   crioSpecDump,
+		ckpt.ConfigDump: crioConfigDump,
+	}
+}
+
+// crioSpecDump adds an empty set of CRI annotations to spec.dump, unless it
+// has a valid one: the container had no kubelet to give it any.
+func crioSpecDump(b []byte) ([]byte, error) {
+	var spec map[string]json.RawMessage
+	if err := json.Unmarshal(b, &spec); err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ckpt.ErrBadArchive, ckpt.SpecDump, err)
+	}
+	ann := map[string]string{}
+	if raw := spec["annotations"]; len(raw) > 0 {
+		if err := json.Unmarshal(raw, &ann); err != nil {
+			return nil, fmt.Errorf("%w: %s annotations: %w", ckpt.ErrBadArchive, ckpt.SpecDump, err)
+		}
+		if ann == nil {
+			ann = map[string]string{}
+		}
+	}
+	if v, ok := ann[ckpt.SpecAnnCRIOAnnotations]; ok && json.Valid([]byte(v)) {
+		return b, nil
+	}
+	ann[ckpt.SpecAnnCRIOAnnotations] = "{}"
+	raw, err := json.Marshal(ann)
+	if err != nil {
+		return nil, err
+	}
+	spec["annotations"] = raw
+	return json.Marshal(spec)
+}
+
+// crioConfigDump records the base image's ID as rootfsImageRef, which
+// CRI-O prefers to rootfsImageName.
+func crioConfigDump(b []byte) ([]byte, error) {
+	cfg, err := dump.ReadConfig(bytes.NewReader(b))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ckpt.ErrBadArchive, err)
+	}
+	id := cfg.RootfsImageID()
+	if cfg.String("rootfsImageRef") != "" || !imageID.MatchString(id) {
+		return b, nil
+	}
+	raw, err := json.Marshal(id)
+	if err != nil {
+		return nil, err
+	}
+	cfg.SetRaw("rootfsImageRef", raw)
+	return cfg.Bytes()
+}
+
+// imageID is a containers/storage image ID, the form CRI-O parses
+// rootfsImageRef in.
+var imageID = regexp.MustCompile(`^[0-9a-f]{64}$`)

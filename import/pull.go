@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -73,7 +75,8 @@ type PullResult struct {
 	Bytes map[string]int64 `json:"bytes"`
 }
 
-func since(t time.Time) float64 { return time.Since(t).Round(time.Millisecond).Seconds() }
+// since is seconds elapsed, to the millisecond (no float noise in JSON).
+func since(t time.Time) float64 { return math.Round(time.Since(t).Seconds()*1000) / 1000 }
 
 // PlanPull reads only the manifest, config and metadata layer of the
 // checkpoint and works out what a pull would do on the host c serves,
@@ -136,8 +139,17 @@ func plan(ctx context.Context, c *podman.Client, source string, meta *ckpt.Metad
 	if err != nil {
 		return nil, err
 	}
+	var fromCRIO []string
+	if ckpt.MadeByCRIO(meta.SpecDump) {
+		if fromCRIO, err = ckpt.FromCRIO(meta); err != nil {
+			return nil, err
+		}
+	}
 	cfg := meta.Config
 	p := &Plan{Source: source, Digest: meta.ManifestDigest.String(), Name: o.Name, Image: cfg.RawImageName()}
+	if len(fromCRIO) > 0 {
+		p.warn("a checkpoint CRI-O made, rewritten for podman: %s", strings.Join(fromCRIO, "; "))
+	}
 	if p.Name == "" {
 		p.Name = cfg.Name()
 	}
@@ -284,10 +296,16 @@ func Pull(ctx context.Context, c *podman.Client, o PullOptions) (*PullResult, er
 	sent.Close()
 	pr.CloseWithError(errRestoreDone)
 	if wErr := <-werr; err != nil && wErr != nil && !errors.Is(wErr, errRestoreDone) {
-		err = fmt.Errorf("streaming the checkpoint to podman: %w (podman: %w)", wErr, err)
+		if errors.Is(err, wErr) || strings.Contains(err.Error(), wErr.Error()) {
+			// The request failed because its body did: one cause.
+			err = fmt.Errorf("streaming the checkpoint to podman: %w", wErr)
+		} else {
+			err = fmt.Errorf("streaming the checkpoint to podman: %w (podman: %w)", wErr, err)
+		}
 	}
 	if err == nil && ctx.Err() != nil {
-		err = fmt.Errorf("restoring: %w", ctx.Err()) // restored, but the user asked to stop
+		// Restored, but the user asked to stop: undo it, as for a failure.
+		err = fmt.Errorf("restoring: %w; podman had restored container %s, which is removed again", ctx.Err(), podman.ShortID(id))
 	}
 	if err != nil {
 		// CRIU's reasons are in its log, under the container that cleanup
@@ -311,9 +329,9 @@ func Pull(ctx context.Context, c *podman.Client, o PullOptions) (*PullResult, er
 // failed: type … log file: /…/userdata/restore.log").
 var criuLog = regexp.MustCompile(`log file: (/\S+/userdata/restore\.log)`)
 
-// criuErrors returns the last error lines of CRIU's restore log, read in
-// the podman service's mount namespace when it runs on this machine; ""
-// when there is no such log or it cannot be read.
+// criuErrors returns the error lines of CRIU's restore log, read in the
+// podman service's mount namespace when it runs on this machine; "" when
+// there is no such log or it cannot be read.
 func criuErrors(c *podman.Client, err error) string {
 	m := criuLog.FindStringSubmatch(err.Error())
 	if m == nil {
@@ -328,17 +346,40 @@ func criuErrors(c *podman.Client, err error) string {
 		return ""
 	}
 	defer f.Close()
-	var errs []string
-	sc := bufio.NewScanner(io.LimitReader(f, 16<<20))
+	return criuReasons(io.LimitReader(f, 16<<20))
+}
+
+// criuStamp is the time and pid prefix of a CRIU log line.
+var criuStamp = regexp.MustCompile(`^\(\s*[0-9.]+\)\s+(?:[0-9]+:\s+)?`)
+
+// criuNoise are CRIU error lines that never explain a failure: the summary,
+// the cgroup daemon's complaint once the restore is torn down, and an
+// rlimit CRIU carries on without.
+var criuNoise = []string{"Restoring FAILED", "cgroupd:", "Can't setup RLIMIT_NOFILE"}
+
+// criuReasons picks the last few "Error (" lines of a CRIU log, leaving
+// out criuNoise unless nothing else is left.
+func criuReasons(r io.Reader) string {
+	var all, reasons []string
+	sc := bufio.NewScanner(r)
 	for sc.Scan() {
-		if line := strings.TrimSpace(sc.Text()); strings.Contains(line, "Error (") {
-			errs = append(errs, line)
+		line := strings.TrimSpace(sc.Text())
+		if !strings.Contains(line, "Error (") {
+			continue
+		}
+		line = criuStamp.ReplaceAllString(line, "")
+		all = append(all, line)
+		if !slices.ContainsFunc(criuNoise, func(n string) bool { return strings.Contains(line, n) }) {
+			reasons = append(reasons, line)
 		}
 	}
-	if len(errs) > 3 {
-		errs = errs[len(errs)-3:]
+	if len(reasons) == 0 {
+		reasons = all
 	}
-	return strings.Join(errs, " | ")
+	if len(reasons) > 3 {
+		reasons = reasons[len(reasons)-3:]
+	}
+	return strings.Join(reasons, " | ")
 }
 
 // ensureBase makes the base image available when the plan says it is

@@ -11,6 +11,7 @@ import (
 	"github.com/podman-migrate/podman-migrate/export"
 	restore "github.com/podman-migrate/podman-migrate/import"
 	"github.com/podman-migrate/podman-migrate/internal/ckpt"
+	"github.com/podman-migrate/podman-migrate/internal/kube"
 	"github.com/podman-migrate/podman-migrate/internal/tarsafe"
 	"github.com/podman-migrate/podman-migrate/internal/transfer"
 )
@@ -41,6 +42,8 @@ func exitCode(err error) int {
 		errors.Is(err, transfer.ErrBadReference), errors.Is(err, restore.ErrConflict),
 		errors.Is(err, restore.ErrBaseImage), errors.Is(err, restore.ErrBlocked),
 		errors.Is(err, restore.ErrBadMap), errors.Is(err, export.ErrIncludeBase), isPolicyRejection(err),
+		errors.Is(err, export.ErrStagingTooSmall),
+		errors.Is(err, kube.ErrNotRestorable), errors.Is(err, kube.ErrBadMap), errors.Is(err, kube.ErrBadName),
 		errors.Is(err, transfer.ErrKey), errors.Is(err, transfer.ErrDigestMismatch):
 		return ExitInput
 	case errors.As(err, &terr):
@@ -62,7 +65,7 @@ func hintFor(err error) string {
 	case errors.Is(err, tarsafe.ErrTooLarge):
 		return "if the image is genuine and this large, raise --max-layer-size or --max-layer-entries"
 	case errors.Is(err, syscall.ENOSPC):
-		return "the staging directory ran out of space; set TMPDIR to a larger file system"
+		return "the staging directory ran out of space; point --tmpdir (or TMPDIR) at a larger file system"
 	case errors.Is(err, os.ErrPermission):
 		return "podman-migrate needs access to the podman socket and, for checkpoints, a rootful podman"
 	case errors.As(err, &terr):

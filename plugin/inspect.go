@@ -91,6 +91,9 @@ func printDescription(w io.Writer, d *ckpt.Description) {
 		fmt.Fprintf(w, "Created:     %s\n", d.Created)
 	}
 	fmt.Fprintf(w, "Container:   %s (%s)\n", d.Container.Name, shortID(d.Container.ID))
+	if k := d.Kubernetes; k != nil {
+		fmt.Fprintf(w, "Kubernetes:  pod %s, namespace %s, container %s\n", orDash(k.Pod), orDash(k.Namespace), orDash(k.Container))
+	}
 	fmt.Fprintf(w, "Command:     %s\n", strings.Join(d.Container.Command, " "))
 	fmt.Fprintf(w, "Base image:  %s (%s)", d.Base.Name, shortID(d.Base.ID))
 	if d.Base.Digest != "" {
@@ -101,8 +104,12 @@ func printDescription(w io.Writer, d *ckpt.Description) {
 		fmt.Fprintf(w, "Base copy:   %s\n", d.Base.Included)
 	}
 	s := d.Source
-	fmt.Fprintf(w, "Source host: kernel %s, %s, podman %s, runtime %s, CRIU %s, cgroups %s\n",
-		orDash(s.Kernel), orDash(s.Arch), orDash(s.Podman), orDash(s.Runtime), orDash(s.CRIU), orDash(s.Cgroups))
+	if d.Format == "cri-o" {
+		fmt.Fprintf(w, "Source host: CRI-O %s, runtime %s, CRIU %s\n", orDash(s.CRIO), orDash(s.Runtime), orDash(s.CRIU))
+	} else {
+		fmt.Fprintf(w, "Source host: kernel %s, %s, podman %s, runtime %s, CRIU %s, cgroups %s\n",
+			orDash(s.Kernel), orDash(s.Arch), orDash(s.Podman), orDash(s.Runtime), orDash(s.CRIU), orDash(s.Cgroups))
+	}
 	for i, l := range d.Layers {
 		role := l.Role
 		if l.Volume != "" {
@@ -129,7 +136,7 @@ func printDescription(w io.Writer, d *ckpt.Description) {
 	if d.Options.Recorded {
 		fmt.Fprintf(w, "Options:     tcp-established=%t file-locks=%t leave-running=%t\n", d.Options.TCPEstablished, d.Options.FileLocks, d.Options.LeaveRunning)
 	} else {
-		fmt.Fprintln(w, "Options:     not recorded (podman's image)")
+		fmt.Fprintf(w, "Options:     not recorded (%s's image)\n", d.Format)
 	}
 }
 

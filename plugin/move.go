@@ -43,6 +43,8 @@ type moveOptions struct {
 	seal           *sealFlags
 	trust          *trustFlags
 	retry          *retryFlags
+	level          int
+	levelSet       func() bool
 	tmpDir         string
 	tlsVerifySet   func() bool
 }
@@ -105,6 +107,8 @@ system connection.`,
 	o.seal = addSealFlags(f)
 	o.trust = addTrustFlags(f)
 	o.retry = addRetryFlags(f)
+	f.IntVar(&o.level, "compression-level", 0, "compression level (zstd 1-20, gzip 1-9; default: the library's, zstd 3)")
+	o.levelSet = func() bool { return f.Changed("compression-level") }
 	f.StringVar(&o.tmpDir, "tmpdir", "", "staging directory for the image (default $TMPDIR, else /var/tmp); needs room for the container's memory")
 	o.tlsVerifySet = func() bool { return f.Changed("tls-verify") }
 	return cmd
@@ -186,7 +190,7 @@ func (o *moveOptions) run(ctx context.Context, args []string, stdout io.Writer) 
 		Parallel:   o.parallel,
 		Push: export.PushOptions{
 			TCPEstablished: o.tcpEstablished, FileLocks: o.fileLocks, IgnoreRootfs: o.ignoreRootfs,
-			IncludeBase: o.includeBase, Compression: o.compression, Transfer: pushTr, ToolVersion: Version, TmpDir: o.tmpDir,
+			IncludeBase: o.includeBase, Compression: o.compression, CompressionLevel: levelOf(o.levelSet(), o.level), Transfer: pushTr, ToolVersion: Version, TmpDir: o.tmpDir,
 		},
 		Pull: restore.PullOptions{
 			Name: o.name, MountMap: o.mountMap, VolumeMap: o.volumeMap, NetworkMap: o.networkMap,

@@ -21,9 +21,12 @@ type pushOptions struct {
 	fileLocks      bool
 	ignoreRootfs   bool
 	includeBase    bool
+	noCRIO         bool
 	seal           *sealFlags
 	format         string
 	retry          *retryFlags
+	level          int
+	levelSet       func() bool
 	tmpDir         string
 	tlsVerifySet   func() bool
 }
@@ -58,9 +61,12 @@ on this host stays plaintext, readable by root only);
 	f.BoolVar(&o.fileLocks, "file-locks", false, "checkpoint file locks")
 	f.BoolVar(&o.ignoreRootfs, "ignore-rootfs", false, "leave root file-system changes out of the image")
 	f.BoolVar(&o.includeBase, "include-base", false, "also copy the container's base image into DEST's repository (tag base-IMAGEID), for targets that cannot pull it from its origin; registry destinations only")
+	f.BoolVar(&o.noCRIO, "no-cri-o-annotations", false, "leave out what CRI-O needs to restore the image (its manifest annotation, spec.dump's io.kubernetes.cri-o.Annotations, config.dump's rootfsImageRef)")
 	f.StringVar(&o.format, "format", "text", "output: text (DEST@DIGEST) or json (reference, digest, container, per-phase seconds, bytes)")
 	o.seal = addSealFlags(f)
 	o.retry = addRetryFlags(f)
+	f.IntVar(&o.level, "compression-level", 0, "compression level (zstd 1-20, gzip 1-9; default: the library's, zstd 3)")
+	o.levelSet = func() bool { return f.Changed("compression-level") }
 	f.StringVar(&o.tmpDir, "tmpdir", "", "staging directory for the image (default $TMPDIR, else /var/tmp); needs room for the container's memory")
 	o.tlsVerifySet = func() bool { return f.Changed("tls-verify") }
 	return cmd
@@ -78,14 +84,16 @@ func (o *pushOptions) run(ctx context.Context, args []string, stdout io.Writer) 
 		return err
 	}
 	res, err := export.Push(ctx, c, export.PushOptions{
-		Container:      args[0],
-		Dest:           args[1],
-		LeaveRunning:   o.leaveRunning,
-		TCPEstablished: o.tcpEstablished,
-		FileLocks:      o.fileLocks,
-		IgnoreRootfs:   o.ignoreRootfs,
-		IncludeBase:    o.includeBase,
-		Compression:    o.compression,
+		Container:         args[0],
+		Dest:              args[1],
+		LeaveRunning:      o.leaveRunning,
+		TCPEstablished:    o.tcpEstablished,
+		FileLocks:         o.fileLocks,
+		IgnoreRootfs:      o.ignoreRootfs,
+		IncludeBase:       o.includeBase,
+		NoCRIOAnnotations: o.noCRIO,
+		Compression:       o.compression,
+		CompressionLevel:  levelOf(o.levelSet(), o.level),
 		Transfer: o.retry.set(o.seal.set(transfer.Options{
 			TLSVerify: transfer.TLSVerify(o.tlsVerifySet(), o.tlsVerify),
 			AuthFile:  o.authFile,
@@ -104,4 +112,12 @@ func (o *pushOptions) run(ctx context.Context, args []string, stdout io.Writer) 
 	}
 	_, err = fmt.Fprintf(stdout, "%s@%s\n", res.Reference, res.Digest)
 	return err
+}
+
+// levelOf is nil when --compression-level was not given.
+func levelOf(set bool, v int) *int {
+	if !set {
+		return nil
+	}
+	return &v
 }

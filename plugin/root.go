@@ -119,7 +119,8 @@ container whose process continues where it stopped.
 Exit codes: 0 success, 1 other failure, 2 usage error, 3 podman failed,
 4 the registry or image transport failed, 5 bad input (no such container,
 not a checkpoint image, refused by the signature policy, unsafe image
-content, a restore the plan blocks, a malformed map),
+content, a restore the plan blocks, a malformed map, a staging directory
+too small for the checkpoint),
 130 interrupted (SIGINT or SIGTERM; a pushed container is restored first).`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -145,7 +146,7 @@ content, a restore the plan blocks, a malformed map),
 		logrus.SetOutput(g.stderr)
 		return nil
 	}
-	root.AddCommand(newPushCmd(g), newPullCmd(g), newMoveCmd(g), newInspectCmd(g), newVersionCmd(g))
+	root.AddCommand(newPushCmd(g), newPullCmd(g), newMoveCmd(g), newInspectCmd(g), newKubeCmd(g), newVersionCmd(g))
 	root.CompletionOptions.HiddenDefaultCmd = true
 	return root
 }

@@ -27,11 +27,16 @@ var ErrBadArchive = errors.New("unexpected checkpoint archive")
 
 // BuildOptions control the image written by Build.
 type BuildOptions struct {
-	// Compression is "zstd" (default) or "gzip".
+	// Compression is "zstd" (default) or "gzip"; Level its level (nil:
+	// the library's default; zstd 1-20, gzip 1-9).
 	Compression string
+	Level       *int
 	// Annotate returns the manifest annotations, given the (already
 	// neutralised) config.dump; it runs once the archive has been read.
 	Annotate func(cfg *dump.Config) (map[string]string, error)
+	// Rewrite edits members by name (config.dump after it is
+	// neutralised); each is read whole, bounded by dump.MaxSize.
+	Rewrite map[string]func([]byte) ([]byte, error)
 	// Arch and OS of the image config; default to this binary's.
 	Arch, OS string
 	Created  time.Time
@@ -83,7 +88,7 @@ type putResult struct {
 	err  error
 }
 
-func newLayer(ctx context.Context, dest types.ImageDestination, algo compression.Algorithm, role Role, volume string) (*layer, error) {
+func newLayer(ctx context.Context, dest types.ImageDestination, algo compression.Algorithm, level *int, role Role, volume string) (*layer, error) {
 	pr, pw := io.Pipe()
 	l := &layer{role: role, volume: volume, diff: digest.Canonical.Digester(), pw: pw, done: make(chan putResult, 1)}
 	go func() {
@@ -91,7 +96,7 @@ func newLayer(ctx context.Context, dest types.ImageDestination, algo compression
 		pr.CloseWithError(err)
 		l.done <- putResult{info, err}
 	}()
-	comp, err := compression.CompressStream(pw, algo, nil)
+	comp, err := compression.CompressStream(pw, algo, level)
 	if err != nil {
 		l.abort(err)
 		return nil, err
@@ -147,7 +152,7 @@ func Build(ctx context.Context, r io.Reader, dest types.ImageDestination, o Buil
 		if l, ok := layers[key]; ok {
 			return l, nil
 		}
-		l, err := newLayer(ctx, dest, algo, role, volume)
+		l, err := newLayer(ctx, dest, algo, o.Level, role, volume)
 		if err != nil {
 			return nil, err
 		}
@@ -195,6 +200,26 @@ func Build(ctx context.Context, r io.Reader, dest types.ImageDestination, o Buil
 			b, err := cfg.Bytes()
 			if err != nil {
 				return err
+			}
+			if fn := o.Rewrite[name]; fn != nil {
+				if b, err = fn(b); err != nil {
+					return fmt.Errorf("rewriting %s: %w", name, err)
+				}
+				if cfg, err = dump.ReadConfig(bytes.NewReader(b)); err != nil {
+					return fmt.Errorf("rewriting %s: %w", name, err)
+				}
+			}
+			body, size = bytes.NewReader(b), int64(len(b))
+		} else if fn := o.Rewrite[name]; fn != nil && h.Typeflag == tar.TypeReg {
+			b, err := io.ReadAll(io.LimitReader(body, dump.MaxSize+1))
+			if err != nil {
+				return fmt.Errorf("%w: reading %s: %w", ErrBadArchive, name, err)
+			}
+			if len(b) > dump.MaxSize {
+				return fmt.Errorf("%w: %s is larger than %d bytes", ErrBadArchive, name, dump.MaxSize)
+			}
+			if b, err = fn(b); err != nil {
+				return fmt.Errorf("rewriting %s: %w", name, err)
 			}
 			body, size = bytes.NewReader(b), int64(len(b))
 		}

@@ -32,6 +32,11 @@ const (
 	ContainerLog   = "ctr.log"
 	PreCheckpoint  = "pre-checkpoint"
 	CheckpointDone = "checkpoint.done"
+	// What CRI-O's archives add (cri-o internal/lib/checkpoint.go): the
+	// bind mount sources' kinds, CRIU's dump log and the container's log.
+	CRIOBindMounts = "bind.mounts"
+	DumpLog        = metadata.DumpLogFile
+	CRIOLogFile    = "io.kubernetes.cri-o.LogPath"
 )
 
 // Role says what a layer of a checkpoint image holds.
@@ -86,6 +91,25 @@ const (
 	FormatVersion = "1"
 )
 
+// CRI-O's keys (cri-o internal/annotations): CRI-O restores from an image
+// only when its manifest has AnnCRIOName, and reads the container's
+// original CRI annotations, as JSON, from SpecAnnCRIOAnnotations in
+// spec.dump's annotations.
+const (
+	CRIOPrefix             = "io.kubernetes.cri-o.annotations.checkpoint."
+	AnnCRIOName            = CRIOPrefix + "name"
+	AnnCRIORawImageName    = CRIOPrefix + "rawImageName"
+	AnnCRIORootfsImageID   = CRIOPrefix + "rootfsImageID"
+	AnnCRIORootfsImageName = CRIOPrefix + "rootfsImageName"
+	AnnCRIOVersion         = CRIOPrefix + "cri-o.version"
+	AnnCRIOCriuVersion     = CRIOPrefix + "criu.version"
+	SpecAnnCRIOAnnotations = "io.kubernetes.cri-o.Annotations"
+	// Kubernetes' names of a container, in spec.dump's annotations.
+	SpecAnnKubePodName       = "io.kubernetes.pod.name"
+	SpecAnnKubePodNamespace  = "io.kubernetes.pod.namespace"
+	SpecAnnKubeContainerName = "io.kubernetes.container.name"
+)
+
 // RoleOf returns the layer role of an archive member (a slash-separated path
 // relative to the archive root, without "./"), and for volumes the volume's
 // name. ok is false for members this format does not know.
@@ -93,7 +117,8 @@ func RoleOf(name string) (role Role, volume string, ok bool) {
 	name = strings.TrimSuffix(name, "/")
 	top, rest, _ := strings.Cut(name, "/")
 	switch top {
-	case ConfigDump, SpecDump, NetworkStatus, StatsDump, DeletedFiles, DevShmTar, ContainerLog, CheckpointDone:
+	case ConfigDump, SpecDump, NetworkStatus, StatsDump, DeletedFiles, DevShmTar, ContainerLog, CheckpointDone,
+		CRIOBindMounts, DumpLog, CRIOLogFile:
 		if rest != "" {
 			return "", "", false
 		}
@@ -128,9 +153,9 @@ func Clean(name string) string {
 }
 
 // IsCheckpointAnnotations reports whether manifest annotations mark an image
-// as a container checkpoint, ours or podman's.
+// as a container checkpoint, ours, podman's or one made for CRI-O.
 func IsCheckpointAnnotations(a map[string]string) bool {
-	if a[AnnFormat] != "" {
+	if a[AnnFormat] != "" || a[AnnCRIOName] != "" {
 		return true
 	}
 	_, ok := a[AnnRuntimeName]

@@ -13,7 +13,8 @@ import (
 // added.
 type Description struct {
 	// Format is "podman-migrate" for our images, "podman" for those of
-	// `podman container checkpoint --create-image`.
+	// `podman container checkpoint --create-image`, "cri-o" for a
+	// checkpoint CRI-O made (Kubernetes).
 	Format    string         `json:"format"`
 	Digest    string         `json:"digest"`
 	Created   string         `json:"created,omitempty"`
@@ -26,6 +27,9 @@ type Description struct {
 	Networks  []NetFacts     `json:"networks"`
 	Ports     []PortFacts    `json:"ports"`
 	Options   OptionFacts    `json:"checkpointOptions"`
+	// Kubernetes names the pod, namespace and container of a checkpoint
+	// CRI-O made.
+	Kubernetes *KubeNames `json:"kubernetes,omitempty"`
 }
 
 // ContainerFacts names the checkpointed container.
@@ -53,6 +57,7 @@ type SourceHost struct {
 	CRIU         string `json:"criu,omitempty"`
 	Cgroups      string `json:"cgroups,omitempty"`
 	Distribution string `json:"distribution,omitempty"`
+	CRIO         string `json:"crio,omitempty"`
 }
 
 // LayerFacts is one layer of the image.
@@ -156,6 +161,9 @@ func Describe(m *Metadata) *Description {
 	}
 	d.Networks = networks(m)
 	d.Ports = ports(cfg.Raw("newPortMappings"))
+	if MadeByCRIO(m.SpecDump) {
+		describeCRIO(d, m)
+	}
 	if _, ok := a[AnnTCPEstablished]; ok {
 		d.Options = OptionFacts{Recorded: true, TCPEstablished: m.Options.TCPEstablished, FileLocks: m.Options.FileLocks, LeaveRunning: m.Options.LeaveRunning}
 	}
@@ -240,4 +248,23 @@ func ports(raw json.RawMessage) []PortFacts {
 		}
 	}
 	return out
+}
+
+// describeCRIO fills in what CRI-O records elsewhere than podman.
+func describeCRIO(d *Description, m *Metadata) {
+	a, cfg := m.Manifest.Annotations, m.Config
+	d.Format = "cri-o"
+	names := CRIONames(m.SpecDump)
+	d.Kubernetes = &names
+	if names.Container != "" {
+		d.Container.Name = names.Container
+	}
+	d.Container.Image = cfg.String("rootfsImage")
+	d.Base.ID = orDefault(d.Base.ID, cfg.String("rootfsImageRef"))
+	if d.Base.Digest == "" {
+		d.Base.Digest = repoDigest(d.Base.Name, specAnnotations(m.SpecDump)[specAnnRepoDigests])
+	}
+	d.Source.Runtime = orDefault(d.Source.Runtime, cfg.Runtime())
+	d.Source.CRIU = orDefault(d.Source.CRIU, a[AnnCRIOCriuVersion])
+	d.Source.CRIO = a[AnnCRIOVersion]
 }

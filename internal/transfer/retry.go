@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/containers/common/pkg/retry"
@@ -16,18 +18,27 @@ import (
 // podman push and pull do.
 const DefaultRetries = 3
 
-// withRetry runs op again after transient failures: what containers/common's
-// pkg/retry (podman's own) counts as one (connection refused or reset,
-// timeouts, registry error codes other than auth and unknown names), HTTP
-// 5xx answers and 429. Auth refusals, missing images, digest mismatches and
-// policy rejections are permanent.
+// withRetry runs copy.Image again after transient failures: what
+// containers/common's pkg/retry (podman's own) counts as one (connection
+// refused or reset, timeouts, registry error codes other than auth and
+// unknown names), HTTP 5xx answers, 429, and a blob cut short.
 func withRetry(ctx context.Context, o Options, op func() error) error {
-	return Retry(ctx, o, op)
+	return retryIf(ctx, o, copyRetryable, op)
 }
 
 // Retry is withRetry for reads done outside copy.Image (the metadata a
-// plan needs).
+// plan needs), where a short read may be the content's fault.
 func Retry(ctx context.Context, o Options, op func() error) error {
+	return retryIf(ctx, o, retryable, op)
+}
+
+// retryIf runs op again while again says its error is worth it.
+//
+// It is pkg/retry's IfNecessary loop, with the same backoff, reporting
+// through o.Report: IfNecessary logs each retry through logrus as
+// "… Error: …", which would break the rule that a failure prints exactly
+// one Error: line.
+func retryIf(ctx context.Context, o Options, again func(error) bool, op func() error) error {
 	n := o.Retries
 	if n == 0 {
 		n = DefaultRetries
@@ -35,12 +46,9 @@ func Retry(ctx context.Context, o Options, op func() error) error {
 	if n < 0 {
 		n = 0
 	}
-	// pkg/retry's own loop logs "… Error: …" lines through logrus, which
-	// would break the one-Error-line contract; this loop reports through
-	// the progress writer instead, with the same backoff.
 	for attempt := 0; ; attempt++ {
 		err := op()
-		if err == nil || attempt >= n || !retryable(err) {
+		if err == nil || attempt >= n || ctx.Err() != nil || !again(err) {
 			return err
 		}
 		delay := o.RetryDelay
@@ -58,11 +66,17 @@ func Retry(ctx context.Context, o Options, op func() error) error {
 	}
 }
 
-func retryable(err error) bool {
+// permanent errors are never retried, whatever they wrap: fetching again
+// gives the same answer, or the user asked to stop.
+func permanent(err error) bool {
 	var pre signature.PolicyRequirementError
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, ErrDigestMismatch) || errors.As(err, &pre)
+}
+
+func retryable(err error) bool {
 	switch {
-	case err == nil, errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded),
-		errors.Is(err, ErrDigestMismatch), errors.As(err, &pre):
+	case err == nil, permanent(err):
 		return false
 	case errors.Is(err, docker.ErrTooManyRequests):
 		return true
@@ -71,4 +85,19 @@ func retryable(err error) bool {
 		return true
 	}
 	return retry.IsErrorRetryable(err)
+}
+
+// copyRetryable adds to retryable the blob whose connection dropped for
+// good mid-body (containers/image gives up reconnecting with a bare
+// io.ErrUnexpectedEOF, which pkg/retry does not count). Within copy.Image
+// that is the network's doing: bad content shows as a digest mismatch.
+func copyRetryable(err error) bool {
+	return retryable(err) || err != nil && !permanent(err) && errors.Is(err, io.ErrUnexpectedEOF)
+}
+
+// preflightRetryable is what Preflight tries again: a transient failure
+// that would otherwise fail it. A refused connection before the checkpoint
+// is most likely a wrong address, and failing at once costs nothing.
+func preflightRetryable(err error) bool {
+	return preflightFatal(err) && retryable(err) && !errors.Is(err, syscall.ECONNREFUSED)
 }

@@ -330,7 +330,10 @@ func Preflight(ctx context.Context, ref types.ImageReference, o Options) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	_, err := docker.GetRepositoryTags(ctx, o.SystemContext(), ref)
+	err := retryIf(ctx, o, preflightRetryable, func() error {
+		_, err := docker.GetRepositoryTags(ctx, o.SystemContext(), ref)
+		return err
+	})
 	if err == nil || !preflightFatal(err) {
 		return nil
 	}

@@ -1,0 +1,211 @@
+package ckpt
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"strings"
+
+	"github.com/containers/image/v5/docker/reference"
+
+	"github.com/podman-migrate/podman-migrate/internal/dump"
+)
+
+// CRI-O writes these in spec.dump's annotations (cri-o internal/annotations).
+const (
+	specAnnManager      = "io.container.manager"
+	specAnnCRIOName     = "io.kubernetes.cri-o.Name"
+	specAnnCRIOMetadata = "io.kubernetes.cri-o.Metadata"
+	specAnnCRIOLabels   = "io.kubernetes.cri-o.Labels"
+	specAnnRepoDigests  = "io.kubernetes.cri-o.ImageRepoDigests"
+)
+
+// imageIDPattern is a containers/storage image ID.
+var imageIDPattern = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+// MadeByCRIO reports whether CRI-O checkpointed the container: its spec.dump
+// says so (podman writes "libpod" there).
+func MadeByCRIO(specDump []byte) bool {
+	return specAnnotations(specDump)[specAnnManager] == "cri-o"
+}
+
+func specAnnotations(specDump []byte) map[string]string {
+	var spec struct {
+		Annotations map[string]string `json:"annotations"`
+	}
+	_ = json.Unmarshal(specDump, &spec)
+	return spec.Annotations
+}
+
+// KubeNames are the Kubernetes names of a container CRI-O checkpointed.
+type KubeNames struct {
+	Pod       string `json:"pod,omitempty"`
+	Namespace string `json:"namespace,omitempty"`
+	Container string `json:"container,omitempty"`
+}
+
+// CRIONames reads the pod, namespace and container names from a CRI-O
+// spec.dump: the kubelet's labels when there are any, else CRI-O's own
+// container name, k8s_CONTAINER_POD_NAMESPACE_UID_ATTEMPT (Kubernetes names
+// have no '_').
+func CRIONames(specDump []byte) KubeNames {
+	a := specAnnotations(specDump)
+	var n KubeNames
+	var labels map[string]string
+	_ = json.Unmarshal([]byte(a[specAnnCRIOLabels]), &labels)
+	n.Pod, n.Namespace, n.Container = labels[SpecAnnKubePodName], labels[SpecAnnKubePodNamespace], labels[SpecAnnKubeContainerName]
+	if parts := strings.Split(a[specAnnCRIOName], "_"); len(parts) == 6 && parts[0] == "k8s" {
+		n.Container = orDefault(n.Container, parts[1])
+		n.Pod = orDefault(n.Pod, parts[2])
+		n.Namespace = orDefault(n.Namespace, parts[3])
+	}
+	var md struct {
+		Name string `json:"name"`
+	}
+	if json.Unmarshal([]byte(a[specAnnCRIOMetadata]), &md) == nil {
+		n.Container = orDefault(n.Container, md.Name)
+	}
+	return n
+}
+
+// FromCRIO turns, in place, the metadata of a checkpoint CRI-O made into
+// what podman's restore reads, as measured with podman 4.3.1 and 5.4.2:
+//   - config.dump: CRI-O's is a short record; podman needs rootfsImageID
+//     (CRI-O's rootfsImageRef: "both RootfsImageName and RootfsImageID
+//     must be set"), a network namespace of its own on podman's default
+//     network (CRIU restores into an external one, as it was dumped), and
+//     the CRI container name rather than CRI-O's k8s_… one;
+//   - spec.dump: CRI-O's namespace paths (its pinned namespaces) exist only
+//     on the source node: podman creates its own; CRI-O's annotations
+//     describe a CRI-O container and go.
+//
+// The base image's digest, which the image's manifest does not give, is
+// taken from the repository digests CRI-O recorded, so that pull can fetch
+// the base image by digest. It returns what it changed, for the log.
+func FromCRIO(m *Metadata) ([]string, error) {
+	cfg, err := dump.ReadConfig(bytes.NewReader(m.ConfigDump))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrNotCheckpoint, err)
+	}
+	var changed []string
+	set := func(key string, v any, why string) error {
+		b, err := json.Marshal(v)
+		if err != nil {
+			return err
+		}
+		cfg.SetRaw(key, b)
+		changed = append(changed, why)
+		return nil
+	}
+	ref := cfg.String("rootfsImageRef")
+	if cfg.RootfsImageID() == "" && imageIDPattern.MatchString(ref) {
+		if err := set("rootfsImageID", ref, "config.dump: rootfsImageID from CRI-O's rootfsImageRef"); err != nil {
+			return nil, err
+		}
+	}
+	names := CRIONames(m.SpecDump)
+	if names.Container != "" && names.Container != cfg.Name() {
+		if err := set("name", names.Container, fmt.Sprintf("config.dump: name %s (CRI-O's %s)", names.Container, cfg.Name())); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Raw("newNetworks") == nil {
+		if err := set("createNetNS", true, ""); err != nil {
+			return nil, err
+		}
+		if err := set("networkMode", "bridge", ""); err != nil {
+			return nil, err
+		}
+		if err := set("newNetworks", map[string]any{"podman": map[string]any{}}, "config.dump: a network namespace of its own on podman's default network \"podman\""); err != nil {
+			return nil, err
+		}
+	}
+	digests := specAnnotations(m.SpecDump)[specAnnRepoDigests]
+	if m.Manifest.Annotations[AnnBaseDigest] == "" {
+		if d := repoDigest(cfg.RootfsImageName(), digests); d != "" {
+			if m.Manifest.Annotations == nil {
+				m.Manifest.Annotations = map[string]string{}
+			}
+			m.Manifest.Annotations[AnnBaseDigest] = d
+		}
+	}
+
+	var spec map[string]json.RawMessage
+	if err := json.Unmarshal(m.SpecDump, &spec); err != nil || spec == nil {
+		return nil, fmt.Errorf("%w: %s is not a JSON object", ErrNotCheckpoint, SpecDump)
+	}
+	var linux map[string]json.RawMessage
+	if err := json.Unmarshal(spec["linux"], &linux); err == nil && linux != nil {
+		var nss []map[string]json.RawMessage
+		if err := json.Unmarshal(linux["namespaces"], &nss); err == nil {
+			dropped := 0
+			for _, ns := range nss {
+				if _, ok := ns["path"]; ok {
+					delete(ns, "path")
+					dropped++
+				}
+			}
+			if dropped > 0 {
+				if linux["namespaces"], err = json.Marshal(nss); err != nil {
+					return nil, err
+				}
+				if spec["linux"], err = json.Marshal(linux); err != nil {
+					return nil, err
+				}
+				changed = append(changed, fmt.Sprintf("spec.dump: %d namespace path(s) of CRI-O's dropped", dropped))
+			}
+		}
+	}
+	var ann map[string]string
+	if err := json.Unmarshal(spec["annotations"], &ann); err == nil && ann != nil {
+		n := 0
+		for k := range ann {
+			if strings.HasPrefix(k, "io.kubernetes.cri-o.") || k == "platform-runtime-path.crio.io" {
+				delete(ann, k)
+				n++
+			}
+		}
+		if n > 0 {
+			if spec["annotations"], err = json.Marshal(ann); err != nil {
+				return nil, err
+			}
+			changed = append(changed, fmt.Sprintf("spec.dump: %d CRI-O annotation(s) dropped", n))
+		}
+	}
+	sb, err := json.Marshal(spec)
+	if err != nil {
+		return nil, err
+	}
+	cb, err := cfg.Bytes()
+	if err != nil {
+		return nil, err
+	}
+	m.ConfigDump, m.SpecDump, m.Config = cb, sb, cfg
+	out := changed[:0]
+	for _, c := range changed {
+		if c != "" {
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}
+
+// repoDigest picks, from CRI-O's comma-separated REPO@DIGEST list, the
+// digest in the repository of name.
+func repoDigest(name, list string) string {
+	named, err := reference.ParseNormalizedNamed(name)
+	if err != nil {
+		return ""
+	}
+	for _, s := range strings.Split(list, ",") {
+		c, err := reference.ParseNormalizedNamed(strings.TrimSpace(s))
+		if err != nil {
+			continue
+		}
+		if cd, ok := c.(reference.Canonical); ok && c.Name() == named.Name() {
+			return cd.Digest().String()
+		}
+	}
+	return ""
+}

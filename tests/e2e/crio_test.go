@@ -1,0 +1,459 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/yaml"
+)
+
+// The CRI-O tier: a CRI-O of its own (tests/crio.sh, built by
+// contrib/setup-crio.sh from the shared third-party source), driven by
+// crictl as a kubelet would drive it, with no kubelet.
+
+// crio is one running CRI-O.
+type crio struct {
+	crictl, config string
+}
+
+// startCRIO starts CRI-O for one test, or skips the test, saying why, when
+// the CRI-O source is not there (a user's own clone). With the source
+// present, a CRI-O that was not built fails the test: CI builds it.
+func startCRIO(t *testing.T) *crio {
+	t.Helper()
+	check := runCmd(t, "bash", filepath.Join(repo, "contrib", "setup-crio.sh"), "--check")
+	if reason, ok := strings.CutPrefix(strings.TrimSpace(check.stdout), "SKIP: "); ok {
+		fmt.Printf("SKIP %s: %s\n", t.Name(), reason)
+		t.Skip(reason)
+	}
+	if check.code != 0 {
+		t.Fatalf("CRI-O is not built (run `make setup-host`): %s", check.stderr)
+	}
+	dir := filepath.Join(stateDir, "crio-"+strings.ToLower(t.Name()))
+	r := runCmd(t, "bash", filepath.Join(repo, "tests", "crio.sh"), "up", dir, hosts.Registry)
+	t.Cleanup(func() {
+		if t.Failed() {
+			if b, err := os.ReadFile(filepath.Join(dir, "crio.log")); err == nil {
+				t.Logf("CRI-O log (last 4000 bytes):\n%s", tail(string(b), 4000))
+			}
+		}
+		runCmd(t, "bash", filepath.Join(repo, "tests", "crio.sh"), "down", dir)
+	})
+	if r.code != 0 {
+		t.Fatalf("starting CRI-O: exit %d: %s", r.code, r.stderr)
+	}
+	return &crio{crictl: "/var/lib/podman-migrate/crio/bin/crictl", config: filepath.Join(dir, "crictl.yaml")}
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
+func (c *crio) try(t *testing.T, args ...string) result {
+	t.Helper()
+	return runCmd(t, c.crictl, append([]string{"--config", c.config}, args...)...)
+}
+
+func (c *crio) run(t *testing.T, args ...string) string {
+	t.Helper()
+	r := c.try(t, args...)
+	if r.code != 0 {
+		t.Fatalf("crictl %s: exit %d: %s", strings.Join(args, " "), r.code, r.stderr)
+	}
+	return strings.TrimSpace(r.stdout)
+}
+
+// writeConfig writes v as a crictl config file.
+func writeConfig(t *testing.T, dir, name string, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// restorePod does with pod what the kubelet would: a sandbox with its own
+// network namespace (no hostNetwork) and no shared PID namespace, each init
+// container run to completion, then the container created from its image,
+// with every volume mounted where the manifest says (an emptyDir is a fresh
+// directory) and the kubelet's own /etc/hosts. It returns the container's
+// ID.
+func (c *crio) restorePod(t *testing.T, pod *corev1.Pod) string {
+	t.Helper()
+	if pod.Spec.HostNetwork || pod.Spec.ShareProcessNamespace != nil && *pod.Spec.ShareProcessNamespace {
+		t.Fatalf("manifest asks for hostNetwork or a shared PID namespace")
+	}
+	dir := t.TempDir()
+	ns := map[string]int{"network": 0, "pid": 1} // POD, CONTAINER: the kubelet's for this pod
+	sandbox := map[string]any{
+		"metadata":      map[string]any{"name": pod.Name, "namespace": "default", "uid": "e2e-" + pod.Name, "attempt": 0},
+		"hostname":      pod.Name,
+		"log_directory": dir,
+		"linux":         map[string]any{"security_context": map[string]any{"namespace_options": ns}},
+	}
+	podCfg := writeConfig(t, dir, "pod.json", sandbox)
+	podID := c.run(t, "runp", podCfg)
+	t.Cleanup(func() { c.try(t, "rmp", "-f", podID) })
+
+	volumes := map[string]string{}
+	for _, v := range pod.Spec.Volumes {
+		switch {
+		case v.HostPath != nil:
+			volumes[v.Name] = v.HostPath.Path
+		case v.EmptyDir != nil:
+			volumes[v.Name] = filepath.Join(dir, "emptydir-"+v.Name)
+			if err := os.MkdirAll(volumes[v.Name], 0o755); err != nil {
+				t.Fatal(err)
+			}
+		default:
+			t.Fatalf("volume %s: neither hostPath nor emptyDir", v.Name)
+		}
+	}
+	hostsFile := filepath.Join(dir, "etc-hosts")
+	if err := os.WriteFile(hostsFile, []byte("127.0.0.1 localhost "+pod.Name+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	create := func(ctr corev1.Container) string {
+		c.run(t, "pull", ctr.Image)
+		mounts := []map[string]any{}
+		hasHosts := false
+		for _, m := range ctr.VolumeMounts {
+			src, ok := volumes[m.Name]
+			if !ok {
+				t.Fatalf("container %s mounts undefined volume %s", ctr.Name, m.Name)
+			}
+			hasHosts = hasHosts || m.MountPath == "/etc/hosts"
+			mounts = append(mounts, map[string]any{"container_path": m.MountPath, "host_path": src, "readonly": m.ReadOnly})
+		}
+		if !hasHosts {
+			mounts = append(mounts, map[string]any{"container_path": "/etc/hosts", "host_path": hostsFile})
+		}
+		cfg := map[string]any{
+			"metadata": map[string]any{"name": ctr.Name},
+			"image":    map[string]any{"image": ctr.Image},
+			"command":  ctr.Command,
+			"log_path": ctr.Name + ".log",
+			"mounts":   mounts,
+			"linux":    map[string]any{"security_context": map[string]any{"namespace_options": ns}},
+		}
+		file := writeConfig(t, dir, ctr.Name+".json", cfg)
+		return c.run(t, "create", podID, file, podCfg)
+	}
+	for _, ic := range pod.Spec.InitContainers {
+		id := create(ic)
+		c.run(t, "start", id)
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			var st struct {
+				Status struct {
+					State    string `json:"state"`
+					ExitCode int    `json:"exitCode"`
+				} `json:"status"`
+			}
+			if err := json.Unmarshal([]byte(c.run(t, "inspect", id)), &st); err != nil {
+				t.Fatal(err)
+			}
+			if st.Status.State == "CONTAINER_EXITED" {
+				if st.Status.ExitCode != 0 {
+					t.Fatalf("init container %s exited %d", ic.Name, st.Status.ExitCode)
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("init container %s did not finish: %s", ic.Name, st.Status.State)
+			}
+			sleepTick()
+		}
+	}
+	if len(pod.Spec.Containers) != 1 {
+		t.Fatalf("%d containers in the manifest, want 1", len(pod.Spec.Containers))
+	}
+	id := create(pod.Spec.Containers[0])
+	c.run(t, "start", id)
+	return id
+}
+
+// waitStatus is the harness's waitStatus for a CRI-O container.
+func (c *crio) waitStatus(t *testing.T, id string, ok func(status) bool) status {
+	t.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	var st status
+	for time.Now().Before(deadline) {
+		r := c.try(t, "exec", id, "cat", "/workload/status")
+		if r.code == 0 && json.Unmarshal([]byte(r.stdout), &st) == nil && ok(st) {
+			return st
+		}
+		sleepTick()
+	}
+	t.Fatalf("container %s never reached the expected state; last status %+v", id, st)
+	return st
+}
+
+// checkContinued is the harness's checkContinued for a CRI-O container.
+func (c *crio) checkContinued(t *testing.T, id string, before status) {
+	t.Helper()
+	var st struct {
+		Status struct {
+			State string `json:"state"`
+		} `json:"status"`
+	}
+	if err := json.Unmarshal([]byte(c.run(t, "inspect", id)), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Status.State != "CONTAINER_RUNNING" {
+		t.Fatalf("container %s is %s, want running", id, st.Status.State)
+	}
+	after := c.waitStatus(t, id, func(s status) bool { return s.SumAt > before.Counter })
+	if after.Boot != before.Boot {
+		t.Fatalf("process restarted: boot %s, was %s", after.Boot, before.Boot)
+	}
+	if after.Counter <= before.Counter {
+		t.Fatalf("counter %d did not continue past %d", after.Counter, before.Counter)
+	}
+	if after.Sum != before.InitialSum {
+		t.Fatalf("memory checksum %s after restore, was %s", after.Sum, before.InitialSum)
+	}
+}
+
+// parsePod decodes kube's output strictly into Kubernetes' own types.
+func parsePod(t *testing.T, manifest string) *corev1.Pod {
+	t.Helper()
+	var pod corev1.Pod
+	if err := yaml.UnmarshalStrict([]byte(manifest), &pod); err != nil {
+		t.Fatalf("kube's manifest is not a core/v1 Pod: %v\n%s", err, manifest)
+	}
+	return &pod
+}
+
+// TestCRIORestoresOurImage: a podman container on host A, with a bind
+// mount, pushed as it is (--include-base for the base image) restores in a
+// CRI-O pod made from `kube`'s manifest, with the bind mount relocated;
+// the same image still restores with plain podman on host B.
+func TestCRIORestoresOurImage(t *testing.T) {
+	c := startCRIO(t)
+	src := "e2e-crio1"
+	startWorkload(t, src, "-v", hosts.HostAData+":/data")
+	before := readStatus(t, hosts.HostAURL, src)
+	r := migrate(t, "--url", hosts.HostAURL, "push", "--tls-verify=false", "--include-base", src, hosts.Registry+"/e2e/crio1:v1")
+	if r.code != 0 {
+		t.Fatalf("push failed: %s", r.stderr)
+	}
+	ref := strings.TrimSpace(r.stdout)
+
+	// kube: the node's copy of the bind source is elsewhere.
+	nodeData := filepath.Join(t.TempDir(), "node-data")
+	if err := os.Mkdir(nodeData, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	r = migrate(t, "kube", "--tls-verify=false", "--mount-map", hosts.HostAData+"="+nodeData, ref)
+	if r.code != 0 {
+		t.Fatalf("kube failed: %s", r.stderr)
+	}
+	pod := parsePod(t, r.stdout)
+	ctr := pod.Spec.Containers[0]
+	if !strings.HasPrefix(ctr.Image, hosts.Registry+"/e2e/crio1@sha256:") || !strings.HasSuffix(ref, ctr.Image[strings.Index(ctr.Image, "@"):]) {
+		t.Errorf("container image %s, want the pushed image %s by digest", ctr.Image, ref)
+	}
+	if len(pod.Spec.InitContainers) != 1 || !strings.Contains(pod.Spec.InitContainers[0].Image, "@sha256:") {
+		t.Fatalf("init containers %+v, want one pulling the base image by digest", pod.Spec.InitContainers)
+	}
+	var dataVol string
+	for _, m := range ctr.VolumeMounts {
+		if m.MountPath == "/data" {
+			dataVol = m.Name
+		}
+	}
+	found := false
+	for _, v := range pod.Spec.Volumes {
+		if v.Name == dataVol && v.HostPath != nil && v.HostPath.Path == nodeData && v.HostPath.Type != nil && *v.HostPath.Type == corev1.HostPathDirectory {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("/data is not the hostPath %s (Directory): %s", nodeData, r.stdout)
+	}
+
+	id := c.restorePod(t, pod)
+	c.checkContinued(t, id, before)
+	// The process writes where the pod's hostPath is.
+	probe := c.run(t, "exec", id, "sh", "-c", "echo from-crio > /data/probe && cat /data/probe")
+	if b, err := os.ReadFile(filepath.Join(nodeData, "probe")); err != nil || strings.TrimSpace(string(b)) != "from-crio" || probe != "from-crio" {
+		t.Errorf("/data in the pod is not %s: %q, %v", nodeData, b, err)
+	}
+
+	// The same image, by plain podman, on host B (its own copy of the bind
+	// source).
+	onB(t, "mkdir -p "+hosts.HostAData)
+	t.Cleanup(func() { runCmd(t, "nsenter", "-t", hosts.HostBPID, "-m", "--", "rm", "-rf", hosts.HostAData) })
+	rmB(t, src)
+	t.Cleanup(func() { podmanTry(t, hosts.HostBURL, "rmi", "-f", ref) })
+	podman(t, hosts.HostBURL, "pull", "--tls-verify=false", ref)
+	podman(t, hosts.HostBURL, "container", "restore", ref)
+	checkContinued(t, hosts.HostBURL, src, before)
+}
+
+// TestCRIOAnnotationsOff: --no-cri-o-annotations leaves them out, and kube
+// refuses such an image, saying why.
+func TestCRIOAnnotationsOff(t *testing.T) {
+	src := "e2e-crio-off"
+	startWorkload(t, src)
+	ref := hosts.Registry + "/e2e/crio-off:v1"
+	r := migrate(t, "--url", hosts.HostAURL, "push", "--leave-running", "--tls-verify=false", "--no-cri-o-annotations", src, ref)
+	if r.code != 0 {
+		t.Fatalf("push failed: %s", r.stderr)
+	}
+	raw := runCmd(t, "skopeo", "inspect", "--raw", "--tls-verify=false", "docker://"+ref)
+	if raw.code != 0 || strings.Contains(raw.stdout, "io.kubernetes.cri-o") {
+		t.Errorf("manifest (exit %d) has CRI-O annotations: %s", raw.code, raw.stdout)
+	}
+	r = migrate(t, "kube", "--tls-verify=false", ref)
+	if r.code != 5 || !strings.Contains(r.stderr, "CRI-O cannot restore this checkpoint image: its manifest has no io.kubernetes.cri-o.annotations.checkpoint.name annotation") {
+		t.Fatalf("kube: exit %d, stderr %q; want 5 naming the missing annotation", r.code, r.stderr)
+	}
+}
+
+// kubeletMaskedPaths and kubeletReadonlyPaths are what the kubelet asks
+// CRI-O for in an ordinary container (k8s.io/kubernetes
+// pkg/securitycontext): crictl alone asks for none.
+var (
+	kubeletMaskedPaths = []string{"/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
+		"/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap"}
+	kubeletReadonlyPaths = []string{"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"}
+)
+
+// TestCRIOCheckpointToPodman: the reverse direction. A container in a
+// CRI-O pod, set up as the kubelet sets one up, is checkpointed with
+// `crictl checkpoint --export` and made into a checkpoint image the way
+// Kubernetes documents it (buildah, the checkpoint.name annotation).
+// inspect names its pod, namespace and container; pull restores it with
+// podman 4.3.1 on isolated host B and with podman 5.4.2 on host C, the
+// process carrying on, after the plan has named what it asks for.
+func TestCRIOCheckpointToPodman(t *testing.T) {
+	c := startCRIO(t)
+	base := hosts.Registry + "/e2e/crio-base:v1"
+	podman(t, hosts.HostAURL, "push", "--tls-verify=false", hosts.TestImage, base)
+	c.run(t, "pull", base)
+
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	if err := os.Mkdir(data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	hostsFile := filepath.Join(dir, "etc-hosts")
+	if err := os.WriteFile(hostsFile, []byte("127.0.0.1 localhost rev\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ns := map[string]int{"network": 0, "pid": 1}
+	podCfg := writeConfig(t, dir, "pod.json", map[string]any{
+		"metadata":      map[string]any{"name": "rev-pod", "namespace": "rev-ns", "uid": "rev-uid", "attempt": 0},
+		"hostname":      "rev-pod",
+		"log_directory": dir,
+		"linux":         map[string]any{"security_context": map[string]any{"namespace_options": ns}},
+	})
+	podID := c.run(t, "runp", podCfg)
+	t.Cleanup(func() { c.try(t, "rmp", "-f", podID) })
+	ctrCfg := writeConfig(t, dir, "ctr.json", map[string]any{
+		"metadata": map[string]any{"name": "rev-ctr"},
+		"image":    map[string]any{"image": base},
+		"command":  []string{"/bin/workload", "-mem", "32", "-sum-every", "5"},
+		"labels": map[string]string{"io.kubernetes.pod.name": "rev-pod", "io.kubernetes.pod.namespace": "rev-ns",
+			"io.kubernetes.container.name": "rev-ctr", "io.kubernetes.pod.uid": "rev-uid"},
+		"log_path": "rev-ctr.log",
+		"mounts": []map[string]any{
+			{"container_path": "/data", "host_path": data},
+			{"container_path": "/etc/hosts", "host_path": hostsFile},
+		},
+		"linux": map[string]any{"security_context": map[string]any{
+			"namespace_options": ns, "masked_paths": kubeletMaskedPaths, "readonly_paths": kubeletReadonlyPaths,
+		}},
+	})
+	id := c.run(t, "create", podID, ctrCfg, podCfg)
+	c.run(t, "start", id)
+	c.waitStatus(t, id, func(s status) bool { return s.Counter >= 5 })
+	before := c.waitStatus(t, id, func(status) bool { return true })
+	archive := filepath.Join(dir, "checkpoint.tar")
+	c.run(t, "checkpoint", "--export="+archive, id)
+
+	// The image, as https://kubernetes.io/docs/reference/node/kubelet-checkpoint-api/
+	// and CRI-O's documentation make it.
+	ref := hosts.Registry + "/e2e/crio-made:v1"
+	local := "localhost/e2e-crio-made:v1"
+	bctr := strings.TrimSpace(runCmd(t, "buildah", "from", "scratch").stdout)
+	t.Cleanup(func() { runCmd(t, "buildah", "rm", bctr); runCmd(t, "buildah", "rmi", "-f", local) })
+	for _, args := range [][]string{
+		{"add", bctr, archive, "/"},
+		{"config", "--annotation=io.kubernetes.cri-o.annotations.checkpoint.name=rev-ctr", bctr},
+		{"commit", "-q", bctr, local},
+		{"push", "-q", "--tls-verify=false", local, "docker://" + ref},
+	} {
+		if r := runCmd(t, "buildah", args...); r.code != 0 {
+			t.Fatalf("buildah %s: exit %d: %s", strings.Join(args, " "), r.code, r.stderr)
+		}
+	}
+
+	r := migrate(t, "inspect", "--format", "json", "--tls-verify=false", ref)
+	var d struct {
+		Format     string            `json:"format"`
+		Kubernetes map[string]string `json:"kubernetes"`
+		Container  struct{ Name string }
+		Base       struct{ ID, Digest string } `json:"baseImage"`
+	}
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &d) != nil {
+		t.Fatalf("inspect: exit %d: %s", r.code, r.stderr)
+	}
+	if d.Format != "cri-o" || d.Kubernetes["pod"] != "rev-pod" || d.Kubernetes["namespace"] != "rev-ns" || d.Kubernetes["container"] != "rev-ctr" ||
+		d.Container.Name != "rev-ctr" || !strings.HasPrefix(d.Base.Digest, "sha256:") {
+		t.Errorf("inspect: %s", r.stdout)
+	}
+
+	// Host B, podman 4.3.1: the plan names what the container asks for
+	// (the kubelet's default: no seccomp filter), and creates nothing.
+	bData := filepath.Join(t.TempDir(), "b-data")
+	onB(t, "mkdir -p "+bData)
+	unchanged := unchangedOnB(t)
+	r = migrate(t, "--url", hosts.HostBURL, "pull", "--tls-verify=false", "--mount-map", data+"="+bData, ref)
+	if r.code != 5 || !strings.Contains(r.stderr, "no seccomp filter") || strings.Contains(r.stderr, "masked") ||
+		!strings.Contains(r.stderr, "a checkpoint CRI-O made, rewritten for podman") {
+		t.Fatalf("pull without --allow-privileged: exit %d, stderr %q; want 5 naming only the missing seccomp filter", r.code, r.stderr)
+	}
+	unchanged()
+	rmB(t, "rev-ctr")
+	t.Cleanup(func() { podmanTry(t, hosts.HostBURL, "rmi", "-f", base) })
+	r = migrate(t, "--url", hosts.HostBURL, "pull", "--tls-verify=false", "--allow-privileged", "--mount-map", data+"="+bData, ref)
+	if r.code != 0 {
+		t.Fatalf("pull of CRI-O's checkpoint on B failed: %s", r.stderr)
+	}
+	checkContinued(t, hosts.HostBURL, "rev-ctr", before)
+	if got := podman(t, hosts.HostBURL, "inspect", "--format", "{{range .Mounts}}{{if eq .Destination \"/data\"}}{{.Source}}{{end}}{{end}}", "rev-ctr"); got != bData {
+		t.Errorf("/data on B comes from %q, want %s", got, bData)
+	}
+
+	// Host C, podman 5.4.2: its default network is podman5.
+	cData := "/var/tmp/e2e-crio-rev-data"
+	if err := os.MkdirAll(filepath.Join(stateDir, "c", "vartmp", filepath.Base(cData)), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	rmOn(t, hosts.HostCURL, "rev-ctr")
+	r = migrate(t, "--url", hosts.HostCURL, "pull", "--tls-verify=false", "--allow-privileged", "--mount-map", data+"="+cData,
+		"--network-map", "podman=podman5", ref)
+	if r.code != 0 {
+		t.Fatalf("pull of CRI-O's checkpoint on C failed: %s", r.stderr)
+	}
+	checkContinued(t, hosts.HostCURL, "rev-ctr", before)
+}
