@@ -64,7 +64,7 @@ source_tarball() {
 
 TARBALL=$(source_tarball)
 if [[ -z $TARBALL ]]; then
-	echo "SKIP: no CRI-O source (third_party/cri-o-$CRIO_VERSION.tar.xz under \$PODMAN_MIGRATE_SHARED, $REPO_ROOT/../shared or /work/shared): the CRI-O tier will not run"
+	echo "SKIP: no CRI-O source (third_party/cri-o-$CRIO_VERSION.tar.xz under \$PODMAN_MIGRATE_SHARED, $(realpath -m "$REPO_ROOT/../shared") or /work/shared): the CRI-O tier will not run"
 	exit 0
 fi
 [[ $(id -u) -eq 0 ]] || die "needs root (apt-get, $CACHE)"

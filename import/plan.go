@@ -45,6 +45,8 @@ type BasePlan struct {
 	Present bool `json:"present"`
 	// From lists the references pull will try, in order, when absent.
 	From []string `json:"from,omitempty"`
+	// Tag: present by ID but not under Name, which pull gives it.
+	Tag bool `json:"tag,omitempty"`
 }
 
 // MountPlan is one bind mount, old source to new.
@@ -293,6 +295,14 @@ func (p *Plan) basePlan(ctx context.Context, t *target, meta *ckpt.Metadata, cfg
 	}
 	if _, err := t.c.InspectImage(ctx, id); err == nil {
 		p.Base.Present = true
+		// podman's restore pulls the base image by name when the name is
+		// missing, whatever the ID (CRI-O's checkpoints name it as their
+		// node pulled it).
+		if name != "" {
+			if _, err := t.c.InspectImage(ctx, name); errors.Is(err, podman.ErrNotFound) {
+				p.Base.Tag = true
+			}
+		}
 		return nil
 	} else if !errors.Is(err, podman.ErrNotFound) {
 		return err

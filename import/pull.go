@@ -388,6 +388,10 @@ func criuReasons(r io.Reader) string {
 // restore looks it up by name. It returns the image it pulled, if any.
 func ensureBase(ctx context.Context, c *podman.Client, p *Plan, o PullOptions, logw io.Writer) (string, error) {
 	if p.Base.Present {
+		if repo, tag := splitName(p.Base.Name); p.Base.Tag && repo != "" {
+			fmt.Fprintf(logw, "Naming base image %s %s\n", podman.ShortID(p.Base.ID), p.Base.Name)
+			return "", c.TagImage(ctx, p.Base.ID, repo, tag)
+		}
 		return "", nil
 	}
 	var tls *bool

@@ -75,7 +75,8 @@ func CRIONames(specDump []byte) KubeNames {
 //     (CRI-O's rootfsImageRef: "both RootfsImageName and RootfsImageID
 //     must be set"), a network namespace of its own on podman's default
 //     network (CRIU restores into an external one, as it was dumped), and
-//     the CRI container name rather than CRI-O's k8s_… one;
+//     the CRI container name rather than CRI-O's k8s_… one; the bind
+//     mounts become the user's volumes, as podman lists them;
 //   - spec.dump: CRI-O's namespace paths (its pinned namespaces) exist only
 //     on the source node: podman creates its own; CRI-O's annotations
 //     describe a CRI-O container and go.
@@ -119,6 +120,24 @@ func FromCRIO(m *Metadata) ([]string, error) {
 		}
 		if err := set("newNetworks", map[string]any{"podman": map[string]any{}}, "config.dump: a network namespace of its own on podman's default network \"podman\""); err != nil {
 			return nil, err
+		}
+	}
+	if cfg.Raw("userVolumes") == nil {
+		// podman lists these as the container's mounts (inspect).
+		var spec struct {
+			Mounts []struct{ Destination, Type, Source string } `json:"mounts"`
+		}
+		_ = json.Unmarshal(m.SpecDump, &spec)
+		var dests []string
+		for _, mt := range spec.Mounts {
+			if mt.Type == "bind" && !PodmanManaged(mt.Destination, mt.Source) {
+				dests = append(dests, mt.Destination)
+			}
+		}
+		if len(dests) > 0 {
+			if err := set("userVolumes", dests, fmt.Sprintf("config.dump: bind mounts %s listed as the user's", strings.Join(dests, ", "))); err != nil {
+				return nil, err
+			}
 		}
 	}
 	digests := specAnnotations(m.SpecDump)[specAnnRepoDigests]

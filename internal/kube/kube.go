@@ -174,7 +174,7 @@ func Generate(meta *ckpt.Metadata, o Options) (*Result, error) {
 		},
 	}
 	r.Notes = append([]string{
-		fmt.Sprintf("Restores podman container %q from checkpoint image %s.", d.Container.Name, o.Image),
+		fmt.Sprintf("Restores container %q (%s) from checkpoint image %s.", d.Container.Name, d.Format, o.Image),
 		"Needs CRI-O 1.25 or later with enable_criu_support = true, runc, and CRIU on the node.",
 		fmt.Sprintf("CRI-O does not pull the base image: init container %s pulls %s (or run `crictl pull %s` on the node).", InitContainerName, base, base),
 	}, r.Notes...)
@@ -273,7 +273,8 @@ func baseImage(meta *ckpt.Metadata) (string, error) {
 			return c.String(), nil // CRI-O's own images record it so
 		}
 	}
-	dg := digest.Digest(a[ckpt.AnnBaseDigest])
+	// CRI-O's own checkpoints give it among their repository digests.
+	dg := digest.Digest(ckpt.Describe(meta).Base.Digest)
 	if err == nil && reference.Domain(named) != "localhost" && dg.Validate() == nil {
 		c, err := reference.WithDigest(reference.TrimNamed(named), dg)
 		if err == nil {

@@ -434,24 +434,30 @@ func TestCRIOCheckpointToPodman(t *testing.T) {
 	}
 	unchanged()
 	rmB(t, "rev-ctr")
-	t.Cleanup(func() { podmanTry(t, hosts.HostBURL, "rmi", "-f", base) })
+	// pull names B's copy of the test image as CRI-O's node had it; only
+	// that name goes afterwards.
+	t.Cleanup(func() { podmanTry(t, hosts.HostBURL, "untag", base, base) })
 	r = migrate(t, "--url", hosts.HostBURL, "pull", "--tls-verify=false", "--allow-privileged", "--mount-map", data+"="+bData, ref)
-	if r.code != 0 {
-		t.Fatalf("pull of CRI-O's checkpoint on B failed: %s", r.stderr)
+	if r.code != 0 || !strings.Contains(r.stderr, "Naming base image") {
+		t.Fatalf("pull of CRI-O's checkpoint on B failed, or did not name the base image: %s", r.stderr)
 	}
 	checkContinued(t, hosts.HostBURL, "rev-ctr", before)
 	if got := podman(t, hosts.HostBURL, "inspect", "--format", "{{range .Mounts}}{{if eq .Destination \"/data\"}}{{.Source}}{{end}}{{end}}", "rev-ctr"); got != bData {
-		t.Errorf("/data on B comes from %q, want %s", got, bData)
+		t.Errorf("podman inspect on B: /data comes from %q, want %s", got, bData)
+	}
+	podman(t, hosts.HostBURL, "exec", "rev-ctr", "sh", "-c", "echo on-b > /data/probe")
+	if got := onB(t, "cat "+bData+"/probe"); got != "on-b" {
+		t.Errorf("/data on B is not %s: probe reads %q", bData, got)
 	}
 
-	// Host C, podman 5.4.2: its default network is podman5.
+	// Host C, podman 5.4.2.
 	cData := "/var/tmp/e2e-crio-rev-data"
 	if err := os.MkdirAll(filepath.Join(stateDir, "c", "vartmp", filepath.Base(cData)), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	rmOn(t, hosts.HostCURL, "rev-ctr")
-	r = migrate(t, "--url", hosts.HostCURL, "pull", "--tls-verify=false", "--allow-privileged", "--mount-map", data+"="+cData,
-		"--network-map", "podman=podman5", ref)
+	t.Cleanup(func() { podmanTry(t, hosts.HostCURL, "untag", base, base) })
+	r = migrate(t, "--url", hosts.HostCURL, "pull", "--tls-verify=false", "--allow-privileged", "--mount-map", data+"="+cData, ref)
 	if r.code != 0 {
 		t.Fatalf("pull of CRI-O's checkpoint on C failed: %s", r.stderr)
 	}
