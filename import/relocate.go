@@ -14,11 +14,13 @@ import (
 	podman "github.com/podman-migrate/podman-migrate/bindings"
 	"github.com/podman-migrate/podman-migrate/internal/ckpt"
 	"github.com/podman-migrate/podman-migrate/internal/dump"
+	"github.com/podman-migrate/podman-migrate/internal/mountmap"
 )
 
 // ErrBadMap is wrapped when a --mount-map, --volume-map or --network-map
-// value is malformed or names something the checkpoint does not have.
-var ErrBadMap = errors.New("invalid mapping")
+// value is malformed or names something the checkpoint does not have; the
+// same error as mountmap's, so one test covers both.
+var ErrBadMap = mountmap.ErrBadMap
 
 // relocated is what the plan decided to change in podman's archive.
 type relocated struct {
@@ -27,50 +29,6 @@ type relocated struct {
 	changes []string // for the log: "bind /a -> /b at /data"
 	volumes []string // volumes the restore will create (cleanup)
 	dropIP  bool     // a kept address would not fit its new network
-}
-
-// pathMap is one --mount-map SRC=DST.
-type pathMap struct{ src, dst string }
-
-func parseMountMaps(vals []string) ([]pathMap, error) {
-	var out []pathMap
-	seen := map[string]bool{}
-	for _, v := range vals {
-		src, dst, ok := strings.Cut(v, "=")
-		if !ok || !path.IsAbs(src) || !path.IsAbs(dst) {
-			return nil, fmt.Errorf("%w: --mount-map %q: want SRC=DST, both absolute paths", ErrBadMap, v)
-		}
-		src, dst = path.Clean(src), path.Clean(dst)
-		if seen[src] {
-			return nil, fmt.Errorf("%w: --mount-map %s given twice", ErrBadMap, src)
-		}
-		seen[src] = true
-		out = append(out, pathMap{src, dst})
-	}
-	// Longest source first: the most specific mapping wins.
-	sort.SliceStable(out, func(i, j int) bool { return len(out[i].src) > len(out[j].src) })
-	return out, nil
-}
-
-// mapPath applies the first matching mapping to p: p is SRC or lies below
-// it (by whole path components).
-func mapPath(maps []pathMap, p string, used map[string]bool) string {
-	p = path.Clean(p)
-	for _, m := range maps {
-		if m.src == "/" {
-			used[m.src] = true
-			return path.Join(m.dst, p)
-		}
-		if p == m.src {
-			used[m.src] = true
-			return m.dst
-		}
-		if rest, ok := strings.CutPrefix(p, m.src+"/"); ok {
-			used[m.src] = true
-			return path.Join(m.dst, rest)
-		}
-	}
-	return p
 }
 
 // parseNameMaps parses OLD=NEW pairs (volumes, networks).
@@ -153,7 +111,7 @@ func specMounts(spec map[string]json.RawMessage) (mounts, error) {
 // and the volume members, and records in the plan what each mount, volume
 // and network becomes and whether the target has it.
 func (p *Plan) relocate(ctx context.Context, t *target, meta *ckpt.Metadata, o PullOptions) error {
-	mountMaps, err := parseMountMaps(o.MountMap)
+	mountMaps, err := mountmap.Parse(o.MountMap)
 	if err != nil {
 		return err
 	}
@@ -253,7 +211,7 @@ func (p *Plan) relocate(ctx context.Context, t *target, meta *ckpt.Metadata, o P
 		if sm.str(i, "type") != "bind" || volDests[dest] || ckpt.PodmanManaged(dest, src) {
 			continue
 		}
-		nw := mapPath(mountMaps, src, used)
+		nw, _ := mountMaps.Apply(src, used)
 		mp := MountPlan{Destination: dest, Old: src, New: nw, ReadOnly: sm.readOnly(i)}
 		if nw != src {
 			setSource(dest, nw)
@@ -285,8 +243,8 @@ func (p *Plan) relocate(ctx context.Context, t *target, meta *ckpt.Metadata, o P
 		p.Mounts = append(p.Mounts, mp)
 	}
 	for _, m := range mountMaps {
-		if !used[m.src] {
-			p.warn("--mount-map %s=%s matches no bind mount of the checkpoint", m.src, m.dst)
+		if !used[m.Src] {
+			p.warn("--mount-map %s=%s matches no bind mount of the checkpoint", m.Src, m.Dst)
 		}
 	}
 

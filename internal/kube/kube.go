@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"path"
 	"regexp"
-	"sort"
 	"strings"
 
 	"github.com/containers/image/v5/docker/reference"
@@ -22,6 +21,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/podman-migrate/podman-migrate/internal/ckpt"
+	"github.com/podman-migrate/podman-migrate/internal/mountmap"
 	"github.com/podman-migrate/podman-migrate/internal/tarsafe"
 	"github.com/podman-migrate/podman-migrate/internal/transfer"
 )
@@ -32,8 +32,8 @@ import (
 var ErrNotRestorable = errors.New("CRI-O cannot restore this checkpoint image")
 
 // ErrBadMap is wrapped when a --mount-map value is malformed or matches no
-// mount of the checkpoint.
-var ErrBadMap = errors.New("invalid mapping")
+// mount of the checkpoint (mountmap's error, as pull's).
+var ErrBadMap = mountmap.ErrBadMap
 
 // ErrBadName is wrapped when a pod name is not a DNS label.
 var ErrBadName = errors.New("invalid pod name")
@@ -127,7 +127,7 @@ func Generate(meta *ckpt.Metadata, o Options) (*Result, error) {
 	if meta.Config.String("rootfsImageRef") == "" {
 		return nil, fmt.Errorf("%w: its %s has no rootfsImageRef, so CRI-O would look for the base image under the source host's name %q (hint: push it with podman-migrate push, without --no-cri-o-annotations)", ErrNotRestorable, ckpt.ConfigDump, meta.Config.RootfsImageName())
 	}
-	maps, err := parseMountMaps(o.MountMap)
+	maps, err := mountmap.Parse(o.MountMap)
 	if err != nil {
 		return nil, err
 	}
@@ -286,7 +286,7 @@ func baseImage(meta *ckpt.Metadata) (string, error) {
 
 // mounts defines every mount CRI-O requires in ctr and returns the pod's
 // volumes.
-func (r *Result) mounts(meta *ckpt.Metadata, maps []pathMap, ctr *v1.Container) ([]v1.Volume, error) {
+func (r *Result) mounts(meta *ckpt.Metadata, maps mountmap.Maps, ctr *v1.Container) ([]v1.Volume, error) {
 	required, err := RequiredMounts(meta.SpecDump)
 	if err != nil {
 		return nil, err
@@ -313,7 +313,7 @@ func (r *Result) mounts(meta *ckpt.Metadata, maps []pathMap, ctr *v1.Container) 
 		case m.Type != "bind":
 			return nil, fmt.Errorf("%w: the %s mount at %s has no Kubernetes equivalent", ErrNotRestorable, m.Type, m.Destination)
 		default:
-			src, mapped := mapPath(maps, m.Source, used)
+			src, mapped := maps.Apply(m.Source, used)
 			if v := volumeAt[m.Destination]; v != "" && !mapped {
 				vol.EmptyDir = &v1.EmptyDirVolumeSource{}
 				r.Notes = append(r.Notes, fmt.Sprintf("podman volume %q at %s: CRI-O does not restore volume content (the image's volumes/%s.tar): the pod gets an empty directory; put the content on the node and give --mount-map %s=NODE_PATH.", v, m.Destination, v, m.Source))
@@ -337,8 +337,8 @@ func (r *Result) mounts(meta *ckpt.Metadata, maps []pathMap, ctr *v1.Container) 
 		ctr.VolumeMounts = append(ctr.VolumeMounts, v1.VolumeMount{Name: vol.Name, MountPath: m.Destination, ReadOnly: m.ReadOnly})
 	}
 	for _, m := range maps {
-		if !used[m.src] {
-			return nil, fmt.Errorf("%w: --mount-map %s=%s matches no mount of the checkpoint", ErrBadMap, m.src, m.dst)
+		if !used[m.Src] {
+			return nil, fmt.Errorf("%w: --mount-map %s=%s matches no mount of the checkpoint", ErrBadMap, m.Src, m.Dst)
 		}
 	}
 	return vols, nil
@@ -389,49 +389,6 @@ func prune(m map[string]any) {
 			}
 		}
 	}
-}
-
-// pathMap is one --mount-map SRC=DST, as pull takes it.
-type pathMap struct{ src, dst string }
-
-func parseMountMaps(vals []string) ([]pathMap, error) {
-	var out []pathMap
-	seen := map[string]bool{}
-	for _, v := range vals {
-		src, dst, ok := strings.Cut(v, "=")
-		if !ok || !path.IsAbs(src) || !path.IsAbs(dst) {
-			return nil, fmt.Errorf("%w: --mount-map %q: want SRC=DST, both absolute paths", ErrBadMap, v)
-		}
-		src, dst = path.Clean(src), path.Clean(dst)
-		if seen[src] {
-			return nil, fmt.Errorf("%w: --mount-map %s given twice", ErrBadMap, src)
-		}
-		seen[src] = true
-		out = append(out, pathMap{src, dst})
-	}
-	sort.SliceStable(out, func(i, j int) bool { return len(out[i].src) > len(out[j].src) })
-	return out, nil
-}
-
-// mapPath applies the first mapping whose SRC is p or a parent of it (by
-// whole components).
-func mapPath(maps []pathMap, p string, used map[string]bool) (string, bool) {
-	p = path.Clean(p)
-	for _, m := range maps {
-		if m.src == "/" {
-			used[m.src] = true
-			return path.Join(m.dst, p), true
-		}
-		if p == m.src {
-			used[m.src] = true
-			return m.dst, true
-		}
-		if rest, ok := strings.CutPrefix(p, m.src+"/"); ok {
-			used[m.src] = true
-			return path.Join(m.dst, rest), true
-		}
-	}
-	return p, false
 }
 
 var dnsLabelRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
