@@ -199,9 +199,7 @@ func (p *Plan) relocate(ctx context.Context, t *target, meta *ckpt.Metadata, o P
 		if err := renameVolumes(cfg, volMap); err != nil {
 			return err
 		}
-		if err := p.checkVolumeMembers(meta, volMap); err != nil {
-			return err
-		}
+		p.checkVolumeMembers(meta, volMap)
 	}
 
 	// Bind mounts the user gave the container.
@@ -331,9 +329,9 @@ func renameVolumes(cfg *dump.Config, volMap map[string]string) error {
 
 // checkVolumeMembers makes sure a renamed volume's content travels: our
 // images name volume layers by volume.
-func (p *Plan) checkVolumeMembers(meta *ckpt.Metadata, volMap map[string]string) error {
+func (p *Plan) checkVolumeMembers(meta *ckpt.Metadata, volMap map[string]string) {
 	if meta.Manifest.Annotations[ckpt.AnnFormat] == "" {
-		return nil // podman's single layer: the rename finds the member or fails loudly
+		return // podman's single layer: the rename finds the member or fails loudly
 	}
 	have := map[string]bool{}
 	for _, l := range meta.Manifest.Layers {
@@ -346,7 +344,6 @@ func (p *Plan) checkVolumeMembers(meta *ckpt.Metadata, volMap map[string]string)
 			p.warn("volume %s has no content layer in the checkpoint; %s will be created empty", old, volMap[old])
 		}
 	}
-	return nil
 }
 
 func setRaw(obj map[string]json.RawMessage, key string, v any) error {

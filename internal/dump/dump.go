@@ -77,21 +77,6 @@ func (c *Config) RawImageName() string { return c.String("RawImageName") }
 // Runtime is the OCI runtime named at creation ("" means the default).
 func (c *Config) Runtime() string { return c.String("runtime") }
 
-// NamedVolumes lists the names of the container's named volumes.
-func (c *Config) NamedVolumes() []string {
-	var vols []struct {
-		Name string `json:"volumeName"`
-	}
-	if v, ok := c.raw["namedVolumes"]; ok {
-		_ = json.Unmarshal(v, &vols)
-	}
-	names := make([]string, 0, len(vols))
-	for _, v := range vols {
-		names = append(names, v.Name)
-	}
-	return names
-}
-
 // Neutralize removes the source host's storage paths (HostPathFields and
 // the shm entry of "mounts"), so the restore works on a host that lacks
 // them. It reports which fields it cleared.

@@ -67,7 +67,7 @@ func TestNeutralize(t *testing.T) {
 		c.RawImageName() != "localhost/podman-migrate-test:latest" || c.RootfsImageID() == "" || c.ID() == "" {
 		t.Errorf("accessors: name %q runtime %q image %q raw %q id %q", c.Name(), c.Runtime(), c.RootfsImageName(), c.RawImageName(), c.RootfsImageID())
 	}
-	if diff := cmp.Diff([]string{"fixvol"}, c.NamedVolumes()); diff != "" {
+	if diff := cmp.Diff([]VolumeMount{{Name: "fixvol", Destination: "/data"}}, c.NamedVolumeMounts()); diff != "" {
 		t.Errorf("volumes (-want +got):\n%s", diff)
 	}
 	// A second pass finds nothing more to clear.

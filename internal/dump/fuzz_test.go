@@ -15,7 +15,7 @@ func FuzzConfig(f *testing.F) {
 			return
 		}
 		_, _, _, _ = c.Name(), c.ID(), c.RootfsImageID(), c.Runtime()
-		_, _, _ = c.NamedVolumes(), c.NamedVolumeMounts(), c.NetworkNames()
+		_, _ = c.NamedVolumeMounts(), c.NetworkNames()
 		c.Neutralize()
 		b, err := c.Bytes()
 		if err != nil {
