@@ -27,7 +27,7 @@ func TestCRIORewrites(t *testing.T) {
 		t.Fatal(err)
 	}
 	archive := ckpttest.Tar(t, ckpttest.Archive(t))
-	built, err := build(ctx, bytes.NewReader(archive), ref, ckpt.BuildOptions{
+	built, err := build(ctx, bytes.NewReader(archive), dir, nil, ckpt.BuildOptions{
 		Rewrite: crioRewrites(),
 		Annotate: func(cfg *dump.Config) (map[string]string, error) {
 			return map[string]string{ckpt.AnnFormat: ckpt.FormatVersion, ckpt.AnnCRIOName: cfg.Name()}, nil

@@ -49,7 +49,11 @@ type PushOptions struct {
 	// default.
 	CompressionLevel *int
 	Compression      string
-	Transfer         transfer.Options
+	// NoStream stages the whole image before uploading any of it; by
+	// default the CRIU and root-filesystem layers are uploaded to a
+	// registry while they are built.
+	NoStream bool
+	Transfer transfer.Options
 	// NoCRIOAnnotations leaves out what CRI-O needs to restore the image
 	// (see crioRewrites); by default the image restores in CRI-O too.
 	NoCRIOAnnotations bool
@@ -70,9 +74,21 @@ type PushResult struct {
 	// and total.
 	Seconds map[string]float64 `json:"seconds"`
 	// Bytes: archive (podman's export as read), image (config and layers
-	// as stored).
+	// as stored), sent (the layers sent to DEST; those it had already are
+	// not sent again).
 	Bytes     map[string]int64 `json:"bytes"`
+	Layers    []PushedLayer    `json:"layers"`
 	BaseImage string           `json:"baseImage,omitempty"` // the --include-base copy
+}
+
+// PushedLayer is one layer of the pushed image.
+type PushedLayer struct {
+	Role   string `json:"role"` // metadata, criu, rootfs, volume
+	Volume string `json:"volume,omitempty"`
+	Digest string `json:"digest"`
+	Size   int64  `json:"size"`
+	// Sent is false for a layer DEST already had (an unchanged volume).
+	Sent bool `json:"sent"`
 }
 
 // since is seconds elapsed, to the millisecond (no float noise in JSON).
@@ -204,7 +220,12 @@ func Push(ctx context.Context, c *podman.Client, o PushOptions) (*PushResult, er
 	if !o.NoCRIOAnnotations {
 		rewrite = crioRewrites()
 	}
-	built, err := build(ctx, counted, staged, ckpt.BuildOptions{
+	var stream *streamTo
+	if !o.NoStream && transfer.IsRegistry(destRef) && o.Transfer.Encrypt == nil {
+		// Encrypted layers differ from the plain ones built here.
+		stream = &streamTo{ref: destRef, opts: o.Transfer, log: logw}
+	}
+	built, err := build(ctx, counted, tmp, stream, ckpt.BuildOptions{
 		Rewrite:     rewrite,
 		Compression: o.Compression,
 		Level:       o.CompressionLevel,
@@ -237,11 +258,22 @@ func Push(ctx context.Context, c *podman.Client, o PushOptions) (*PushResult, er
 	fmt.Fprintf(logw, "Built %d layers (%s) from %s of checkpoint in %s\n", len(built.Layers), units.BytesSize(float64(res.Bytes["image"])), units.BytesSize(float64(counted.N())), time.Since(start).Round(time.Millisecond))
 	start = time.Now()
 	fmt.Fprintf(logw, "Copying the image to %s\n", transfer.Display(destRef))
-	d, err := transfer.Copy(ctx, "pushing", destRef, staged, o.Transfer)
+	topts := o.Transfer
+	topts.Sent = &transfer.Blobs{}
+	d, err := transfer.Copy(ctx, "pushing", destRef, staged, topts)
 	if err != nil {
 		return nil, rollback(ctx, c, ctr, copts, o.LeaveRunning, err, logw)
 	}
 	res.Seconds["upload"] = since(start)
+	res.Bytes["sent"] = 0
+	for _, l := range built.Layers {
+		pl := PushedLayer{Role: string(l.Role), Volume: l.Volume, Digest: l.Desc.Digest.String(), Size: l.Desc.Size}
+		pl.Sent = stream.uploaded(l) || topts.Sent.Has(l.Desc.Digest)
+		if pl.Sent {
+			res.Bytes["sent"] += l.Desc.Size
+		}
+		res.Layers = append(res.Layers, pl)
+	}
 	res.Seconds["total"] = since(began)
 	res.Reference, res.Digest = transfer.Display(destRef), d.String()
 	return res, nil
@@ -357,11 +389,25 @@ func saveImage(ctx context.Context, c *podman.Client, id, file string) (retErr e
 	return nil
 }
 
-// build writes the checkpoint image into the OCI layout at ref.
-func build(ctx context.Context, archive io.Reader, ref types.ImageReference, o ckpt.BuildOptions) (b *ckpt.Built, retErr error) {
-	dest, err := ref.NewImageDestination(ctx, nil)
-	if err != nil {
-		return nil, err
+// build writes the checkpoint image into the OCI layout in dir; with
+// stream set, its CRIU and root-filesystem layers also go to the registry
+// while they are built (transfer.Streamer).
+func build(ctx context.Context, archive io.Reader, dir string, stream *streamTo, o ckpt.BuildOptions) (b *ckpt.Built, retErr error) {
+	var dest types.ImageDestination
+	if stream != nil {
+		s, err := transfer.NewStreamer(ctx, dir, stream.ref, stream.opts, streamed, stream.log)
+		if err != nil {
+			return nil, err
+		}
+		stream.s, dest = s, s
+	} else {
+		ref, err := layout.NewReference(dir, "checkpoint")
+		if err != nil {
+			return nil, err
+		}
+		if dest, err = ref.NewImageDestination(ctx, nil); err != nil {
+			return nil, err
+		}
 	}
 	defer func() {
 		if err := dest.Close(); err != nil && retErr == nil {
@@ -369,6 +415,30 @@ func build(ctx context.Context, archive io.Reader, ref types.ImageReference, o c
 		}
 	}()
 	return ckpt.Build(ctx, archive, dest, o)
+}
+
+// streamTo is where build streams layers to, and what it streamed.
+type streamTo struct {
+	ref  types.ImageReference
+	opts transfer.Options
+	log  io.Writer
+	s    *transfer.Streamer
+}
+
+func (st *streamTo) uploaded(l ckpt.Layer) bool {
+	return st != nil && st.s != nil && st.s.Uploaded(l.Desc.Digest)
+}
+
+// streamed says which layers are uploaded while built: those that differ
+// at every checkpoint. Volumes are not: an unchanged one makes the same
+// blob as last time, which Copy then finds in the registry and skips;
+// streamed, it would be sent before its digest were known.
+func streamed(info types.BlobInfo) bool {
+	switch ckpt.Role(info.Annotations[ckpt.AnnLayerRole]) {
+	case ckpt.RoleCRIU, ckpt.RoleRootfs:
+		return true
+	}
+	return false
 }
 
 // Resume restores a pushed container on its host from the checkpoint push

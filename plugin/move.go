@@ -45,6 +45,7 @@ type moveOptions struct {
 	retry          *retryFlags
 	level          int
 	levelSet       func() bool
+	stream         bool
 	tmpDir         string
 	tlsVerifySet   func() bool
 }
@@ -109,6 +110,7 @@ system connection.`,
 	o.retry = addRetryFlags(f)
 	f.IntVar(&o.level, "compression-level", 0, "compression level (zstd 1-20, gzip 1-9; default: the library's, zstd 3)")
 	o.levelSet = func() bool { return f.Changed("compression-level") }
+	f.BoolVar(&o.stream, "stream-layers", true, "with --via: upload the CRIU and root-filesystem layers while they are built; false stages the whole image first")
 	f.StringVar(&o.tmpDir, "tmpdir", "", "staging directory for the image (default $TMPDIR, else /var/tmp); needs room for the container's memory")
 	o.tlsVerifySet = func() bool { return f.Changed("tls-verify") }
 	return cmd
@@ -190,7 +192,7 @@ func (o *moveOptions) run(ctx context.Context, args []string, stdout io.Writer) 
 		Parallel:   o.parallel,
 		Push: export.PushOptions{
 			TCPEstablished: o.tcpEstablished, FileLocks: o.fileLocks, IgnoreRootfs: o.ignoreRootfs,
-			IncludeBase: o.includeBase, Compression: o.compression, CompressionLevel: levelOf(o.levelSet(), o.level), Transfer: pushTr, ToolVersion: Version, TmpDir: o.tmpDir,
+			IncludeBase: o.includeBase, Compression: o.compression, CompressionLevel: levelOf(o.levelSet(), o.level), NoStream: !o.stream, Transfer: pushTr, ToolVersion: Version, TmpDir: o.tmpDir,
 		},
 		Pull: restore.PullOptions{
 			Name: o.name, MountMap: o.mountMap, VolumeMap: o.volumeMap, NetworkMap: o.networkMap,

@@ -29,6 +29,7 @@ type pushOptions struct {
 	levelSet       func() bool
 	tmpDir         string
 	tlsVerifySet   func() bool
+	stream         bool
 }
 
 func newPushCmd(g *globalOptions) *cobra.Command {
@@ -69,6 +70,7 @@ on this host stays plaintext, readable by root only);
 	o.levelSet = func() bool { return f.Changed("compression-level") }
 	f.StringVar(&o.tmpDir, "tmpdir", "", "staging directory for the image (default $TMPDIR, else /var/tmp); needs room for the container's memory")
 	o.tlsVerifySet = func() bool { return f.Changed("tls-verify") }
+	f.BoolVar(&o.stream, "stream-layers", true, "upload the CRIU and root-filesystem layers to a registry while they are built; false stages the whole image first")
 	return cmd
 }
 
@@ -94,6 +96,7 @@ func (o *pushOptions) run(ctx context.Context, args []string, stdout io.Writer) 
 		NoCRIOAnnotations: o.noCRIO,
 		Compression:       o.compression,
 		CompressionLevel:  levelOf(o.levelSet(), o.level),
+		NoStream:          !o.stream,
 		Transfer: o.retry.set(o.seal.set(transfer.Options{
 			TLSVerify: transfer.TLSVerify(o.tlsVerifySet(), o.tlsVerify),
 			AuthFile:  o.authFile,

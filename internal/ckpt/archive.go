@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/podman-migrate/podman-migrate/internal/asyncw"
 	"github.com/podman-migrate/podman-migrate/internal/tarsafe"
 )
 
@@ -24,9 +25,16 @@ type Edits struct {
 // WriteArchive writes the image as podman's export archive: the layers'
 // entries in order, with the edits applied. Open has already checked every
 // entry; the entries are checked again because they are read again.
-func (img *Image) WriteArchive(ctx context.Context, w io.Writer, e Edits) error {
+func (img *Image) WriteArchive(ctx context.Context, w io.Writer, e Edits) (retErr error) {
 	done := map[string]bool{}
-	tw := tar.NewWriter(w)
+	// Decompressing and walking overlap with podman reading the stream.
+	aw := asyncw.New(w, stageBuffer, stageDepth)
+	defer func() {
+		if err := aw.Close(); retErr == nil {
+			retErr = err
+		}
+	}()
+	tw := tar.NewWriter(aw)
 	for i, desc := range img.Manifest.Layers {
 		rc, _, err := openLayer(ctx, img.src, desc, false)
 		if err != nil {

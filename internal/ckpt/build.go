@@ -14,10 +14,12 @@ import (
 	"github.com/containers/image/v5/pkg/blobinfocache/none"
 	"github.com/containers/image/v5/pkg/compression"
 	"github.com/containers/image/v5/types"
+	"github.com/klauspost/compress/zstd"
 	"github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
 	imgspecv1 "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/podman-migrate/podman-migrate/internal/asyncw"
 	"github.com/podman-migrate/podman-migrate/internal/dump"
 )
 
@@ -72,16 +74,26 @@ func MediaType(comp string) (string, compression.Algorithm, error) {
 
 // layer is one layer being written: entries go through a tar writer, the
 // uncompressed stream is hashed for the diff ID, and the compressed stream
-// is piped to the destination, which hashes and stores it without buffering.
+// is piped to the destination, which hashes and stores it without
+// buffering. The hash and the destination each get their own goroutine
+// (asyncw), so reading, hashing, compressing and storing overlap.
 type layer struct {
 	role   Role
 	volume string
 	tw     *tar.Writer
 	diff   digest.Digester
+	diffW  *asyncw.Writer
 	comp   io.WriteCloser
+	out    *asyncw.Writer
 	pw     *io.PipeWriter
 	done   chan putResult
 }
+
+// Buffers of the asynchronous stages: 2 × 3 × 256 KiB per layer at most.
+const (
+	stageBuffer = 256 << 10
+	stageDepth  = 2
+)
 
 type putResult struct {
 	info types.BlobInfo
@@ -92,24 +104,59 @@ func newLayer(ctx context.Context, dest types.ImageDestination, algo compression
 	pr, pw := io.Pipe()
 	l := &layer{role: role, volume: volume, diff: digest.Canonical.Digester(), pw: pw, done: make(chan putResult, 1)}
 	go func() {
-		info, err := dest.PutBlob(ctx, pr, types.BlobInfo{Size: -1}, none.NoCache, false)
+		// The role tells a destination what the blob holds (a push
+		// streams some roles to the registry while building).
+		ann := map[string]string{AnnLayerRole: string(role)}
+		if volume != "" {
+			ann[AnnLayerVolume] = volume
+		}
+		info, err := dest.PutBlob(ctx, pr, types.BlobInfo{Size: -1, Annotations: ann}, none.NoCache, false)
 		pr.CloseWithError(err)
 		l.done <- putResult{info, err}
 	}()
-	comp, err := compression.CompressStream(pw, algo, level)
+	l.out = asyncw.New(pw, stageBuffer, stageDepth)
+	comp, err := compressor(l.out, algo, level)
 	if err != nil {
 		l.abort(err)
 		return nil, err
 	}
 	l.comp = comp
-	l.tw = tar.NewWriter(io.MultiWriter(comp, l.diff.Hash()))
+	l.diffW = asyncw.New(l.diff.Hash(), stageBuffer, stageDepth)
+	l.tw = tar.NewWriter(io.MultiWriter(comp, l.diffW))
 	return l, nil
+}
+
+// compressor is containers/image's CompressStream, but zstd's encoder is
+// given less memory, since every layer's encoder stays open until the
+// archive ends: one goroutine (the layer's other stages have their own,
+// and a second one measured slower on 2 cores) and, at the default level,
+// the 2 MiB window the zstd tool's level 3 uses instead of 8 MiB. That
+// took a push's peak RSS from 62 to 46 MiB at no cost in time or size
+// (CRIU pages).
+func compressor(w io.Writer, algo compression.Algorithm, level *int) (io.WriteCloser, error) {
+	if algo.Name() != compression.Zstd.Name() {
+		return compression.CompressStream(w, algo, level)
+	}
+	opts := []zstd.EOption{zstd.WithEncoderConcurrency(1)}
+	if level == nil || *level <= 3 {
+		opts = append(opts, zstd.WithWindowSize(2<<20))
+	}
+	if level != nil {
+		opts = append(opts, zstd.WithEncoderLevel(zstd.EncoderLevelFromZstd(*level)))
+	}
+	return zstd.NewWriter(w, opts...)
 }
 
 func (l *layer) close() (types.BlobInfo, error) {
 	err := l.tw.Close()
 	if err == nil {
 		err = l.comp.Close()
+	}
+	if err == nil {
+		err = l.diffW.Close()
+	}
+	if err == nil {
+		err = l.out.Close()
 	}
 	if err != nil {
 		l.abort(err)
@@ -122,8 +169,17 @@ func (l *layer) close() (types.BlobInfo, error) {
 
 func (l *layer) abort(err error) {
 	l.pw.CloseWithError(err)
+	if l.diffW != nil {
+		l.diffW.Close()
+	}
+	l.out.Close() // its writes fail now that the pipe is closed
 	<-l.done
 }
+
+// stableTime is the time volume layers give their entries, so that an
+// unchanged volume makes the same blob at every push and a registry that
+// has it is not sent it again.
+var stableTime = time.Unix(0, 0).UTC()
 
 // Build reads podman's export archive from r and writes it to dest as a
 // checkpoint image, committing it: one layer per role (metadata, CRIU
@@ -161,7 +217,7 @@ func Build(ctx context.Context, r io.Reader, dest types.ImageDestination, o Buil
 		if role == RoleVolume {
 			// Each volume layer carries the parent directory itself, so
 			// any one of them unpacks on its own.
-			if err := l.tw.WriteHeader(&tar.Header{Name: VolumesDir + "/", Typeflag: tar.TypeDir, Mode: 0o700, ModTime: o.Created}); err != nil {
+			if err := l.tw.WriteHeader(&tar.Header{Name: VolumesDir + "/", Typeflag: tar.TypeDir, Mode: 0o700, ModTime: stableTime}); err != nil {
 				return nil, err
 			}
 		}
@@ -222,6 +278,13 @@ func Build(ctx context.Context, r io.Reader, dest types.ImageDestination, o Buil
 				return fmt.Errorf("rewriting %s: %w", name, err)
 			}
 			body, size = bytes.NewReader(b), int64(len(b))
+		}
+		if role == RoleVolume {
+			// podman writes each volume's tar afresh at every checkpoint:
+			// its time alone would make an unchanged volume a new blob.
+			hc := *h
+			hc.ModTime = stableTime
+			h = &hc
 		}
 		if err := WriteMember(l.tw, name, h, body, size); err != nil {
 			return fmt.Errorf("writing the %s layer: %w", l.role, err)

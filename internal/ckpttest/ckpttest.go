@@ -20,6 +20,7 @@ type Entry struct {
 	Body     []byte
 	Linkname string
 	Mode     int64
+	ModTime  time.Time // zero: a fixed time
 }
 
 // Captured from podman 4.3.1 on the project's machine kind: the checkpoint
@@ -57,6 +58,9 @@ func Tar(t testing.TB, entries []Entry) []byte {
 			}
 		}
 		h := &tar.Header{Name: e.Name, Typeflag: typ, Mode: mode, Linkname: e.Linkname, ModTime: mt}
+		if !e.ModTime.IsZero() {
+			h.ModTime = e.ModTime
+		}
 		if typ == tar.TypeReg {
 			h.Size = int64(len(e.Body))
 		}

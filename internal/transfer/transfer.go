@@ -128,6 +128,9 @@ type Options struct {
 	// key file, opened with SignPassphrase.
 	SignBySigstoreKey string
 	SignPassphrase    []byte
+	// Sent, when set, collects the blobs Copy read from the source and
+	// wrote, as opposed to those the destination already had.
+	Sent *Blobs
 }
 
 // SystemContext returns the containers/image settings for these options.
@@ -183,6 +186,10 @@ func Copy(ctx context.Context, op string, dst, src types.ImageReference, o Optio
 	if o.Encrypt != nil {
 		layers := append([]int{}, o.EncryptLayers...) // empty: all layers
 		copts.OciEncryptConfig, copts.OciEncryptLayers = o.Encrypt, &layers
+	}
+	if o.Sent != nil {
+		stop := o.Sent.watch(copts)
+		defer stop()
 	}
 	var m []byte
 	err = withRetry(ctx, o, func() error {

@@ -225,10 +225,15 @@ func signalAt(t *testing.T, args []string, at string, act func(*exec.Cmd)) (int,
 func TestPushSignalsAtEachPhase(t *testing.T) {
 	regAddr, _ := startRegistry(t)
 	p := newFaultProxy(t, regAddr)
-	for _, phase := range []struct{ name, at string }{
-		{"checkpoint", "Checkpointing container"},
-		{"build", "Checkpoint taken"},
-		{"upload", "Copying the image"},
+	for _, phase := range []struct {
+		name, at string
+		flags    []string
+	}{
+		{"checkpoint", "Checkpointing container", nil},
+		// The CRIU layer streams to the slowed registry while it is built.
+		{"build", "Checkpoint taken", nil},
+		// Unstreamed, every layer goes after the build.
+		{"upload", "Copying the image", []string{"--stream-layers=false"}},
 	} {
 		for _, sig := range []struct {
 			name string
@@ -245,7 +250,8 @@ func TestPushSignalsAtEachPhase(t *testing.T) {
 				before := startWorkload(t, src)
 				tmp := t.TempDir()
 				tag := "/e2e/signal:" + phase.name + "-" + sig.name
-				code, log := signalAt(t, []string{"--url", hosts.HostAURL, "push", "--tmpdir", tmp, "--tls-verify=false", src, p.addr + tag},
+				args := append([]string{"--url", hosts.HostAURL, "push", "--tmpdir", tmp, "--tls-verify=false"}, phase.flags...)
+				code, log := signalAt(t, append(args, src, p.addr+tag),
 					phase.at, func(c *exec.Cmd) {
 						staged, _ := filepath.Glob(filepath.Join(tmp, "podman-migrate-push-*"))
 						if len(staged) != 1 {

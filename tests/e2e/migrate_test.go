@@ -164,6 +164,74 @@ func TestNamedVolumeTravels(t *testing.T) {
 	checkContinued(t, hosts.HostBURL, dst, before)
 }
 
+// TestSecondPushSendsOnlyChanges: pushed again, a container whose named
+// volume did not change makes the same volume layer, which the registry
+// is not sent again, while the CRIU layer is new; the second image
+// restores whole on B.
+func TestSecondPushSendsOnlyChanges(t *testing.T) {
+	src, dst, vol := "e2e-dedup-src", "e2e-dedup-dst", "e2e-dedup-data"
+	t.Cleanup(func() { podmanTry(t, hosts.HostAURL, "volume", "rm", "-f", vol) })
+	before := startWorkload(t, src, "-v", vol+":/data")
+	podman(t, hosts.HostAURL, "exec", src, "sh", "-c", "head -c 8388608 /dev/urandom > /data/blob")
+	type layer struct {
+		Role, Volume, Digest string
+		Size                 int64
+		Sent                 bool
+	}
+	type pushed struct {
+		Digest string
+		Bytes  map[string]int64
+		Layers []layer
+	}
+	push := func(tag string) (pushed, map[string]layer) {
+		r := migrate(t, "--url", hosts.HostAURL, "push", "--leave-running", "--format", "json", "--tls-verify=false", src, hosts.Registry+"/e2e/dedup:"+tag)
+		if r.code != 0 {
+			t.Fatalf("push %s failed: %s", tag, r.stderr)
+		}
+		var p pushed
+		if err := json.Unmarshal([]byte(r.stdout), &p); err != nil {
+			t.Fatalf("push --format json: %v in %q", err, r.stdout)
+		}
+		roles := map[string]layer{}
+		for _, l := range p.Layers {
+			roles[l.Role] = l
+		}
+		if len(p.Layers) != 4 || roles["volume"].Volume != vol {
+			t.Fatalf("want metadata, criu, rootfs and a volume layer for %s; got %+v", vol, p.Layers)
+		}
+		return p, roles
+	}
+	first, l1 := push("v1")
+	for _, l := range first.Layers {
+		if !l.Sent {
+			t.Fatalf("first push: the %s layer was not sent, but the registry cannot have had it", l.Role)
+		}
+	}
+	if l1["volume"].Size < 8<<20 {
+		t.Fatalf("the volume layer holds %d bytes, want the 8 MiB written", l1["volume"].Size)
+	}
+	second, l2 := push("v2")
+	if l2["volume"].Digest != l1["volume"].Digest || l2["volume"].Sent {
+		t.Fatalf("the unchanged volume: layer %s (sent %t), first push made %s", l2["volume"].Digest, l2["volume"].Sent, l1["volume"].Digest)
+	}
+	if l2["criu"].Digest == l1["criu"].Digest || !l2["criu"].Sent {
+		t.Fatalf("the CRIU layer: %s (sent %t), first push made %s; want a new one, sent", l2["criu"].Digest, l2["criu"].Sent, l1["criu"].Digest)
+	}
+	if second.Bytes["sent"] >= second.Bytes["image"]-l2["volume"].Size+1 {
+		t.Fatalf("second push sent %d bytes of %d, the volume's %d included", second.Bytes["sent"], second.Bytes["image"], l2["volume"].Size)
+	}
+
+	rmB(t, dst)
+	t.Cleanup(func() { podmanTry(t, hosts.HostBURL, "volume", "rm", "-f", vol) })
+	if r := migrate(t, "--url", hosts.HostBURL, "pull", "--tls-verify=false", "--name", dst, hosts.Registry+"/e2e/dedup:v2@"+second.Digest); r.code != 0 {
+		t.Fatalf("pull of the second image failed: %s", r.stderr)
+	}
+	checkContinued(t, hosts.HostBURL, dst, before)
+	if got := podman(t, hosts.HostBURL, "exec", dst, "sh", "-c", "wc -c < /data/blob"); got != "8388608" {
+		t.Fatalf("volume file on B has %q bytes, want 8388608", got)
+	}
+}
+
 // TestPodmanRestoresOurImage: plain `podman pull` + `podman container
 // restore IMAGE` on B restores what podman-migrate pushed.
 func TestPodmanRestoresOurImage(t *testing.T) {
