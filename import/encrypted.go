@@ -83,10 +83,15 @@ func fetchDecrypted(ctx context.Context, ref types.ImageReference, mb []byte, o 
 }
 
 // fetch copies the planned image from `from` into local, the layout in the
-// empty directory dir, and returns the manifest digest it fetched. An
-// image staged while planning is moved there instead of fetched again.
-func (s *staged) fetch(ctx context.Context, dir string, local, from types.ImageReference, o transfer.Options) (digest.Digest, error) {
+// empty directory dir, and returns the manifest digest it fetched; sv, if
+// not nil, verifies each layer as it is written. An image staged while
+// planning is moved there instead of fetched again, and sv is not used:
+// its decrypted layers are not the blobs the published manifest names.
+func (s *staged) fetch(ctx context.Context, dir string, local, from types.ImageReference, sv *ckpt.StreamVerifier, o transfer.Options) (digest.Digest, error) {
 	if s == nil {
+		if sv != nil {
+			local = sv.Reference(local)
+		}
 		return transfer.Copy(ctx, "pulling", local, from, o)
 	}
 	// Both usually lie in the same staging directory: a rename.

@@ -36,7 +36,7 @@ func (img *Image) WriteArchive(ctx context.Context, w io.Writer, e Edits) (retEr
 	}()
 	tw := tar.NewWriter(aw)
 	for i, desc := range img.Manifest.Layers {
-		rc, _, err := openLayer(ctx, img.src, desc, false)
+		rc, err := openLayer(ctx, img.src, desc)
 		if err != nil {
 			return err
 		}

@@ -95,6 +95,7 @@ func ReadMetadata(ctx context.Context, src types.ImageSource, lim Limits) (*Meta
 	return v.meta, nil
 }
 
+// newVerifier reads and checks the manifest and the image config of src.
 func newVerifier(ctx context.Context, src types.ImageSource, lim Limits) (*verifier, error) {
 	// UnparsedInstance checks the manifest against a digest in the
 	// reference, as copy.Image would.
@@ -121,22 +122,31 @@ func newVerifier(ctx context.Context, src types.ImageSource, lim Limits) (*verif
 	if err := readJSONBlob(ctx, src, meta.Manifest.Config, &meta.ImageConfig); err != nil {
 		return nil, fmt.Errorf("reading the image config: %w", err)
 	}
+	if err := checkLayerTable(meta); err != nil {
+		return nil, err
+	}
+	return &verifier{src: src, meta: meta, seen: map[string]bool{}, limits: lim.orDefault()}, nil
+}
+
+// checkLayerTable checks that every layer has a diff ID and that their
+// digests are ones this program can compute.
+func checkLayerTable(meta *Metadata) error {
 	if len(meta.ImageConfig.RootFS.DiffIDs) != len(meta.Manifest.Layers) {
-		return nil, fmt.Errorf("%w: %d layers but %d diff IDs", tarsafe.ErrUnsafe, len(meta.Manifest.Layers), len(meta.ImageConfig.RootFS.DiffIDs))
+		return fmt.Errorf("%w: %d layers but %d diff IDs", tarsafe.ErrUnsafe, len(meta.Manifest.Layers), len(meta.ImageConfig.RootFS.DiffIDs))
 	}
 	// Pulled digests choose a hash function: check them before anything
 	// calls Hash() on them, which panics on an unknown algorithm.
 	for i, d := range meta.ImageConfig.RootFS.DiffIDs {
 		if err := d.Validate(); err != nil {
-			return nil, fmt.Errorf("%w: the image config gives diff ID %d as %q: %w", tarsafe.ErrUnsafe, i, d, err)
+			return fmt.Errorf("%w: the image config gives diff ID %d as %q: %w", tarsafe.ErrUnsafe, i, d, err)
 		}
 	}
 	for i, l := range meta.Manifest.Layers {
 		if err := l.Digest.Validate(); err != nil {
-			return nil, fmt.Errorf("%w: layer %d digest %q: %w", tarsafe.ErrUnsafe, i, l.Digest, err)
+			return fmt.Errorf("%w: layer %d digest %q: %w", tarsafe.ErrUnsafe, i, l.Digest, err)
 		}
 	}
-	return &verifier{src: src, meta: meta, seen: map[string]bool{}, limits: lim.orDefault()}, nil
+	return nil
 }
 
 func readJSONBlob(ctx context.Context, src types.ImageSource, d imgspecv1.Descriptor, out any) error {
@@ -164,41 +174,89 @@ func readJSONBlob(ctx context.Context, src types.ImageSource, d imgspecv1.Descri
 	return nil
 }
 
-// verifier walks the layers once, checking and remembering what a restore
-// needs.
+// verifier checks layers against the manifest and config, and merges, in
+// manifest order, what they hold into what a restore needs. Checking a
+// layer (check) reads only meta and limits, so layers may be checked at
+// once and in any order; merging (add) is for one goroutine.
 type verifier struct {
 	src         types.ImageSource
 	meta        *Metadata
+	limits      Limits
 	seen        map[string]bool // regular files across layers
 	hasCRIU     bool
 	rootfsLinks *tarsafe.Checker
 	deleted     []string
-	limits      Limits
-	budget      *tarsafe.Budget // the current layer's
 }
 
-// layer verifies layer i. With checkBlob it also hashes the compressed
-// stream against the manifest's digest (a source nobody verified yet).
+// layerFinds is what one layer holds that the image as a whole is
+// checked on, or that a restore needs.
+type layerFinds struct {
+	files         []string // regular files, in order
+	hasCRIU       bool
+	config        *dump.Config
+	configDump    []byte
+	specDump      []byte
+	networkStatus []byte
+	deleted       []string // nil: no deleted.files
+	rootfsLinks   *tarsafe.Checker
+}
+
+// layer verifies layer i from v.src and merges it. With checkBlob it also
+// hashes the compressed stream against the manifest's digest (a source
+// nobody verified yet).
 func (v *verifier) layer(ctx context.Context, i int, checkBlob bool) error {
-	desc := v.meta.Manifest.Layers[i]
-	diffID := v.meta.ImageConfig.RootFS.DiffIDs[i]
-	err := v.walkLayer(ctx, desc, diffID, checkBlob)
+	f, err := v.fromSource(ctx, i, checkBlob)
+	if err == nil {
+		err = v.add(i, f)
+	}
 	if err != nil {
-		return fmt.Errorf("layer %d (%s): %w", i, desc.Digest, err)
+		return fmt.Errorf("layer %d (%s): %w", i, v.meta.Manifest.Layers[i].Digest, err)
 	}
 	return nil
 }
 
-func (v *verifier) walkLayer(ctx context.Context, desc imgspecv1.Descriptor, diffID digest.Digest, checkBlob bool) error {
-	wantRole := Role(desc.Annotations[AnnLayerRole])
-	rc, blobHash, err := openLayer(ctx, v.src, desc, checkBlob)
+// fromSource checks layer i as read from v.src.
+func (v *verifier) fromSource(ctx context.Context, i int, checkBlob bool) (*layerFinds, error) {
+	rc, blobHash, err := openBlob(ctx, v.src, v.meta.Manifest.Layers[i], checkBlob)
 	if err != nil {
-		return err
+		return nil, err
+	}
+	defer rc.Close()
+	var r io.Reader = rc
+	if blobHash != nil {
+		r = blobHash
+	}
+	f, err := v.check(i, r)
+	if err != nil {
+		return nil, err
+	}
+	if blobHash != nil {
+		// Read the compressed stream to its end before judging it.
+		if err := blobHash.finish(); err != nil {
+			return nil, err
+		}
+	}
+	return f, nil
+}
+
+// check verifies layer i from its compressed stream: every entry, its
+// role, and the uncompressed content against the config's diff ID. The
+// compressed bytes are not hashed here. It reads r to the end of the
+// archive and its padding, not necessarily to EOF.
+func (v *verifier) check(i int, compressed io.Reader) (*layerFinds, error) {
+	desc := v.meta.Manifest.Layers[i]
+	diffID := v.meta.ImageConfig.RootFS.DiffIDs[i]
+	wantRole := Role(desc.Annotations[AnnLayerRole])
+	rc, err := decompress(compressed)
+	if err != nil {
+		return nil, fmt.Errorf("%w: decompressing: %w", tarsafe.ErrUnsafe, err)
 	}
 	defer rc.Close()
 	dh := diffID.Algorithm().Hash()
-	v.budget = v.limits.budget()
-	err = walk(io.TeeReader(v.budget.Reader(rc), dh), tarsafe.ErrUnsafe, v.budget, func(name string, h *tar.Header, body io.Reader) error {
+	budget := v.limits.budget()
+	f := &layerFinds{}
+	files := map[string]bool{}
+	err = walk(io.TeeReader(budget.Reader(rc), dh), tarsafe.ErrUnsafe, budget, func(name string, h *tar.Header, body io.Reader) error {
 		if strings.HasPrefix(pathBase(name), ".wh.") {
 			return &tarsafe.EntryError{Name: h.Name, Reason: "whiteouts have no place in a checkpoint image"}
 		}
@@ -212,23 +270,49 @@ func (v *verifier) walkLayer(ctx context.Context, desc imgspecv1.Descriptor, dif
 		if h.Typeflag == tar.TypeDir {
 			return nil
 		}
-		if v.seen[name] {
+		if files[name] {
 			return &tarsafe.EntryError{Name: h.Name, Reason: "appears twice in the image"}
 		}
-		v.seen[name] = true
-		return v.member(name, body)
+		files[name] = true
+		f.files = append(f.files, name)
+		return f.member(name, body, budget)
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if got := digest.NewDigest(diffID.Algorithm(), dh); got != diffID {
-		return fmt.Errorf("%w: uncompressed content is %s, the config says %s", tarsafe.ErrUnsafe, got, diffID)
+		return nil, fmt.Errorf("%w: uncompressed content is %s, the config says %s", tarsafe.ErrUnsafe, got, diffID)
 	}
-	if blobHash != nil {
-		// Read the compressed stream to its end before judging it.
-		if err := blobHash.finish(); err != nil {
-			return err
+	return f, nil
+}
+
+// add merges layer i's finds; layers must come in manifest order.
+func (v *verifier) add(i int, f *layerFinds) error {
+	for _, name := range f.files {
+		if v.seen[name] {
+			return &tarsafe.EntryError{Name: name, Reason: "appears twice in the image"}
 		}
+	}
+	for _, name := range f.files {
+		v.seen[name] = true
+	}
+	if f.hasCRIU {
+		v.hasCRIU = true
+	}
+	if f.config != nil {
+		v.meta.Config, v.meta.ConfigDump = f.config, f.configDump
+	}
+	if f.specDump != nil {
+		v.meta.SpecDump = f.specDump
+	}
+	if f.networkStatus != nil {
+		v.meta.NetworkStatus = f.networkStatus
+	}
+	if f.deleted != nil {
+		v.deleted = f.deleted
+	}
+	if f.rootfsLinks != nil {
+		v.rootfsLinks = f.rootfsLinks
 	}
 	return nil
 }
@@ -245,8 +329,9 @@ func readSmall(name string, r io.Reader) ([]byte, error) {
 	return b, nil
 }
 
-// member checks one regular file's content where podman will act on it.
-func (v *verifier) member(name string, r io.Reader) error {
+// member checks one regular file's content where podman will act on it;
+// budget is its layer's.
+func (f *layerFinds) member(name string, r io.Reader, budget *tarsafe.Budget) error {
 	switch {
 	case name == ConfigDump:
 		b, err := readSmall(name, r)
@@ -257,7 +342,7 @@ func (v *verifier) member(name string, r io.Reader) error {
 		if err != nil {
 			return fmt.Errorf("%w: %w", tarsafe.ErrUnsafe, err)
 		}
-		v.meta.Config, v.meta.ConfigDump = cfg, b
+		f.config, f.configDump = cfg, b
 	case name == SpecDump:
 		b, err := readSmall(name, r)
 		if err != nil {
@@ -266,7 +351,7 @@ func (v *verifier) member(name string, r io.Reader) error {
 		if !json.Valid(b) {
 			return &tarsafe.EntryError{Name: name, Reason: "not a JSON document"}
 		}
-		v.meta.SpecDump = b
+		f.specDump = b
 	case name == NetworkStatus:
 		b, err := readSmall(name, r)
 		if err != nil {
@@ -275,32 +360,34 @@ func (v *verifier) member(name string, r io.Reader) error {
 		if !json.Valid(b) {
 			return &tarsafe.EntryError{Name: name, Reason: "not a JSON document"}
 		}
-		v.meta.NetworkStatus = b
+		f.networkStatus = b
 	case name == DeletedFiles:
 		b, err := readSmall(name, r)
 		if err != nil {
 			return err
 		}
-		if json.Unmarshal(b, &v.deleted) != nil {
+		var deleted []string
+		if json.Unmarshal(b, &deleted) != nil {
 			return &tarsafe.EntryError{Name: name, Reason: "not a JSON list of paths"}
 		}
-		for _, p := range v.deleted {
+		for _, p := range deleted {
 			if err := tarsafe.CheckDeletedPath(p); err != nil {
 				return fmt.Errorf("%s: %w", name, err)
 			}
 		}
+		f.deleted = append([]string{}, deleted...) // non-nil: present
 	case name == RootfsDiffTar:
-		c, err := tarsafe.Verify(r, tarsafe.Tree, v.budget.Nested())
+		c, err := tarsafe.Verify(r, tarsafe.Tree, budget.Nested())
 		if err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
-		v.rootfsLinks = c
+		f.rootfsLinks = c
 	case name == DevShmTar, strings.HasPrefix(name, VolumesDir+"/"):
-		if _, err := tarsafe.Verify(r, tarsafe.Tree, v.budget.Nested()); err != nil {
+		if _, err := tarsafe.Verify(r, tarsafe.Tree, budget.Nested()); err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
 	case strings.HasPrefix(name, CheckpointDir+"/"):
-		v.hasCRIU = true
+		f.hasCRIU = true
 	}
 	return nil
 }
@@ -361,25 +448,31 @@ func (b *blobCheck) finish() error {
 	return nil
 }
 
-// openLayer returns the uncompressed stream of a layer; with checkBlob, the
-// returned blobCheck verifies the compressed bytes once drained.
-func openLayer(ctx context.Context, src types.ImageSource, desc imgspecv1.Descriptor, checkBlob bool) (io.ReadCloser, *blobCheck, error) {
+// openBlob returns the compressed stream of a layer; with checkBlob, the
+// returned blobCheck reads it and verifies the bytes once drained.
+func openBlob(ctx context.Context, src types.ImageSource, desc imgspecv1.Descriptor, checkBlob bool) (io.ReadCloser, *blobCheck, error) {
 	rc, _, err := src.GetBlob(ctx, types.BlobInfo{Digest: desc.Digest, Size: desc.Size}, none.NoCache)
 	if err != nil {
 		return nil, nil, err
 	}
-	var raw io.Reader = rc
-	var bc *blobCheck
-	if checkBlob {
-		bc = &blobCheck{r: rc, h: desc.Digest.Algorithm().Hash(), desc: desc}
-		raw = bc
+	if !checkBlob {
+		return rc, nil, nil
 	}
-	dr, err := decompress(raw)
+	return rc, &blobCheck{r: rc, h: desc.Digest.Algorithm().Hash(), desc: desc}, nil
+}
+
+// openLayer returns the uncompressed stream of a layer, as stored.
+func openLayer(ctx context.Context, src types.ImageSource, desc imgspecv1.Descriptor) (io.ReadCloser, error) {
+	rc, _, err := openBlob(ctx, src, desc, false)
+	if err != nil {
+		return nil, err
+	}
+	dr, err := decompress(rc)
 	if err != nil {
 		rc.Close()
-		return nil, nil, fmt.Errorf("%w: decompressing: %w", tarsafe.ErrUnsafe, err)
+		return nil, fmt.Errorf("%w: decompressing: %w", tarsafe.ErrUnsafe, err)
 	}
-	return &stacked{dr, rc}, bc, nil
+	return &stacked{dr, rc}, nil
 }
 
 // maxZstdWindow is the largest zstd window accepted, the zstd tool's own

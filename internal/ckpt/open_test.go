@@ -38,14 +38,20 @@ func TestOpenAcceptsPodmanImage(t *testing.T) {
 	}
 }
 
-func TestOpenRejects(t *testing.T) {
+// rejectCase is a hostile or broken image and the class of error it must
+// be refused with.
+type rejectCase struct {
+	name    string
+	layers  []ckpttest.Layer
+	ann     map[string]string
+	wantErr error
+}
+
+// rejectCases are the images Open must refuse, and so must every other
+// way pull verifies an image (TestStreamVerifyRejects).
+func rejectCases(t *testing.T) []rejectCase {
 	nested := func(entries ...ckpttest.Entry) []byte { return ckpttest.Tar(t, entries) }
-	tests := []struct {
-		name    string
-		layers  []ckpttest.Layer
-		ann     map[string]string
-		wantErr error
-	}{
+	return []rejectCase{
 		{"plain image, no annotations", []ckpttest.Layer{{Tar: base(t)}}, nil, ErrNotCheckpoint},
 		{"annotated but no config.dump", []ckpttest.Layer{{Tar: nested(ckpttest.Entry{Name: "checkpoint/", Type: tar.TypeDir})}}, podmanAnn, ErrNotCheckpoint},
 		{"an OS image", []ckpttest.Layer{{Tar: nested(ckpttest.Entry{Name: "bin/sh", Body: []byte("x")})}}, podmanAnn, tarsafe.ErrUnsafe},
@@ -69,7 +75,10 @@ func TestOpenRejects(t *testing.T) {
 		{"member in the wrong role's layer", []ckpttest.Layer{{Tar: base(t), Annotations: map[string]string{AnnLayerRole: "criu"}}}, podmanAnn, tarsafe.ErrUnsafe},
 		{"member twice", []ckpttest.Layer{{Tar: base(t)}, {Tar: nested(ckpttest.Entry{Name: "checkpoint/pages-1.img", Body: []byte("x")})}}, podmanAnn, tarsafe.ErrUnsafe},
 	}
-	for _, tt := range tests {
+}
+
+func TestOpenRejects(t *testing.T) {
+	for _, tt := range rejectCases(t) {
 		t.Run(tt.name, func(t *testing.T) {
 			err := open(t, tt.layers, tt.ann)
 			if !errors.Is(err, tt.wantErr) {
@@ -91,7 +100,9 @@ func replace(t *testing.T, name string, body []byte) []byte {
 	return ckpttest.Tar(t, entries)
 }
 
-func TestDeletedFileBeneathDiffLink(t *testing.T) {
+// deletedBeneathLink is an image whose deleted.files reaches through a
+// link that its rootfs-diff.tar creates.
+func deletedBeneathLink(t *testing.T) []ckpttest.Layer {
 	entries := ckpttest.Archive(t)
 	for i := range entries {
 		switch entries[i].Name {
@@ -101,7 +112,11 @@ func TestDeletedFileBeneathDiffLink(t *testing.T) {
 			entries[i].Body = []byte(`["/x/etc/passwd"]`)
 		}
 	}
-	err := open(t, []ckpttest.Layer{{Tar: ckpttest.Tar(t, entries)}}, podmanAnn)
+	return []ckpttest.Layer{{Tar: ckpttest.Tar(t, entries)}}
+}
+
+func TestDeletedFileBeneathDiffLink(t *testing.T) {
+	err := open(t, deletedBeneathLink(t), podmanAnn)
 	if !errors.Is(err, tarsafe.ErrUnsafe) {
 		t.Fatalf("err = %v, want ErrUnsafe", err)
 	}

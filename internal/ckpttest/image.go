@@ -20,6 +20,9 @@ type Layer struct {
 	Annotations map[string]string
 	// DiffID overrides the true diff ID, to make a lying config.
 	DiffID digest.Digest
+	// MediaType overrides the uncompressed layer type, for a Tar that is
+	// compressed (give its DiffID then).
+	MediaType string
 }
 
 // WriteImage writes an OCI layout image by hand, bypassing export.Build's
@@ -48,6 +51,9 @@ func WriteImage(t testing.TB, dir string, layers []Layer, annotations map[string
 	for _, l := range layers {
 		d := put(l.Tar, false)
 		d.MediaType = imgspecv1.MediaTypeImageLayer
+		if l.MediaType != "" {
+			d.MediaType = l.MediaType
+		}
 		d.Annotations = l.Annotations
 		m.Layers = append(m.Layers, d)
 		id := l.DiffID

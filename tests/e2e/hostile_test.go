@@ -5,6 +5,7 @@ package e2e
 import (
 	"archive/tar"
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -12,8 +13,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/containers/image/v5/pkg/compression"
 	"github.com/klauspost/compress/zstd"
 	"github.com/opencontainers/go-digest"
+	imgspecv1 "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/podman-migrate/podman-migrate/internal/ckpt"
 	"github.com/podman-migrate/podman-migrate/internal/ckpttest"
@@ -82,6 +85,92 @@ func TestHostileImagesNeverReachPodman(t *testing.T) {
 			unchanged()
 		})
 	}
+}
+
+// TestHostileLayerRefusedWhileFetched: a real checkpoint whose CRIU layer,
+// which planning does not read, gains a link out of the archive. The plan
+// passes; pull must refuse the layer while fetching it, with exit 5, and
+// podman must see nothing.
+func TestHostileLayerRefusedWhileFetched(t *testing.T) {
+	src, dst := "e2e-hostile-layer-src", "e2e-hostile-layer"
+	real, ref := hosts.Registry+"/e2e/hostile-layer-real:v1", hosts.Registry+"/e2e/hostile-layer:v1"
+	pushCopy(t, src, real)
+	rmB(t, dst)
+	dir := t.TempDir()
+	if r := runCmd(t, "skopeo", "copy", "--src-tls-verify=false", "docker://"+real, "oci:"+dir+":checkpoint"); r.code != 0 {
+		t.Fatalf("skopeo copy: %s", r.stderr)
+	}
+	var index imgspecv1.Index
+	readJSON(t, filepath.Join(dir, "index.json"), &index)
+	var m imgspecv1.Manifest
+	readJSON(t, blobPath(dir, index.Manifests[0].Digest), &m)
+	var layers []ckpttest.Layer
+	for _, d := range m.Layers {
+		f, err := os.Open(blobPath(dir, d.Digest))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rc, _, err := compression.AutoDecompress(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var buf bytes.Buffer
+		tw := tar.NewWriter(&buf)
+		tr := tar.NewReader(rc)
+		for {
+			h, err := tr.Next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := tw.WriteHeader(h); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.Copy(tw, tr); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if ckpt.Role(d.Annotations[ckpt.AnnLayerRole]) == ckpt.RoleCRIU {
+			if err := tw.WriteHeader(&tar.Header{Name: "checkpoint/link", Typeflag: tar.TypeSymlink, Linkname: "/etc", Mode: 0o777}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := tw.Close(); err != nil {
+			t.Fatal(err)
+		}
+		rc.Close()
+		f.Close()
+		layers = append(layers, ckpttest.Layer{Tar: buf.Bytes(), Annotations: d.Annotations})
+	}
+	hostile := t.TempDir()
+	ckpttest.WriteImage(t, hostile, layers, m.Annotations)
+	if r := runCmd(t, "skopeo", "copy", "--dest-tls-verify=false", "oci:"+hostile+":checkpoint", "docker://"+ref); r.code != 0 {
+		t.Fatalf("skopeo copy: %s", r.stderr)
+	}
+	unchanged := unchangedOnB(t)
+	r := migrate(t, "--url", hosts.HostBURL, "pull", "--tls-verify=false", "--name", dst, ref)
+	if r.code != 5 || !strings.Contains(r.stderr, "Fetching") || !strings.Contains(r.stderr, "verifying layer 1 (") ||
+		!strings.Contains(r.stderr, "symbolic links are not allowed here") || strings.Contains(r.stderr, "Restoring") {
+		t.Fatalf("exit %d, stderr %q; want 5, the CRIU layer refused while fetched", r.code, r.stderr)
+	}
+	unchanged()
+}
+
+func readJSON(t *testing.T, path string, v any) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func blobPath(dir string, d digest.Digest) string {
+	return filepath.Join(dir, "blobs", d.Algorithm().String(), d.Encoded())
 }
 
 // zstdZeros returns a zstd stream of n zero bytes and the digest of those
