@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/containers/podman/v4/pkg/bindings"
 )
@@ -45,6 +46,9 @@ type Client struct {
 	URI  string
 	ctx  context.Context // carries the bindings connection
 	conn *bindings.Connection
+
+	infoMu sync.Mutex
+	info   *Info // the first answer of Info
 }
 
 // DefaultURI is the socket used when neither --url nor CONTAINER_HOST is

@@ -40,11 +40,20 @@ type Info struct {
 }
 
 // Info returns the service's host and version information.
+//
+// The answer is kept: podman gathers it afresh each time (a tenth of a
+// second measured), and a command asks for it more than once.
 func (c *Client) Info(ctx context.Context) (*Info, error) {
-	var info Info
-	if err := c.doJSON(ctx, "reading podman info", http.MethodGet, "/info", nil, &info); err != nil {
-		return nil, err
+	c.infoMu.Lock()
+	defer c.infoMu.Unlock()
+	if c.info == nil {
+		var info Info
+		if err := c.doJSON(ctx, "reading podman info", http.MethodGet, "/info", nil, &info); err != nil {
+			return nil, err
+		}
+		c.info = &info
 	}
+	info := *c.info
 	return &info, nil
 }
 
