@@ -103,14 +103,28 @@ var ErrRootless = errors.New("the podman service is rootless; checkpoint and res
 // RequireRootful refuses a rootless service early, before anything is
 // checkpointed.
 func (c *Client) RequireRootful(ctx context.Context) error {
-	info, err := c.Info(ctx)
-	if err != nil {
-		return err
+	rootless := false
+	if cred, err := c.peer(); err == nil {
+		// A service on this machine: its user says it, without podman
+		// info (a tenth of a second); root's socket is served as root.
+		rootless = cred.Uid != 0
+	} else {
+		info, err := c.Info(ctx)
+		if err != nil {
+			return err
+		}
+		rootless = info.Host.Security.Rootless
 	}
-	if info.Host.Security.Rootless {
+	if rootless {
 		return &Error{Op: fmt.Sprintf("checking %s", c.URI), Err: fmt.Errorf("%w: use the rootful socket, e.g. sudo podman-migrate --url unix:///run/podman/podman.sock", ErrRootless)}
 	}
 	return nil
+}
+
+// PrefetchInfo starts asking for Info in the background, so that the
+// answer is ready, or on its way, when a command needs it.
+func (c *Client) PrefetchInfo(ctx context.Context) {
+	go func() { _, _ = c.Info(ctx) }()
 }
 
 // do sends one request. On a non-2xx answer it reads podman's error body and

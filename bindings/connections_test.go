@@ -3,11 +3,13 @@ package podman
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 )
 
@@ -36,22 +38,30 @@ func TestResolveConnection(t *testing.T) {
 }
 
 func TestRequireRootful(t *testing.T) {
-	for _, rootless := range []bool{false, true} {
+	// remote: the service is taken as another machine's, so podman info
+	// decides; local: this test serves as its own user, and the socket's
+	// peer decides without asking podman info, whatever it would say.
+	for _, tc := range []struct {
+		remote, infoRootless, wantRootless bool
+	}{
+		{true, false, false},
+		{true, true, true},
+		{false, os.Geteuid() == 0, os.Geteuid() != 0},
+	} {
 		sock := filepath.Join(t.TempDir(), "s.sock")
 		ln, err := net.Listen("unix", sock)
 		if err != nil {
 			t.Fatal(err)
 		}
-		body := `{"host":{"security":{"rootless":false}}}`
-		if rootless {
-			body = `{"host":{"security":{"rootless":true}}}`
-		}
+		body := fmt.Sprintf(`{"host":{"security":{"rootless":%t}}}`, tc.infoRootless)
+		var infos atomic.Int32
 		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Libpod-API-Version", "4.3.1")
 			if strings.HasSuffix(r.URL.Path, "/_ping") {
 				w.Write([]byte("OK"))
 				return
 			}
+			infos.Add(1)
 			w.Write([]byte(body))
 		})}
 		go srv.Serve(ln)
@@ -59,9 +69,15 @@ func TestRequireRootful(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if tc.remote {
+			c.URI = "ssh://root@elsewhere" + sock // the connection stays on sock
+		}
 		err = c.RequireRootful(context.Background())
-		if rootless != errors.Is(err, ErrRootless) {
-			t.Errorf("rootless=%t: err %v", rootless, err)
+		if tc.wantRootless != errors.Is(err, ErrRootless) {
+			t.Errorf("%+v: err %v", tc, err)
+		}
+		if asked := infos.Load() > 0; asked != tc.remote {
+			t.Errorf("%+v: podman info asked: %t", tc, asked)
 		}
 		srv.Close()
 	}

@@ -21,30 +21,40 @@ var ErrRemote = errors.New("the podman service is not on this machine")
 // service's own mount namespace (/proc/PID/root): a bind-mount source must
 // exist where podman, not podman-migrate, looks for it.
 func (c *Client) ServicePID() (int, error) {
+	cred, err := c.peer()
+	if err != nil {
+		return 0, err
+	}
+	return int(cred.Pid), nil
+}
+
+// peer returns the credentials of the process serving a unix socket on
+// this machine.
+func (c *Client) peer() (*unix.Ucred, error) {
 	path, ok := strings.CutPrefix(c.URI, "unix://")
 	if !ok {
-		return 0, ErrRemote
+		return nil, ErrRemote
 	}
 	conn, err := net.Dial("unix", path)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	defer conn.Close()
 	raw, err := conn.(*net.UnixConn).SyscallConn()
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	var cred *unix.Ucred
 	var cerr error
 	if err := raw.Control(func(fd uintptr) {
 		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
 	}); err != nil {
-		return 0, err
+		return nil, err
 	}
 	if cerr != nil {
-		return 0, cerr
+		return nil, cerr
 	}
-	return int(cred.Pid), nil
+	return cred, nil
 }
 
 // CRIUVersion returns the version of the CRIU the service would run (the

