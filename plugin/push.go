@@ -63,7 +63,7 @@ on this host stays plaintext, readable by root only);
 	f.BoolVar(&o.ignoreRootfs, "ignore-rootfs", false, "leave root file-system changes out of the image")
 	f.BoolVar(&o.includeBase, "include-base", false, "also copy the container's base image into DEST's repository (tag base-IMAGEID), for targets that cannot pull it from its origin; registry destinations only")
 	f.BoolVar(&o.noCRIO, "no-cri-o-annotations", false, "leave out what CRI-O needs to restore the image (its manifest annotation, spec.dump's io.kubernetes.cri-o.Annotations, config.dump's rootfsImageRef)")
-	f.StringVar(&o.format, "format", "text", "output: text (DEST@DIGEST) or json (reference, digest, container, per-phase seconds, bytes)")
+	f.StringVar(&o.format, "format", "text", "output: text (DEST@DIGEST) or json (reference, digest, container, per-phase seconds, bytes, layers)")
 	o.seal = addSealFlags(f)
 	o.retry = addRetryFlags(f)
 	f.IntVar(&o.level, "compression-level", 0, "compression level (zstd 1-20, gzip 1-9; default: the library's, zstd 3)")
