@@ -169,10 +169,19 @@ func Copy(ctx context.Context, op string, dst, src types.ImageReference, o Optio
 	if report == nil {
 		report = io.Discard
 	}
+	dsys := sys
+	if op == "pulling" {
+		// Staging keeps the image as published: an OCI layout would
+		// otherwise compress plain-tar layers, and the manifest fetched
+		// would no longer be the one planned.
+		d := *sys
+		d.OCIAcceptUncompressedLayers = true
+		dsys = &d
+	}
 	copts := &copy.Options{
 		ReportWriter:   report,
 		SourceCtx:      sys,
-		DestinationCtx: sys,
+		DestinationCtx: dsys,
 		// A local layout cannot store signatures; the policy checked them
 		// before anything was copied.
 		RemoveSignatures:             op == "pulling",

@@ -1,10 +1,16 @@
 package transfer
 
 import (
+	"context"
 	"errors"
 	"testing"
 
+	"github.com/containers/image/v5/oci/layout"
 	"github.com/containers/image/v5/types"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/podman-migrate/podman-migrate/internal/ckpt"
+	"github.com/podman-migrate/podman-migrate/internal/ckpttest"
 )
 
 func TestParseReference(t *testing.T) {
@@ -60,5 +66,35 @@ func TestSystemContextTLS(t *testing.T) {
 	}
 	if sys := (Options{TLSVerify: TLSVerify(true, true)}).SystemContext(); sys.DockerInsecureSkipTLSVerify != types.OptionalBoolFalse {
 		t.Error("--tls-verify=true must verify")
+	}
+}
+
+// TestPullKeepsUncompressedLayers: an image whose layers are plain tar (as
+// podman's own `podman push IMAGE oci:DIR` of a checkpoint image writes
+// them) arrives in staging as it is, so its manifest digest is still the
+// one planned.
+func TestPullKeepsUncompressedLayers(t *testing.T) {
+	ctx := context.Background()
+	src := ckpttest.WriteImage(t, t.TempDir(), []ckpttest.Layer{{Tar: ckpttest.Tar(t, ckpttest.Archive(t))}},
+		map[string]string{ckpt.AnnRuntimeName: "runc"})
+	s, err := src.NewImageSource(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb, _, err := s.GetManifest(ctx, nil)
+	s.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	local, err := layout.NewReference(t.TempDir(), "checkpoint")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := Copy(ctx, "pulling", local, src, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := digest.FromBytes(mb); d != want {
+		t.Fatalf("staged manifest %s, source %s: the layers were changed on the way", d, want)
 	}
 }
