@@ -11,6 +11,7 @@ import (
 	"github.com/containers/image/v5/types"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/podman-migrate/podman-migrate/internal/asyncw"
 	"github.com/podman-migrate/podman-migrate/internal/tarsafe"
 )
 
@@ -150,22 +151,29 @@ func (d *verifyingDest) PutBlob(ctx context.Context, stream io.Reader, info type
 	if isConfig || !ok {
 		return d.ImageDestination.PutBlob(ctx, stream, info, cache, isConfig)
 	}
-	rl := newRelay()
+	// A bounded buffer (2 MiB) between the blob and its verifier lets
+	// fetching and verifying run at once; through io.Pipe alone they
+	// would take turns.
+	pr, pw := io.Pipe()
+	buf := asyncw.New(pw, 64<<10, 32)
 	res := make(chan verdict, 1)
 	go func() {
-		f, err := d.s.v.check(i, rl)
+		f, err := d.s.v.check(i, pr)
 		// Keep reading whatever the verdict, so the blob is written
 		// whole and its digest checked.
-		_, _ = io.Copy(io.Discard, rl)
+		_, _ = io.Copy(io.Discard, pr)
 		res <- verdict{f, err}
 	}()
-	tee := io.TeeReader(stream, rl)
+	tee := io.TeeReader(stream, buf)
 	out, err := d.ImageDestination.PutBlob(ctx, tee, info, cache, isConfig)
 	if err == nil {
 		// Had inner stopped short, the verifier would have a cut blob.
 		_, err = io.Copy(io.Discard, tee)
 	}
-	rl.CloseWithError(err)
+	if cerr := buf.Close(); err == nil {
+		err = cerr
+	}
+	pw.CloseWithError(err)
 	r := <-res
 	if err != nil {
 		return types.BlobInfo{}, err
@@ -199,70 +207,3 @@ func (e *badLayer) Is(target error) bool {
 }
 
 func (e *badLayer) As(target any) bool { return errors.As(e.err, target) }
-
-// Bounds of relay's buffer: 2 MiB per layer being fetched.
-const (
-	relayChunk  = 64 << 10
-	relayChunks = 32
-)
-
-// relay is an io.Pipe with a bounded buffer: Write copies and returns while
-// the reader is busy, so that fetching a blob and verifying it run at once
-// (io.Pipe makes them take turns). One writer, one reader, which must read
-// to EOF.
-type relay struct {
-	full chan []byte // chunks written, in order; closed by CloseWithError
-	free chan []byte // chunk tokens (nil: not allocated yet)
-	werr error       // set before full is closed
-	cur  []byte      // what the reader has yet to return of held
-	held []byte
-}
-
-func newRelay() *relay {
-	r := &relay{full: make(chan []byte, relayChunks), free: make(chan []byte, relayChunks)}
-	for i := 0; i < relayChunks; i++ {
-		r.free <- nil
-	}
-	return r
-}
-
-func (r *relay) Write(p []byte) (int, error) {
-	n := len(p)
-	for len(p) > 0 {
-		b := <-r.free
-		if b == nil {
-			b = make([]byte, 0, relayChunk)
-		}
-		k := min(len(p), relayChunk)
-		r.full <- append(b[:0], p[:k]...)
-		p = p[k:]
-	}
-	return n, nil
-}
-
-// CloseWithError ends the stream: the reader gets err (nil: io.EOF) once
-// it has read what was written. The writer calls it once.
-func (r *relay) CloseWithError(err error) {
-	r.werr = err
-	close(r.full)
-}
-
-func (r *relay) Read(p []byte) (int, error) {
-	if len(r.cur) == 0 {
-		if r.held != nil {
-			r.free <- r.held
-			r.held = nil
-		}
-		b, ok := <-r.full
-		if !ok {
-			if r.werr != nil {
-				return 0, r.werr
-			}
-			return 0, io.EOF
-		}
-		r.held, r.cur = b, b
-	}
-	n := copy(p, r.cur)
-	r.cur = r.cur[n:]
-	return n, nil
-}

@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -654,31 +653,4 @@ func TestStreamVerifyThroughTransferCopy(t *testing.T) {
 			t.Fatalf("err = %v (verifier: %v) after %d fetches; want a digest mismatch after 1, no verdict", err, sv.Err(), *n)
 		}
 	})
-}
-
-// TestRelay: what is written comes out in order, then the writer's error;
-// the writer runs ahead of a stalled reader by the buffer, no more.
-func TestRelay(t *testing.T) {
-	want := ckpttest.Pages(3<<20+123, 7)
-	rl := newRelay()
-	var wrote atomic.Int64
-	go func() {
-		for p := want; len(p) > 0; {
-			k := min(len(p), 32<<10+5)
-			if _, err := rl.Write(p[:k]); err != nil {
-				t.Error(err)
-			}
-			p = p[k:]
-			wrote.Add(int64(k))
-		}
-		rl.CloseWithError(io.ErrUnexpectedEOF)
-	}()
-	time.Sleep(200 * time.Millisecond) // the reader stalls
-	if ahead := wrote.Load(); ahead < relayChunks*(32<<10) || ahead > relayChunks*relayChunk {
-		t.Errorf("the writer ran %d bytes ahead of a stalled reader, want between %d and %d", ahead, relayChunks*(32<<10), relayChunks*relayChunk)
-	}
-	got, err := io.ReadAll(rl)
-	if !errors.Is(err, io.ErrUnexpectedEOF) || !bytes.Equal(got, want) {
-		t.Fatalf("read %d of %d bytes (equal: %v), err %v; want all, then the writer's error", len(got), len(want), bytes.Equal(got, want), err)
-	}
 }
