@@ -18,7 +18,6 @@ import (
 	"github.com/opencontainers/go-digest"
 	imgspecv1 "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/podman-migrate/podman-migrate/internal/asyncw"
 	"github.com/podman-migrate/podman-migrate/internal/dump"
 	"github.com/podman-migrate/podman-migrate/internal/tarsafe"
 )
@@ -254,14 +253,10 @@ func (v *verifier) check(i int, compressed io.Reader) (*layerFinds, error) {
 	}
 	defer rc.Close()
 	dh := diffID.Algorithm().Hash()
-	// Hashing on its own goroutine overlaps with decompressing and
-	// walking: together they are a pull's fetch.
-	hw := asyncw.New(dh, stageBuffer, stageDepth)
-	defer hw.Close()
 	budget := v.limits.budget()
 	f := &layerFinds{}
 	files := map[string]bool{}
-	err = walk(io.TeeReader(budget.Reader(rc), hw), tarsafe.ErrUnsafe, budget, func(name string, h *tar.Header, body io.Reader) error {
+	err = walk(io.TeeReader(budget.Reader(rc), dh), tarsafe.ErrUnsafe, budget, func(name string, h *tar.Header, body io.Reader) error {
 		if strings.HasPrefix(pathBase(name), ".wh.") {
 			return &tarsafe.EntryError{Name: h.Name, Reason: "whiteouts have no place in a checkpoint image"}
 		}
@@ -283,9 +278,6 @@ func (v *verifier) check(i int, compressed io.Reader) (*layerFinds, error) {
 		return f.member(name, body, budget)
 	})
 	if err != nil {
-		return nil, err
-	}
-	if err := hw.Close(); err != nil {
 		return nil, err
 	}
 	if got := digest.NewDigest(diffID.Algorithm(), dh); got != diffID {
