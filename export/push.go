@@ -50,8 +50,7 @@ type PushOptions struct {
 	CompressionLevel *int
 	Compression      string
 	// NoStream stages the whole image before uploading any of it; by
-	// default the CRIU and root-filesystem layers are uploaded to a
-	// registry while they are built.
+	// default the CRIU layer is uploaded to a registry while it is built.
 	NoStream bool
 	Transfer transfer.Options
 	// NoCRIOAnnotations leaves out what CRI-O needs to restore the image
@@ -390,7 +389,7 @@ func saveImage(ctx context.Context, c *podman.Client, id, file string) (retErr e
 }
 
 // build writes the checkpoint image into the OCI layout in dir; with
-// stream set, its CRIU and root-filesystem layers also go to the registry
+// stream set, its CRIU layer also goes to the registry
 // while they are built (transfer.Streamer).
 func build(ctx context.Context, archive io.Reader, dir string, stream *streamTo, o ckpt.BuildOptions) (b *ckpt.Built, retErr error) {
 	var dest types.ImageDestination
@@ -429,16 +428,13 @@ func (st *streamTo) uploaded(l ckpt.Layer) bool {
 	return st != nil && st.s != nil && st.s.Uploaded(l.Desc.Digest)
 }
 
-// streamed says which layers are uploaded while built: those that differ
-// at every checkpoint. Volumes are not: an unchanged one makes the same
-// blob as last time, which Copy then finds in the registry and skips;
-// streamed, it would be sent before its digest were known.
+// streamed says which layers are uploaded while built: the CRIU images,
+// which differ at every checkpoint and are most of the bytes. The others
+// are not: an unchanged volume or root-filesystem diff makes the same blob
+// as last time, which Copy then finds in the registry and skips; streamed,
+// it would be sent before its digest were known.
 func streamed(info types.BlobInfo) bool {
-	switch ckpt.Role(info.Annotations[ckpt.AnnLayerRole]) {
-	case ckpt.RoleCRIU, ckpt.RoleRootfs:
-		return true
-	}
-	return false
+	return ckpt.Role(info.Annotations[ckpt.AnnLayerRole]) == ckpt.RoleCRIU
 }
 
 // Resume restores a pushed container on its host from the checkpoint push

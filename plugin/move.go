@@ -110,7 +110,7 @@ system connection.`,
 	o.retry = addRetryFlags(f)
 	f.IntVar(&o.level, "compression-level", 0, "compression level (zstd 1-20, gzip 1-9; default: the library's, zstd 3)")
 	o.levelSet = func() bool { return f.Changed("compression-level") }
-	f.BoolVar(&o.stream, "stream-layers", true, "with --via: upload the CRIU and root-filesystem layers while they are built; false stages the whole image first")
+	f.BoolVar(&o.stream, "stream-layers", true, "with --via: upload the CRIU layer while it is built; false stages the whole image first")
 	f.StringVar(&o.tmpDir, "tmpdir", "", "staging directory for the image (default $TMPDIR, else /var/tmp); needs room for the container's memory")
 	o.tlsVerifySet = func() bool { return f.Changed("tls-verify") }
 	return cmd

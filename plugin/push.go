@@ -70,7 +70,7 @@ on this host stays plaintext, readable by root only);
 	o.levelSet = func() bool { return f.Changed("compression-level") }
 	f.StringVar(&o.tmpDir, "tmpdir", "", "staging directory for the image (default $TMPDIR, else /var/tmp); needs room for the container's memory")
 	o.tlsVerifySet = func() bool { return f.Changed("tls-verify") }
-	f.BoolVar(&o.stream, "stream-layers", true, "upload the CRIU and root-filesystem layers to a registry while they are built; false stages the whole image first")
+	f.BoolVar(&o.stream, "stream-layers", true, "upload the CRIU layer to a registry while it is built; false stages the whole image first")
 	return cmd
 }
 

@@ -176,9 +176,9 @@ func (l *layer) abort(err error) {
 	<-l.done
 }
 
-// stableTime is the time volume layers give their entries, so that an
-// unchanged volume makes the same blob at every push and a registry that
-// has it is not sent it again.
+// stableTime is the time volume and rootfs layers give their entries, so
+// that unchanged content makes the same blob at every push and a registry
+// that has it is not sent it again.
 var stableTime = time.Unix(0, 0).UTC()
 
 // Build reads podman's export archive from r and writes it to dest as a
@@ -279,9 +279,9 @@ func Build(ctx context.Context, r io.Reader, dest types.ImageDestination, o Buil
 			}
 			body, size = bytes.NewReader(b), int64(len(b))
 		}
-		if role == RoleVolume {
-			// podman writes each volume's tar afresh at every checkpoint:
-			// its time alone would make an unchanged volume a new blob.
+		if role == RoleVolume || role == RoleRootfs {
+			// podman writes these tars afresh at every checkpoint: their
+			// time alone would make unchanged content a new blob.
 			hc := *h
 			hc.ModTime = stableTime
 			h = &hc

@@ -81,7 +81,7 @@ func archiveWith(t *testing.T, mtime time.Time, seed int64) []byte {
 	entries := ckpttest.Archive(t)
 	for i := range entries {
 		switch entries[i].Name {
-		case "volumes/fixvol.tar":
+		case "volumes/fixvol.tar", "rootfs-diff.tar":
 			entries[i].ModTime = mtime
 		case "checkpoint/pages-1.img":
 			entries[i].Body = ckpttest.Pages(3<<20, seed)
@@ -103,7 +103,7 @@ func push(t *testing.T, archive []byte, dst types.ImageReference, opts Options, 
 	var notes bytes.Buffer
 	s, err := NewStreamer(ctx, dir, dst, opts, func(i types.BlobInfo) bool {
 		r := ckpt.Role(i.Annotations[ckpt.AnnLayerRole])
-		return r == ckpt.RoleCRIU || r == ckpt.RoleRootfs
+		return r == ckpt.RoleCRIU // as push streams
 	}, &notes)
 	if err != nil {
 		t.Fatal(err)
@@ -146,10 +146,11 @@ func layerOf(t *testing.T, b *ckpt.Built, role ckpt.Role) ckpt.Layer {
 	return ckpt.Layer{}
 }
 
-// TestStreamerUploadsWhileBuilding: the CRIU and rootfs layers reach the
-// registry during the build and Copy does not send them again; the others
-// go through Copy; every blob is uploaded once; the image pulls back whole.
-// A second push of the same volume sends no volume layer.
+// TestStreamerUploadsWhileBuilding: the CRIU layer reaches the registry
+// during the build and Copy does not send it again; the others go through
+// Copy; every blob is uploaded once; the image pulls back whole. A second
+// push with new CRIU images but the same volume and root-filesystem diff
+// sends the CRIU layer only.
 func TestStreamerUploadsWhileBuilding(t *testing.T) {
 	u := &uploads{next: registry.New(registry.Logger(log.New(io.Discard, "", 0))), done: map[string]int{}}
 	srv := httptest.NewServer(u)
@@ -165,7 +166,7 @@ func TestStreamerUploadsWhileBuilding(t *testing.T) {
 		t.Fatalf("notes from a clean push: %q", notes)
 	}
 	for _, l := range built.Layers {
-		streamed := l.Role == ckpt.RoleCRIU || l.Role == ckpt.RoleRootfs
+		streamed := l.Role == ckpt.RoleCRIU
 		if s.Uploaded(l.Desc.Digest) != streamed {
 			t.Errorf("%s layer: streamed %t, want %t", l.Role, s.Uploaded(l.Desc.Digest), streamed)
 		}
@@ -178,15 +179,17 @@ func TestStreamerUploadsWhileBuilding(t *testing.T) {
 	}
 	pullAndOpen(t, dst, opts)
 
-	// The same volume at the next checkpoint: podman's tar of it is new
-	// (another mtime), its content is not.
+	// The same volume and rootfs diff at the next checkpoint: podman's
+	// tars of them are new (another mtime), their content is not.
 	again, _, sent, _ := push(t, archiveWith(t, time.Unix(1800000000, 0), 2), dst, opts, 0)
-	vol, vol2 := layerOf(t, built, ckpt.RoleVolume), layerOf(t, again, ckpt.RoleVolume)
-	if vol.Desc.Digest != vol2.Desc.Digest {
-		t.Fatalf("an unchanged volume made a new blob: %s, then %s", vol.Desc.Digest, vol2.Desc.Digest)
-	}
-	if sent.Has(vol2.Desc.Digest) || u.count(vol2.Desc.Digest) != 1 {
-		t.Fatalf("the unchanged volume layer was sent again (Copy read it: %t, uploads: %d)", sent.Has(vol2.Desc.Digest), u.count(vol2.Desc.Digest))
+	for _, role := range []ckpt.Role{ckpt.RoleVolume, ckpt.RoleRootfs} {
+		l, l2 := layerOf(t, built, role), layerOf(t, again, role)
+		if l.Desc.Digest != l2.Desc.Digest {
+			t.Fatalf("an unchanged %s layer made a new blob: %s, then %s", role, l.Desc.Digest, l2.Desc.Digest)
+		}
+		if sent.Has(l2.Desc.Digest) || u.count(l2.Desc.Digest) != 1 {
+			t.Fatalf("the unchanged %s layer was sent again (Copy read it: %t, uploads: %d)", role, sent.Has(l2.Desc.Digest), u.count(l2.Desc.Digest))
+		}
 	}
 	if c := layerOf(t, again, ckpt.RoleCRIU); c.Desc.Digest == layerOf(t, built, ckpt.RoleCRIU).Desc.Digest || u.count(c.Desc.Digest) != 1 {
 		t.Fatalf("the changed CRIU layer: same digest or not uploaded once (%d)", u.count(c.Desc.Digest))
@@ -226,7 +229,7 @@ func TestStreamerFailedUpload(t *testing.T) {
 				if !s.Uploaded(l.Desc.Digest) && !sent.Has(l.Desc.Digest) {
 					t.Errorf("%s layer never sent", l.Role)
 				}
-				if (l.Role == ckpt.RoleCRIU || l.Role == ckpt.RoleRootfs) && sent.Has(l.Desc.Digest) {
+				if l.Role == ckpt.RoleCRIU && sent.Has(l.Desc.Digest) {
 					resent++
 				}
 			}
