@@ -1,9 +1,9 @@
-// Package asyncw decouples the stages of a streaming pipeline: a Writer
-// hands filled buffers to a goroutine that writes them on, so the writer's
-// side (reading podman's archive, hashing, compressing) does not wait for
-// each write of the next stage (a hash, a file, an upload) to return.
-// Measured on 2 cores, the stages of a push then overlap instead of taking
-// turns.
+// Package asyncw decouples the stages of a streaming pipeline with bounded
+// buffers, so that on 2 cores they overlap instead of taking turns. A
+// Writer hands filled buffers to a goroutine that writes them on: the
+// writer's side (reading podman's archive, compressing) does not wait for
+// each write of the next stage (a hash, a file, an upload) to return. A
+// Pipe does the same for a next stage that reads (a verifier).
 package asyncw
 
 import (

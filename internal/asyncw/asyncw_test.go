@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"errors"
+	"io"
 	"math/rand"
 	"testing"
 )
@@ -54,5 +55,24 @@ func TestErrorReachesWriterAndClose(t *testing.T) {
 	}
 	if err := a.Close(); !errors.Is(err, errFull) {
 		t.Fatalf("Close: %v, want the writer's error", err)
+	}
+}
+
+// TestPipe: what is written comes out in order, then the writer's error.
+func TestPipe(t *testing.T) {
+	want := make([]byte, 3<<20+123)
+	rand.New(rand.NewSource(7)).Read(want)
+	p := NewPipe(64<<10, 4)
+	go func() {
+		for b := want; len(b) > 0; {
+			k := min(len(b), 100<<10+5) // writes larger than a chunk
+			p.Write(b[:k])
+			b = b[k:]
+		}
+		p.CloseWithError(io.ErrUnexpectedEOF)
+	}()
+	got, err := io.ReadAll(p)
+	if !errors.Is(err, io.ErrUnexpectedEOF) || !bytes.Equal(got, want) {
+		t.Fatalf("read %d of %d bytes (equal: %v), err %v; want all, then the writer's error", len(got), len(want), bytes.Equal(got, want), err)
 	}
 }

@@ -152,28 +152,23 @@ func (d *verifyingDest) PutBlob(ctx context.Context, stream io.Reader, info type
 		return d.ImageDestination.PutBlob(ctx, stream, info, cache, isConfig)
 	}
 	// A bounded buffer (2 MiB) between the blob and its verifier lets
-	// fetching and verifying run at once; through io.Pipe alone they
-	// would take turns.
-	pr, pw := io.Pipe()
-	buf := asyncw.New(pw, 64<<10, 32)
+	// fetching and verifying run at once.
+	pipe := asyncw.NewPipe(64<<10, 32)
 	res := make(chan verdict, 1)
 	go func() {
-		f, err := d.s.v.check(i, pr)
+		f, err := d.s.v.check(i, pipe)
 		// Keep reading whatever the verdict, so the blob is written
 		// whole and its digest checked.
-		_, _ = io.Copy(io.Discard, pr)
+		_, _ = io.Copy(io.Discard, pipe)
 		res <- verdict{f, err}
 	}()
-	tee := io.TeeReader(stream, buf)
+	tee := io.TeeReader(stream, pipe)
 	out, err := d.ImageDestination.PutBlob(ctx, tee, info, cache, isConfig)
 	if err == nil {
 		// Had inner stopped short, the verifier would have a cut blob.
 		_, err = io.Copy(io.Discard, tee)
 	}
-	if cerr := buf.Close(); err == nil {
-		err = cerr
-	}
-	pw.CloseWithError(err)
+	pipe.CloseWithError(err)
 	r := <-res
 	if err != nil {
 		return types.BlobInfo{}, err
