@@ -293,6 +293,82 @@ func Pull(ctx context.Context, c *podman.Client, o PullOptions) (*PullResult, er
 	name := p.Name
 	fmt.Fprintf(logw, "Restoring container %s\n", name)
 	start = time.Now()
+	id, err := retryRestore(ctx, func() (string, error) {
+		id, err := restore(ctx, c, img, rel, o, logw)
+		if err != nil {
+			// CRIU's reasons are in its log, under the container that
+			// cleanup is about to remove: read them first.
+			if lines := criuErrors(c, err); lines != "" {
+				err = fmt.Errorf("%w; CRIU's restore log says: %s", err, lines)
+			}
+		}
+		return id, err
+	}, func(last bool) error {
+		base := pulledBase
+		if !last {
+			base = "" // the next attempt needs it
+		}
+		return cleanup(ctx, c, name, rel.volumes, base, logw)
+	}, logw, networkPause)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(logw, "Restored in %s\n", time.Since(start).Round(time.Millisecond))
+	res.Seconds["restore"] = since(start)
+	res.Seconds["total"] = since(began)
+	res.ID, res.Name = id, name
+	return res, nil
+}
+
+// networkTries is how often a restore is tried when podman's network
+// set-up races (networkRace).
+const networkTries = 3
+
+// networkPause is the wait before attempt n+1.
+func networkPause(n int) <-chan time.Time { return time.After(time.Duration(n) * time.Second) }
+
+// networkRace tells podman 4.3.1's netavark failing to set up the
+// firewall because another container on the network was set up or torn
+// down at the same time (seen with two restores at once on one host:
+// "unable to append rule … to table 'nat': … No chain/target/match by
+// that name"). podman sets up the network before CRIU runs, and cleanup
+// removes what it made, so the restore can be tried again.
+func networkRace(err error) bool {
+	s := err.Error()
+	return strings.Contains(s, "netavark") && strings.Contains(s, "iptables") &&
+		(strings.Contains(s, "No chain/target/match by that name") || strings.Contains(strings.ToLower(s), "chain already exists"))
+}
+
+// retryRestore runs try until it succeeds, fails otherwise than by a
+// network race, or has been tried networkTries times. After each failure
+// undo removes what that attempt left; last says no attempt follows.
+func retryRestore(ctx context.Context, try func() (string, error), undo func(last bool) error, logw io.Writer, pause func(int) <-chan time.Time) (string, error) {
+	for attempt := 1; ; attempt++ {
+		id, err := try()
+		if err == nil {
+			return id, nil
+		}
+		again := attempt < networkTries && networkRace(err) && ctx.Err() == nil
+		if uerr := undo(!again); uerr != nil {
+			return "", fmt.Errorf("%w; removing what the failed restore left also failed: %w", err, uerr)
+		}
+		if !again {
+			return "", err
+		}
+		fmt.Fprintf(logw, "podman's network set-up failed (%v); restoring again (%d/%d)\n", err, attempt, networkTries-1)
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("%w; interrupted before restoring again", err)
+		case <-pause(attempt):
+		}
+	}
+}
+
+// restore streams the verified image to podman's restore once and returns
+// the new container's ID. An interrupt stops the archive stream, not the
+// request: podman goes on working after a client hangs up, so its answer
+// is awaited before the caller cleans up what it made.
+func restore(ctx context.Context, c *podman.Client, img *ckpt.Image, rel *relocated, o PullOptions, logw io.Writer) (string, error) {
 	pr, pw := io.Pipe()
 	werr := make(chan error, 1)
 	go func() {
@@ -301,9 +377,6 @@ func Pull(ctx context.Context, c *podman.Client, o PullOptions) (*PullResult, er
 		werr <- err
 	}()
 	sent := progress.NewReader(pr, logw, "Sending the checkpoint to podman")
-	// An interrupt stops the archive stream, not the request: podman goes
-	// on working after a client hangs up, so its answer is awaited before
-	// cleanup removes what it made.
 	id, err := c.RestoreImport(context.WithoutCancel(ctx), sent, podman.RestoreOptions{
 		Name:            o.Name,
 		IgnoreStaticIP:  o.IgnoreStaticIP || rel.dropIP,
@@ -329,22 +402,7 @@ func Pull(ctx context.Context, c *podman.Client, o PullOptions) (*PullResult, er
 		// Restored, but the user asked to stop: undo it, as for a failure.
 		err = fmt.Errorf("restoring: %w; podman had restored container %s, which is removed again", ctx.Err(), podman.ShortID(id))
 	}
-	if err != nil {
-		// CRIU's reasons are in its log, under the container that cleanup
-		// is about to remove: read them first.
-		if lines := criuErrors(c, err); lines != "" {
-			err = fmt.Errorf("%w; CRIU's restore log says: %s", err, lines)
-		}
-		if cerr := cleanup(ctx, c, name, rel.volumes, pulledBase, logw); cerr != nil {
-			return nil, fmt.Errorf("%w; removing what the failed restore left also failed: %w", err, cerr)
-		}
-		return nil, err
-	}
-	fmt.Fprintf(logw, "Restored in %s\n", time.Since(start).Round(time.Millisecond))
-	res.Seconds["restore"] = since(start)
-	res.Seconds["total"] = since(began)
-	res.ID, res.Name = id, name
-	return res, nil
+	return id, err
 }
 
 // criuLog finds the restore log podman names when CRIU failed ("criu
