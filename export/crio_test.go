@@ -27,7 +27,11 @@ func TestCRIORewrites(t *testing.T) {
 		t.Fatal(err)
 	}
 	archive := ckpttest.Tar(t, ckpttest.Archive(t))
-	built, err := build(ctx, bytes.NewReader(archive), dir, nil, ckpt.BuildOptions{
+	dest, err := ref.NewImageDestination(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	built, err := build(ctx, bytes.NewReader(archive), dest, ckpt.BuildOptions{
 		Rewrite: crioRewrites(),
 		Annotate: func(cfg *dump.Config) (map[string]string, error) {
 			return map[string]string{ckpt.AnnFormat: ckpt.FormatVersion, ckpt.AnnCRIOName: cfg.Name()}, nil

@@ -215,16 +215,24 @@ func Push(ctx context.Context, c *podman.Client, o PushOptions) (*PushResult, er
 	if err != nil {
 		return nil, rollback(ctx, c, ctr, copts, o.LeaveRunning, err, logw)
 	}
+	dest, err := staged.NewImageDestination(ctx, nil)
+	if err != nil {
+		return nil, rollback(ctx, c, ctr, copts, o.LeaveRunning, err, logw)
+	}
+	var streamer *transfer.Streamer // nil: nothing streamed
+	if !o.NoStream && transfer.IsRegistry(destRef) && o.Transfer.Encrypt == nil {
+		// Encrypted layers differ from the plain ones built here.
+		if streamer, err = transfer.NewStreamer(ctx, dest, tmp, destRef, o.Transfer, streamed, logw); err != nil {
+			dest.Close()
+			return nil, rollback(ctx, c, ctr, copts, o.LeaveRunning, err, logw)
+		}
+		dest = streamer
+	}
 	var rewrite map[string]func([]byte) ([]byte, error)
 	if !o.NoCRIOAnnotations {
 		rewrite = crioRewrites()
 	}
-	var stream *streamTo
-	if !o.NoStream && transfer.IsRegistry(destRef) && o.Transfer.Encrypt == nil {
-		// Encrypted layers differ from the plain ones built here.
-		stream = &streamTo{ref: destRef, opts: o.Transfer, log: logw}
-	}
-	built, err := build(ctx, counted, tmp, stream, ckpt.BuildOptions{
+	built, err := build(ctx, counted, dest, ckpt.BuildOptions{
 		Rewrite:     rewrite,
 		Compression: o.Compression,
 		Level:       o.CompressionLevel,
@@ -267,7 +275,7 @@ func Push(ctx context.Context, c *podman.Client, o PushOptions) (*PushResult, er
 	res.Bytes["sent"] = 0
 	for _, l := range built.Layers {
 		pl := PushedLayer{Role: string(l.Role), Volume: l.Volume, Digest: l.Desc.Digest.String(), Size: l.Desc.Size}
-		pl.Sent = stream.uploaded(l) || topts.Sent.Has(l.Desc.Digest)
+		pl.Sent = streamer.Uploaded(l.Desc.Digest) || topts.Sent.Has(l.Desc.Digest)
 		if pl.Sent {
 			res.Bytes["sent"] += l.Desc.Size
 		}
@@ -388,44 +396,15 @@ func saveImage(ctx context.Context, c *podman.Client, id, file string) (retErr e
 	return nil
 }
 
-// build writes the checkpoint image into the OCI layout in dir; with
-// stream set, its CRIU layer also goes to the registry
-// while they are built (transfer.Streamer).
-func build(ctx context.Context, archive io.Reader, dir string, stream *streamTo, o ckpt.BuildOptions) (b *ckpt.Built, retErr error) {
-	var dest types.ImageDestination
-	if stream != nil {
-		s, err := transfer.NewStreamer(ctx, dir, stream.ref, stream.opts, streamed, stream.log)
-		if err != nil {
-			return nil, err
-		}
-		stream.s, dest = s, s
-	} else {
-		ref, err := layout.NewReference(dir, "checkpoint")
-		if err != nil {
-			return nil, err
-		}
-		if dest, err = ref.NewImageDestination(ctx, nil); err != nil {
-			return nil, err
-		}
-	}
+// build writes the checkpoint image into dest (the staging layout, or a
+// Streamer around it) and closes dest.
+func build(ctx context.Context, archive io.Reader, dest types.ImageDestination, o ckpt.BuildOptions) (b *ckpt.Built, retErr error) {
 	defer func() {
 		if err := dest.Close(); err != nil && retErr == nil {
 			retErr = err
 		}
 	}()
 	return ckpt.Build(ctx, archive, dest, o)
-}
-
-// streamTo is where build streams layers to, and what it streamed.
-type streamTo struct {
-	ref  types.ImageReference
-	opts transfer.Options
-	log  io.Writer
-	s    *transfer.Streamer
-}
-
-func (st *streamTo) uploaded(l ckpt.Layer) bool {
-	return st != nil && st.s != nil && st.s.Uploaded(l.Desc.Digest)
 }
 
 // streamed says which layers are uploaded while built: the CRIU images,

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/containers/image/v5/copy"
-	"github.com/containers/image/v5/oci/layout"
 	"github.com/containers/image/v5/types"
 	"github.com/opencontainers/go-digest"
 
@@ -43,48 +42,35 @@ type Streamer struct {
 	// the build forever: the layers are written in turns.
 	Stall time.Duration
 
-	mu       sync.Mutex
-	uploaded map[digest.Digest]bool
+	uploaded Blobs
 }
 
 // DefaultStall is Streamer.Stall's default.
 const DefaultStall = 10 * time.Second
 
-// NewStreamer opens the OCI layout in dir (tag "checkpoint") for writing;
+// NewStreamer wraps staging, the destination of the OCI layout in dir;
 // every layer blob for which want is true is also uploaded to dest as it
 // is written. Notes on failed uploads go to log. Close closes both
-// destinations.
-func NewStreamer(ctx context.Context, dir string, dest types.ImageReference, o Options, want func(types.BlobInfo) bool, log io.Writer) (*Streamer, error) {
-	ref, err := layout.NewReference(dir, "checkpoint")
-	if err != nil {
-		return nil, err
-	}
-	staging, err := ref.NewImageDestination(ctx, nil)
-	if err != nil {
-		return nil, err
-	}
+// destinations; on an error, the caller closes staging.
+func NewStreamer(ctx context.Context, staging types.ImageDestination, dir string, dest types.ImageReference, o Options, want func(types.BlobInfo) bool, log io.Writer) (*Streamer, error) {
 	blobs := filepath.Join(dir, "blobs", digest.Canonical.String())
 	if err := os.MkdirAll(blobs, 0o755); err != nil {
-		staging.Close()
 		return nil, err
 	}
 	remote, err := dest.NewImageDestination(ctx, o.SystemContext())
 	if err != nil {
-		staging.Close()
 		return nil, &Error{Op: "pushing", Ref: Display(dest), Err: classify(err)}
 	}
 	if log == nil {
 		log = io.Discard
 	}
-	return &Streamer{ImageDestination: staging, blobs: blobs, remote: remote, want: want, log: log, Stall: DefaultStall, uploaded: map[digest.Digest]bool{}}, nil
+	return &Streamer{ImageDestination: staging, blobs: blobs, remote: remote, want: want, log: log, Stall: DefaultStall}, nil
 }
 
 // Uploaded reports whether the blob with digest d reached the registry
-// while it was built.
+// while it was built; never, for a nil Streamer.
 func (s *Streamer) Uploaded(d digest.Digest) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.uploaded[d]
+	return s != nil && s.uploaded.Has(d)
 }
 
 // Close closes the staging and the registry destinations. The registry
@@ -134,9 +120,7 @@ func (s *Streamer) PutBlob(ctx context.Context, stream io.Reader, info types.Blo
 		<-done
 		return types.BlobInfo{}, err
 	}
-	if tee.w.Close() != nil {
-		tee.failed = true
-	}
+	tee.w.Close() // a failed upload reports its error through done
 	pw.Close()
 	// The registry answers once it has stored the blob; one that does not
 	// is given up like a stalled one.
@@ -165,9 +149,7 @@ func (s *Streamer) PutBlob(ctx context.Context, stream io.Reader, info types.Blo
 		return types.BlobInfo{}, err
 	}
 	if uerr == nil {
-		s.mu.Lock()
-		s.uploaded[d] = true
-		s.mu.Unlock()
+		s.uploaded.add(d)
 	}
 	return types.BlobInfo{Digest: d, Size: n}, nil
 }

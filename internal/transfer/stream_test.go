@@ -100,8 +100,12 @@ func push(t *testing.T, archive []byte, dst types.ImageReference, opts Options, 
 	if err != nil {
 		t.Fatal(err)
 	}
+	sd, err := staged.NewImageDestination(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var notes bytes.Buffer
-	s, err := NewStreamer(ctx, dir, dst, opts, func(i types.BlobInfo) bool {
+	s, err := NewStreamer(ctx, sd, dir, dst, opts, func(i types.BlobInfo) bool {
 		r := ckpt.Role(i.Annotations[ckpt.AnnLayerRole])
 		return r == ckpt.RoleCRIU // as push streams
 	}, &notes)
