@@ -8,10 +8,12 @@ package ckpt
 
 import (
 	"archive/tar"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"path"
+	"slices"
 	"strings"
 
 	metadata "github.com/checkpoint-restore/checkpointctl/lib"
@@ -189,4 +191,25 @@ func WriteMember(tw *tar.Writer, name string, h *tar.Header, body io.Reader, siz
 		return fmt.Errorf("copying %q: %w", name, err)
 	}
 	return nil
+}
+
+// SpecMount is a mount as spec.dump, the container's OCI runtime spec,
+// records it.
+type SpecMount struct {
+	Destination string   `json:"destination"`
+	Type        string   `json:"type"`
+	Source      string   `json:"source"`
+	Options     []string `json:"options"`
+}
+
+// ReadOnly reports whether the mount has the "ro" option.
+func (m SpecMount) ReadOnly() bool { return slices.Contains(m.Options, "ro") }
+
+// SpecMounts reads the mounts of spec.dump.
+func SpecMounts(specDump []byte) ([]SpecMount, error) {
+	var spec struct {
+		Mounts []SpecMount `json:"mounts"`
+	}
+	err := json.Unmarshal(specDump, &spec)
+	return spec.Mounts, err
 }

@@ -124,12 +124,9 @@ func FromCRIO(m *Metadata) ([]string, error) {
 	}
 	if cfg.Raw("userVolumes") == nil {
 		// podman lists these as the container's mounts (inspect).
-		var spec struct {
-			Mounts []struct{ Destination, Type, Source string } `json:"mounts"`
-		}
-		_ = json.Unmarshal(m.SpecDump, &spec)
+		specMounts, _ := SpecMounts(m.SpecDump)
 		var dests []string
-		for _, mt := range spec.Mounts {
+		for _, mt := range specMounts {
 			if mt.Type == "bind" && !PodmanManaged(mt.Destination, mt.Source) {
 				dests = append(dests, mt.Destination)
 			}

@@ -135,12 +135,7 @@ func Describe(m *Metadata) *Description {
 		Process struct {
 			Args []string `json:"args"`
 		} `json:"process"`
-		Mounts []struct {
-			Destination string   `json:"destination"`
-			Type        string   `json:"type"`
-			Source      string   `json:"source"`
-			Options     []string `json:"options"`
-		} `json:"mounts"`
+		Mounts []SpecMount `json:"mounts"`
 	}
 	_ = json.Unmarshal(m.SpecDump, &spec)
 	d.Container.Command = spec.Process.Args
@@ -153,11 +148,7 @@ func Describe(m *Metadata) *Description {
 		if mt.Type != "bind" || volumeDests[mt.Destination] != "" || PodmanManaged(mt.Destination, mt.Source) {
 			continue
 		}
-		ro := false
-		for _, o := range mt.Options {
-			ro = ro || o == "ro"
-		}
-		d.Binds = append(d.Binds, BindFacts{Source: mt.Source, Destination: mt.Destination, ReadOnly: ro})
+		d.Binds = append(d.Binds, BindFacts{Source: mt.Source, Destination: mt.Destination, ReadOnly: mt.ReadOnly()})
 	}
 	d.Networks = networks(m)
 	d.Ports = ports(cfg.Raw("newPortMappings"))

@@ -89,27 +89,16 @@ type Mount struct {
 // RequiredMounts lists the spec.dump mounts CRI-O's restore wants the
 // container to define, by destination, in the order spec.dump has them.
 func RequiredMounts(specDump []byte) ([]Mount, error) {
-	var spec struct {
-		Mounts []struct {
-			Destination string   `json:"destination"`
-			Type        string   `json:"type"`
-			Source      string   `json:"source"`
-			Options     []string `json:"options"`
-		} `json:"mounts"`
-	}
-	if err := json.Unmarshal(specDump, &spec); err != nil {
+	mounts, err := ckpt.SpecMounts(specDump)
+	if err != nil {
 		return nil, fmt.Errorf("%w: reading %s: %w", ErrNotRestorable, ckpt.SpecDump, err)
 	}
 	var out []Mount
-	for _, m := range spec.Mounts {
+	for _, m := range mounts {
 		if CRIOIgnoredMounts[path.Clean(m.Destination)] {
 			continue
 		}
-		mt := Mount{Destination: path.Clean(m.Destination), Type: m.Type, Source: m.Source}
-		for _, o := range m.Options {
-			mt.ReadOnly = mt.ReadOnly || o == "ro"
-		}
-		out = append(out, mt)
+		out = append(out, Mount{Destination: path.Clean(m.Destination), Type: m.Type, Source: m.Source, ReadOnly: m.ReadOnly()})
 	}
 	return out, nil
 }
