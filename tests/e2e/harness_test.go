@@ -228,7 +228,13 @@ func checkContinued(t *testing.T, url, ctr string, before status) {
 	if state := podman(t, url, "inspect", "--format", "{{.State.Status}}", ctr); state != "running" {
 		t.Fatalf("container %s is %s, want running", ctr, state)
 	}
-	after := waitStatus(t, url, ctr, func(s status) bool { return s.SumAt > before.Counter })
+	continued(t, before, waitStatus(t, url, ctr, func(s status) bool { return s.SumAt > before.Counter }))
+}
+
+// continued asserts that after, read once the memory checksum was
+// recomputed past before's counter, is the same process carried on.
+func continued(t *testing.T, before, after status) {
+	t.Helper()
 	if after.Boot != before.Boot {
 		t.Fatalf("process restarted: boot %s, was %s", after.Boot, before.Boot)
 	}
