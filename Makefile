@@ -14,7 +14,7 @@ FUZZTIME ?= 10s
 # Fuzz targets, package:Target (seeds in each package's testdata/fuzz/).
 FUZZ     := internal/tarsafe:FuzzVerify internal/ckpt:FuzzOpen internal/dump:FuzzConfig import:FuzzRelocate internal/transfer:FuzzParseReference
 
-.PHONY: all build install uninstall test test-unit test-e2e fuzz setup-host demo bench lint completions docs clean help
+.PHONY: all build install uninstall test test-unit test-e2e fuzz setup-host setup-crio demo bench lint completions docs clean help
 
 all: build
 
@@ -46,12 +46,14 @@ docs: $(MANPAGES) ## build the man pages (docs/*.1.md) with go-md2man
 docs/%.1: docs/%.1.md
 	go-md2man -in $< -out $@
 
-setup-host: ## install and configure podman, runc, CRIU 4.1, the registry, the test image and CRI-O (idempotent, root)
+setup-host: ## install and configure podman, runc, CRIU >= 4.2 (probed), the registry and the test image (idempotent, root)
 	bash contrib/setup-host.sh
+
+setup-crio: ## build CRI-O for the CRI-O tier of the end-to-end tests (idempotent, root)
 	bash contrib/setup-crio.sh
 
 test: FUZZTIME = 1000x
-test: setup-host test-unit fuzz test-e2e ## all tiers: set up the host, unit tests, a short fuzz, end-to-end tests
+test: setup-host setup-crio test-unit fuzz test-e2e ## all tiers: set up the host, unit tests, a short fuzz, end-to-end tests
 
 fuzz: ## run each fuzz target for FUZZTIME (10s), one package at a time
 	@set -e; for t in $(FUZZ); do echo "fuzz ./$${t%%:*} $${t#*:} for $(FUZZTIME)"; \
@@ -60,8 +62,8 @@ fuzz: ## run each fuzz target for FUZZTIME (10s), one package at a time
 test-unit: ## unit tests (no podman needed)
 	$(GO) test -tags "$(TAGS)" -count=1 ./...
 
-test-e2e: build ## end-to-end tests: real podman hosts A and B, real CRIU, real registry (root)
-	$(GO) test -tags "$(TAGS) e2e" -count=1 -timeout 40m -v ./tests/e2e/ 2>&1 | tee /tmp/podman-migrate-e2e.log | grep -E '^(=== RUN|--- |    |PASS|FAIL|ok|SKIP)'; exit $${PIPESTATUS[0]}
+test-e2e: build ## end-to-end tests: real podman hosts A, B and C, real CRIU, real registry (root); always stops what it started
+	bash tests/run-e2e.sh
 
 demo: setup-host build ## migrate a sample container from host A to isolated host B on this machine
 	bash contrib/demo.sh

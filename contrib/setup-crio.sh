@@ -8,7 +8,7 @@
 # CRI-O is packaged neither by Debian nor by the Go module proxy: it is
 # built from the source tarball in the shared third-party folder
 # ($PODMAN_MIGRATE_SHARED/third_party, else ../shared/third_party next to
-# the repository, else /work/shared/third_party) into
+# the repository) into
 # /var/lib/podman-migrate/crio/bin, outside the repository. The stamp
 # records the tarball's SHA-256 and this recipe: a re-run with the same
 # source builds nothing. crictl comes from the Go module proxy.
@@ -54,7 +54,7 @@ esac
 # source_tarball: the CRI-O source, or nothing.
 source_tarball() {
 	local d
-	for d in ${PODMAN_MIGRATE_SHARED:+"$PODMAN_MIGRATE_SHARED"} "$REPO_ROOT/../shared" /work/shared; do
+	for d in ${PODMAN_MIGRATE_SHARED:+"$PODMAN_MIGRATE_SHARED"} "$REPO_ROOT/../shared"; do
 		if [[ -f $d/third_party/cri-o-$CRIO_VERSION.tar.xz ]]; then
 			realpath "$d/third_party/cri-o-$CRIO_VERSION.tar.xz"
 			return 0
@@ -64,7 +64,7 @@ source_tarball() {
 
 TARBALL=$(source_tarball)
 if [[ -z $TARBALL ]]; then
-	echo "SKIP: no CRI-O source (third_party/cri-o-$CRIO_VERSION.tar.xz under \$PODMAN_MIGRATE_SHARED, $(realpath -m "$REPO_ROOT/../shared") or /work/shared): the CRI-O tier will not run"
+	echo "SKIP: no CRI-O source (third_party/cri-o-$CRIO_VERSION.tar.xz under \$PODMAN_MIGRATE_SHARED or $(realpath -m "$REPO_ROOT/../shared")): the CRI-O tier will not run"
 	exit 0
 fi
 [[ $(id -u) -eq 0 ]] || die "needs root (apt-get, $CACHE)"

@@ -9,14 +9,24 @@
 #   - podman 4.3.1, runc, conmon, netavark, docker-registry, skopeo, buildah,
 #     busybox-static from bookworm, installed --no-install-recommends (runc
 #     recommends bookworm's CRIU 3.17, which fails on kernels >= 6.13);
-#   - CRIU 4.1.x from Debian trixie, unpacked with its own glibc into
-#     /opt/podman-migrate/criu and run through /usr/local/sbin/criu; nothing
-#     from trixie is installed into the system;
+#   - CRIU >= 4.2 from the newest Debian suite that has it (forky, else
+#     sid), unpacked with that suite's own glibc into /opt/podman-migrate/criu
+#     and run through /usr/local/sbin/criu; nothing from those suites is
+#     installed into the system. CRIU 4.1 hangs in every dump on VM guests
+#     whose hardware breakpoints never fire, and cannot dump inet sockets on
+#     kernels >= 6.16; 4.2 copes with both. Where no suite has 4.2, trixie's
+#     4.1.x is used with CRIU_FAULT=130 set in the wrapper (podman passes the
+#     runtime no environment of its own, so it cannot be set on the service).
+#     PODMAN_MIGRATE_CRIU_SUITE=SUITE forces one suite. The same prefix and
+#     wrapper go into host C's root, whose podman 5 runs them;
+#   - a probe (contrib/criu-probe.sh): a throwaway process dumped and restored
+#     through exactly the criu the runtime runs, on this host and inside host
+#     C's root, each step under a timeout; set-up fails if it does not work;
 #   - /etc/containers/containers.conf: runc as runtime, low default ulimits,
 #     netavark as network backend (fresh storage, as host B's, would
 #     otherwise probe bookworm's CNI example config);
 #   - host C's root file system: Debian trixie (podman 5, runc, crun with
-#     CRIU, criu 4.1) made with debootstrap in /var/lib/podman-migrate/hostc,
+#     CRIU) made with debootstrap in /var/lib/podman-migrate/hostc,
 #     for tests/hosts.sh to run as a third, podman 5 host; its stamp file
 #     (the recipe and the packages' versions) makes a re-run skip it;
 #   - the test image localhost/podman-migrate-test:latest (busybox plus the
@@ -35,6 +45,11 @@ readonly TEST_IMAGE=localhost/podman-migrate-test:latest
 readonly CONTAINERS_CONF=/etc/containers/containers.conf
 readonly SERVICE_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 readonly CRIU_MIN_VERSION=4.1
+# CRIU 4.2 copes with hardware breakpoints that never fire (VM guests: 4.1
+# hangs in every dump there) and dumps inet sockets on kernels >= 6.16.
+readonly CRIU_WANT_VERSION=4.2
+# Where to look for it, newest first; trixie (4.1.x) is the fallback.
+readonly CRIU_SUITES=(forky sid trixie)
 readonly KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 # Bump when the way the test image is built changes, to force a rebuild.
 readonly TESTBASE_RECIPE=2
@@ -49,8 +64,16 @@ readonly APT_PACKAGES=(
 	slirp4netns iptables curl iproute2 util-linux ca-certificates time
 	go-md2man systemd shellcheck debootstrap
 )
-# Packages from trixie unpacked into $PREFIX: criu and the libraries it
-# needs with trixie's own glibc (ld.so --list is checked after unpacking).
+# Packages unpacked into $PREFIX: criu and the libraries it needs, with the
+# suite's own glibc (ld.so --list is checked after unpacking). CRIU >= 4.2
+# from the newest suite links libnet9 where trixie's 4.1 links libnet1.
+readonly NEWEST_PACKAGES=(
+	criu libcompel1 libc6 libgcc-s1 libgnutls30t64 libnftables1 libnl-3-200
+	libprotobuf-c1 libnet9 libbsd0 libuuid1 libmd0 libnettle8t64
+	libhogweed6t64 libgmp10 libidn2-0 libunistring5 libtasn1-6 libp11-kit0
+	libffi8 libmnl0 libnftnl11 libjansson4 libxtables12 libedit2 libtinfo6
+	libbrotli1 libzstd1 zlib1g
+)
 readonly TRIXIE_PACKAGES=(
 	criu libcompel1 libc6 libgcc-s1 libgnutls30t64 libnftables1 libnl-3-200
 	libprotobuf-c1 libnet1 libbsd0 libuuid1 libmd0 libnettle8t64
@@ -122,7 +145,6 @@ multiarch() {
 ARCH_INFO=$(multiarch)
 read -r TRIPLET LDSO <<<"$ARCH_INFO"
 readonly TRIPLET LDSO
-readonly PREFIX_LIBS="$PREFIX/usr/lib/$TRIPLET:$PREFIX/lib/$TRIPLET"
 
 apt_update_once() {
 	if [[ $APT_UPDATED -eq 0 ]]; then
@@ -188,20 +210,44 @@ ensure_no_bookworm_criu() {
 	run dpkg-divert --local --rename --divert /usr/sbin/criu.bookworm --add /usr/sbin/criu
 }
 
-# ---------------------------------------------------------------- CRIU 4.1
+# -------------------------------------------------------------------- CRIU
+# wrapper_text PREFIX FAULT: the criu wrapper for a CRIU unpacked in PREFIX.
+# FAULT non-empty exports CRIU_FAULT=130 (no hardware breakpoints): podman
+# runs the runtime's checkpoint with only PATH and XDG_RUNTIME_DIR in its
+# environment, so the variable must be set here, where runc execs criu.
 wrapper_text() {
+	local prefix=$1 fault=$2
 	cat <<EOF
 #!/bin/sh
-# Installed by podman-migrate contrib/setup-host.sh: CRIU from Debian trixie,
-# unpacked into $PREFIX and run with trixie's own glibc (bookworm's is too
-# old for it). Only criu itself sees those libraries: the programs it starts
-# (iptables, ip, ...) run with the system's.
-exec $PREFIX/usr/lib/$TRIPLET/$LDSO --library-path $PREFIX_LIBS $PREFIX/usr/sbin/criu "\$@"
+# Installed by podman-migrate contrib/setup-host.sh: CRIU from Debian's
+# $(cat "$prefix/.podman-migrate-suite" 2>/dev/null || echo newest) suite, unpacked into $prefix and run with that
+# suite's own glibc (bookworm's is too old for it). Only criu itself sees
+# those libraries: the programs it starts (iptables, ip, ...) run with the
+# host's.
 EOF
+	if [[ -n $fault ]]; then
+		cat <<EOF
+# CRIU < $CRIU_WANT_VERSION hangs forever in every dump on hosts whose hardware
+# breakpoints never fire (VM guests); 130 makes it trace syscalls instead.
+export CRIU_FAULT=130
+EOF
+	fi
+	printf 'exec %s --library-path %s %s "$@"\n' \
+		"$prefix/usr/lib/$TRIPLET/$LDSO" "$(prefix_libs "$prefix")" "$prefix/usr/sbin/criu"
 }
 
-criu_version() { # prints e.g. 4.1.1, or nothing
+prefix_libs() { printf '%s/usr/lib/%s:%s/lib/%s\n' "$1" "$TRIPLET" "$1" "$TRIPLET"; }
+
+criu_version() { # prints e.g. 4.2.1, or nothing
 	"${1:-$WRAPPER}" --version 2>/dev/null | sed -n 's/^Version: *//p' | head -n1
+}
+
+# prefix_version PREFIX: the version of the CRIU unpacked there, or nothing.
+prefix_version() {
+	local p=$1
+	[[ -x $p/usr/sbin/criu && -x $p/usr/lib/$TRIPLET/$LDSO ]] || return 0
+	"$p/usr/lib/$TRIPLET/$LDSO" --library-path "$(prefix_libs "$p")" "$p/usr/sbin/criu" --version 2>/dev/null |
+		sed -n 's/^Version: *//p' | head -n1
 }
 
 # The Debian mirror, taken from the system's own apt sources at run time.
@@ -241,12 +287,13 @@ debian_mirror() {
 	printf '%s\n' "${uri%/}"
 }
 
-# trixie_apt_config WORK MIRROR: an apt.conf for a private state: its own source list
-# (trixie main only), lists, cache and an empty dpkg status, so that the
-# system's apt state and package selection are never touched. apt.conf.d is
-# still read (proxy settings), minus the hooks that would act on the system.
-trixie_apt_config() {
-	local work=$1 mirror=$2
+# suite_apt_config WORK MIRROR SUITE: an apt.conf for a private state: its
+# own source list (SUITE main only), lists, cache and an empty dpkg status,
+# so that the system's apt state and package selection are never touched.
+# apt.conf.d is still read (proxy settings), minus the hooks that would act
+# on the system.
+suite_apt_config() {
+	local work=$1 mirror=$2 suite=$3
 	mkdir -p "$work"/{lists/partial,cache/archives/partial,sources.list.d,preferences.d}
 	# apt downloads as _apt: let it reach its partial directories.
 	chmod 755 "$work"
@@ -254,7 +301,7 @@ trixie_apt_config() {
 		chown _apt "$work/lists/partial" "$work/cache/archives/partial"
 	fi
 	: >"$work/status"
-	printf 'deb [signed-by=%s] %s trixie main\n' "$KEYRING" "$mirror" >"$work/sources.list"
+	printf 'deb [signed-by=%s] %s %s main\n' "$KEYRING" "$mirror" "$suite" >"$work/sources.list"
 	cat >"$work/apt.conf" <<EOF
 Dir::State::Lists "$work/lists";
 Dir::State::status "$work/status";
@@ -276,99 +323,167 @@ Acquire::IndexTargets::deb::DEP-11::DefaultEnabled "false";
 EOF
 }
 
-trixie_update() {
-	local work=$1
+# suite_update WORK SUITE: fetch the suite's index; fails if none came.
+suite_update() {
+	local work=$1 suite=$2
 	# apt-get update exits 0 on some fetch errors: check the index is there.
-	if apt-get -q -c "$work/apt.conf" update >&2 &&
-		compgen -G "$work/lists/*_dists_trixie_main_binary-*_Packages*" >/dev/null; then
-		return 0
-	fi
-	return 1
+	apt-get -q -c "$work/apt.conf" update >&2 &&
+		compgen -G "$work/lists/*_dists_${suite}_main_binary-*_Packages*" >/dev/null
 }
 
-install_trixie_criu() {
-	local mirror work stage
+# suite_criu_version WORK: the criu version the fetched index offers.
+suite_criu_version() {
+	apt-cache -c "$1/apt.conf" show criu 2>/dev/null | sed -n 's/^Version: *//p' | sort -V | tail -n1
+}
+
+# fetch_suite SUITE: sets SUITE_WORK to a private apt state holding SUITE's
+# index (removed when the script ends); fails when no verified index came.
+fetch_suite() {
+	local suite=$1 mirror work
 	mirror=$(debian_mirror)
-	mkdir -p "$(dirname "$PREFIX")"
-	work=$(mktemp -d /var/tmp/podman-migrate-trixie.XXXXXX)
+	work=$(mktemp -d "/var/tmp/podman-migrate-$suite.XXXXXX")
 	CLEANUP+=("$work")
-	log "fetching CRIU from Debian trixie ($mirror) into $PREFIX"
-	trixie_apt_config "$work" "$mirror"
-	if ! trixie_update "$work"; then
-		# Trixie's signing keys are in bookworm's debian-archive-keyring
-		# from 2023.3+deb12u1 on; an older one may be what failed.
-		warn "trixie index not verified with $KEYRING; updating bookworm's debian-archive-keyring and retrying"
+	suite_apt_config "$work" "$mirror" "$suite"
+	log "fetching Debian $suite's index from $mirror"
+	if ! suite_update "$work" "$suite"; then
+		# Newer suites' signing keys come with updates of bookworm's
+		# debian-archive-keyring; an older one may be what failed.
+		warn "$suite index not verified with $KEYRING; updating bookworm's debian-archive-keyring and retrying"
 		apt_update_once
 		run apt-get install -y -q --no-install-recommends debian-archive-keyring
-		trixie_update "$work" || die "cannot fetch a signature-verified trixie index from $mirror (keyring $KEYRING)"
+		suite_update "$work" "$suite" || return 1
 	fi
-	mkdir -p "$work/debs"
-	if getent passwd _apt >/dev/null; then chown _apt "$work/debs"; fi
-	(cd "$work/debs" && apt-get -q -c "$work/apt.conf" download "${TRIXIE_PACKAGES[@]}") >&2 ||
-		die "apt-get download from trixie failed"
+	SUITE_WORK=$work
+}
 
-	local deb v
-	v=$(dpkg-deb -f "$work"/debs/criu_*.deb Version)
-	dpkg --compare-versions "$v" ge "$CRIU_MIN_VERSION" || die "trixie has criu $v, need >= $CRIU_MIN_VERSION"
-	stage=$(mktemp -d "$(dirname "$PREFIX")/.criu-new.XXXXXX")
+# unpack_criu WORK SUITE DEST PACKAGE...: download the packages from the
+# suite fetched into WORK and unpack them into a new prefix DEST, checking
+# that every library criu needs resolves inside it.
+unpack_criu() {
+	local work=$1 suite=$2 dest=$3 stage deb
+	shift 3
+	mkdir -p "$work/debs" "$(dirname "$dest")"
+	if getent passwd _apt >/dev/null; then chown _apt "$work/debs"; fi
+	(cd "$work/debs" && apt-get -q -c "$work/apt.conf" download "$@") >&2 ||
+		die "apt-get download of criu and its libraries from $suite failed"
+	stage=$(mktemp -d "$(dirname "$dest")/.criu-new.XXXXXX")
 	CLEANUP+=("$stage")
 	for deb in "$work"/debs/*.deb; do
 		dpkg -x "$deb" "$stage"
 		dpkg-deb -f "$deb" Package Version | paste -sd' ' >>"$stage/.podman-migrate-packages"
 	done
+	printf '%s\n' "$suite" >"$stage/.podman-migrate-suite"
 	chmod 755 "$stage"
 
 	# Every library must resolve inside the prefix: ld.so would otherwise
 	# silently fall back to bookworm's libraries from /etc/ld.so.cache.
-	local libs ldso="$stage/usr/lib/$TRIPLET/$LDSO" slibs="$stage/usr/lib/$TRIPLET:$stage/lib/$TRIPLET"
-	libs=$("$ldso" --library-path "$slibs" --list "$stage/usr/sbin/criu") || die "ld.so --list criu failed: $libs"
+	local libs ldso="$stage/usr/lib/$TRIPLET/$LDSO" slibs
+	slibs=$(prefix_libs "$stage")
+	libs=$("$ldso" --library-path "$slibs" --list "$stage/usr/sbin/criu") || die "ld.so --list criu ($suite) failed: $libs"
 	if grep -E 'not found|=> /' <<<"$libs" | grep -v -F "=> $stage/" | grep -q .; then
-		die "trixie criu needs libraries not in TRIXIE_PACKAGES (add their packages):
+		die "$suite's criu needs libraries not in its package list (add their packages):
 $(grep -E 'not found|=> /' <<<"$libs" | grep -v -F "=> $stage/")"
 	fi
-	"$ldso" --library-path "$slibs" "$stage/usr/sbin/criu" --version >&2 || die "unpacked trixie criu does not run"
-
-	if [[ -e $PREFIX ]]; then
-		rm -rf -- "$PREFIX.old"
-		mv -- "$PREFIX" "$PREFIX.old"
-		CLEANUP+=("$PREFIX.old")
+	"$ldso" --library-path "$slibs" "$stage/usr/sbin/criu" --version >&2 || die "unpacked $suite criu does not run"
+	if [[ -e $dest ]]; then
+		rm -rf -- "$dest.old"
+		mv -- "$dest" "$dest.old"
+		CLEANUP+=("$dest.old")
 	fi
-	mv -- "$stage" "$PREFIX"
-	log "unpacked $(wc -l <"$PREFIX/.podman-migrate-packages") trixie packages into $PREFIX"
+	mv -- "$stage" "$dest"
+	log "unpacked $(wc -l <"$dest/.podman-migrate-packages") $suite packages into $dest"
+}
+
+# install_criu: the newest CRIU that copes with this host, into $PREFIX.
+# First choice: CRIU >= 4.2 from the newest suite that has it (it detects
+# broken hardware breakpoints itself and dumps inet sockets on kernels >=
+# 6.16). Fallback: trixie's 4.1.x, whose wrapper then sets CRIU_FAULT=130.
+# PODMAN_MIGRATE_CRIU_SUITE names the one suite to use instead.
+install_criu() {
+	local suite v
+	local -a pkgs suites=("${CRIU_SUITES[@]}")
+	[[ -n ${PODMAN_MIGRATE_CRIU_SUITE:-} ]] && suites=("$PODMAN_MIGRATE_CRIU_SUITE")
+	for suite in "${suites[@]}"; do
+		if ! fetch_suite "$suite"; then
+			warn "no verified index of $suite; trying the next suite"
+			continue
+		fi
+		v=$(suite_criu_version "$SUITE_WORK")
+		if [[ -z $v ]]; then
+			warn "$suite has no criu; trying the next suite"
+			continue
+		fi
+		if dpkg --compare-versions "$v" ge "$CRIU_WANT_VERSION"; then
+			pkgs=("${NEWEST_PACKAGES[@]}")
+		elif [[ $suite == trixie ]]; then
+			pkgs=("${TRIXIE_PACKAGES[@]}")
+		else
+			log "$suite has criu $v (< $CRIU_WANT_VERSION); trying the next suite"
+			continue
+		fi
+		dpkg --compare-versions "$v" ge "$CRIU_MIN_VERSION" || die "$suite has criu $v, need >= $CRIU_MIN_VERSION"
+		log "CRIU: $suite has criu $v; fetching it into $PREFIX"
+		unpack_criu "$SUITE_WORK" "$suite" "$PREFIX" "${pkgs[@]}"
+		return 0
+	done
+	die "no Debian suite of ${suites[*]} on $(debian_mirror) gave a criu >= $CRIU_MIN_VERSION"
+}
+
+# criu_choice VERSION: why the wrapper is what it is, for the log.
+criu_choice() {
+	if dpkg --compare-versions "$1" ge "$CRIU_WANT_VERSION"; then
+		echo "CRIU $1 (>= $CRIU_WANT_VERSION: it detects hardware breakpoints that never fire, as on VM guests, and dumps inet sockets on kernels >= 6.16)"
+	else
+		echo "CRIU $1 with CRIU_FAULT=130 in its wrapper (no suite had >= $CRIU_WANT_VERSION; without the setting every dump hangs where breakpoints never fire); containers holding inet sockets cannot be checkpointed with it on kernels >= 6.16"
+	fi
+}
+
+# install_wrapper FILE TEXT: write FILE atomically unless it holds TEXT.
+install_wrapper() {
+	local file=$1 want=$2
+	[[ -f $file && "$(cat "$file")" == "$want" ]] && return 0
+	log "writing $file"
+	mkdir -p "$(dirname "$file")"
+	printf '%s\n' "$want" >"$file.tmp"
+	chmod 755 "$file.tmp"
+	mv -f "$file.tmp" "$file"
+}
+
+# criu_current: the CRIU in $PREFIX is the one to keep: >= CRIU_WANT_VERSION,
+# or a fallback already chosen because no suite had that, or the suite that
+# PODMAN_MIGRATE_CRIU_SUITE asks for.
+criu_current() {
+	local v=$1 suite
+	[[ -n $v ]] && dpkg --compare-versions "$v" ge "$CRIU_MIN_VERSION" || return 1
+	suite=$(cat "$PREFIX/.podman-migrate-suite" 2>/dev/null || true)
+	if [[ -n ${PODMAN_MIGRATE_CRIU_SUITE:-} ]]; then
+		[[ $suite == "$PODMAN_MIGRATE_CRIU_SUITE" ]]
+		return
+	fi
+	dpkg --compare-versions "$v" ge "$CRIU_WANT_VERSION" || [[ -f $PREFIX/.podman-migrate-fallback ]]
 }
 
 ensure_criu() {
-	local want v prefix_ok=0 fresh=0 broken=0
-	want=$(wrapper_text)
-	if [[ -x $PREFIX/usr/sbin/criu && -x $PREFIX/usr/lib/$TRIPLET/$LDSO ]]; then
-		v=$("$PREFIX/usr/lib/$TRIPLET/$LDSO" --library-path "$PREFIX_LIBS" "$PREFIX/usr/sbin/criu" --version 2>/dev/null |
-			sed -n 's/^Version: *//p') || true
-		if [[ -n $v ]] && dpkg --compare-versions "$v" ge "$CRIU_MIN_VERSION"; then
-			prefix_ok=1
-		fi
-	fi
-	if [[ $prefix_ok -eq 0 ]]; then
+	local want v fault=""
+	v=$(prefix_version "$PREFIX")
+	if ! criu_current "$v"; then
 		if [[ $CHECK_ONLY -eq 1 ]]; then
-			missing "CRIU >= $CRIU_MIN_VERSION from trixie in $PREFIX"
-			broken=1
-		else
-			install_trixie_criu
-			fresh=1
+			missing "CRIU >= $CRIU_WANT_VERSION (or a $CRIU_MIN_VERSION fallback) in $PREFIX"
+			return 0
 		fi
+		install_criu
+		v=$(prefix_version "$PREFIX")
+		# A fallback chosen because no suite had CRIU_WANT_VERSION is not
+		# looked for again on every run.
+		if dpkg --compare-versions "$v" lt "$CRIU_WANT_VERSION"; then : >"$PREFIX/.podman-migrate-fallback"; fi
 	fi
-	if [[ ! -f $WRAPPER || "$(cat "$WRAPPER")" != "$want" ]]; then
-		if [[ $CHECK_ONLY -eq 1 ]]; then
-			missing "criu wrapper $WRAPPER"
-			broken=1
-		else
-			log "writing $WRAPPER"
-			mkdir -p "$(dirname "$WRAPPER")"
-			printf '%s\n' "$want" >"$WRAPPER.tmp"
-			chmod 755 "$WRAPPER.tmp"
-			mv -f "$WRAPPER.tmp" "$WRAPPER"
-		fi
+	dpkg --compare-versions "$v" ge "$CRIU_WANT_VERSION" || fault=1
+	want=$(wrapper_text "$PREFIX" "$fault")
+	if [[ $CHECK_ONLY -eq 1 ]]; then
+		[[ -f $WRAPPER && "$(cat "$WRAPPER")" == "$want" ]] || missing "criu wrapper $WRAPPER"
+	else
+		install_wrapper "$WRAPPER" "$want"
 	fi
-	[[ $broken -eq 0 ]] || return 0
 
 	# What the podman service (and runc under it) will run.
 	local found
@@ -376,30 +491,35 @@ ensure_criu() {
 	if [[ $found != "$WRAPPER" ]]; then
 		if [[ $CHECK_ONLY -eq 1 ]]; then
 			missing "criu on the service PATH is '$found', not $WRAPPER"
-		else
-			die "criu on PATH $SERVICE_PATH is '$found', not $WRAPPER"
+			return 0
 		fi
-		return
+		die "criu on PATH $SERVICE_PATH is '$found', not $WRAPPER"
 	fi
 	v=$(criu_version "$WRAPPER")
-	if [[ -z $v ]] || ! dpkg --compare-versions "$v" ge "$CRIU_MIN_VERSION"; then
-		if [[ $CHECK_ONLY -eq 1 ]]; then
-			missing "criu --version is '${v:-none}', need >= $CRIU_MIN_VERSION"
-			return
-		fi
-		die "criu --version is '${v:-none}', need >= $CRIU_MIN_VERSION"
+	[[ -n $v ]] || die "$WRAPPER --version printed no version"
+	log "chose $(criu_choice "$v"), at $WRAPPER"
+}
+
+# probe_criu WHERE CMD...: a real dump and restore through the criu the
+# runtime runs (contrib/criu-probe.sh, each step under a timeout); CMD runs
+# the probe where that host's runtime would. Set-up fails when it does not
+# work, naming the host and the cause.
+probe_criu() {
+	local where=$1 out rc=0 err
+	shift
+	err=$(mktemp)
+	CLEANUP+=("$err")
+	out=$("$@" 2>"$err") || rc=$?
+	if [[ $rc -eq 0 ]]; then
+		log "criu probe ($where): $out"
+		return 0
 	fi
-	log "criu $v at $WRAPPER"
-	if [[ $fresh -eq 1 || $CHECK_ONLY -eq 1 ]]; then
-		local out
-		out=$("$WRAPPER" check 2>&1) || true
-		if grep -q 'Looks good' <<<"$out"; then
-			log "criu check: Looks good."
-		else
-			warn "criu check did not say 'Looks good.':"
-			printf '%s\n' "$out" >&2
-		fi
+	if [[ $CHECK_ONLY -eq 1 ]]; then
+		missing "criu probe ($where): ${out:-exit $rc}"
+		return 0
 	fi
+	cat "$err" >&2
+	die "criu probe ($where) failed: ${out:-exit $rc}"
 }
 
 # ---------------------------------------------------------- containers.conf
@@ -635,6 +755,34 @@ ensure_host_c() {
 	log "host C: ready in $((SECONDS - t0))s ($(hostc_versions "$HOSTC_ROOT"))"
 }
 
+# ensure_hostc_criu: host C's podman 5 runs the same CRIU as A and B: the
+# prefix copied into its root and the same wrapper at its
+# /usr/local/sbin/criu, ahead of trixie's /usr/sbin/criu (4.1) on the
+# service's PATH (tests/hosts.sh). The probe runs there when hosts.sh
+# starts host C, inside its pivoted root.
+ensure_hostc_criu() {
+	local dest=$HOSTC_ROOT$PREFIX want tmp
+	[[ -d $HOSTC_ROOT && -f $PREFIX/.podman-migrate-packages ]] || return 0
+	want=$(cat "$WRAPPER")
+	if cmp -s "$PREFIX/.podman-migrate-packages" "$dest/.podman-migrate-packages" &&
+		[[ -f $HOSTC_ROOT$WRAPPER && "$(cat "$HOSTC_ROOT$WRAPPER")" == "$want" ]]; then
+		log "host C: criu $(criu_version "$WRAPPER") in its root"
+		return 0
+	fi
+	if [[ $CHECK_ONLY -eq 1 ]]; then
+		missing "host C: $PREFIX and $WRAPPER inside $HOSTC_ROOT"
+		return 0
+	fi
+	log "host C: copying $PREFIX and $WRAPPER into its root"
+	mkdir -p "$(dirname "$dest")"
+	tmp=$(mktemp -d "$(dirname "$dest")/.criu-new.XXXXXX")
+	CLEANUP+=("$tmp")
+	cp -a "$PREFIX/." "$tmp/"
+	rm -rf -- "$dest"
+	mv -- "$tmp" "$dest"
+	install_wrapper "$HOSTC_ROOT$WRAPPER" "$want"
+}
+
 hostc_versions() {
 	awk '$1 ~ /^(podman|crun|runc|criu)$/ { v = v sep $1 " " $2; sep = ", " } END { print v }' "$1/$HOSTC_STAMP"
 }
@@ -647,6 +795,11 @@ ensure_containers_files
 ensure_containers_conf
 ensure_testbase
 ensure_host_c
+ensure_hostc_criu
+if [[ ${#MISSING[@]} -eq 0 ]]; then
+	probe_criu "host A: $WRAPPER as the podman service runs it" \
+		env -i PATH="$SERVICE_PATH" sh "$REPO_ROOT/contrib/criu-probe.sh" criu
+fi
 
 if [[ ${#MISSING[@]} -gt 0 ]]; then
 	printf 'setup-host: NOT READY; missing:\n' >&2

@@ -61,6 +61,9 @@ readonly C_ROOT=$BASE_DIR/hostc
 readonly C_STAMP=$C_ROOT/.podman-migrate-stamp
 # Host C's socket as its service sees it (its /run/podman is STATE_DIR/c/run).
 readonly C_SOCK_ARG=unix:///run/podman/podman.sock
+PROBE=$(dirname "$SCRIPT")/../contrib/criu-probe.sh
+PROBE=$(readlink -f "$PROBE")
+readonly PROBE
 export PATH="$SERVICE_PATH${PATH:+:$PATH}"
 
 log() { printf 'hosts: %s\n' "$*" >&2; }
@@ -243,6 +246,7 @@ start_host_a() {
 	pid=$(<"$state/a/pid")
 	wait_ready "host A podman service" "$pid" "$state/a/service.log" ping_sock "$sock"
 	log "host A: unix://$sock (pid $pid, storage /var/lib/containers/storage)"
+	probe_criu "host A" "$pid"
 }
 
 # Runs inside host B's new mount namespace (via unshare), then becomes
@@ -339,10 +343,33 @@ start_host_b() {
 	TEST_IMAGE_ID=$want
 	log "host B: $TEST_IMAGE loaded, same ID as on A (${want:0:12})"
 
-	local v
-	v=$(nsenter -t "$pid" -m -- env PATH="$SERVICE_PATH" criu --version 2>/dev/null | sed -n 's/^Version: *//p')
-	[[ -n $v ]] || die "criu does not run in host B's namespace"
-	log "host B: criu $v ($(nsenter -t "$pid" -m -- env PATH="$SERVICE_PATH" sh -c 'command -v criu'))"
+	probe_criu "host B" "$pid"
+}
+
+# probe_criu WHAT PID: a real dump and restore of a throwaway process with
+# the criu that host's runtime runs (its mount namespace and PATH), each
+# step bounded (contrib/criu-probe.sh); a host that cannot checkpoint stops
+# `up` here, in seconds, rather than hanging a test.
+probe_criu() {
+	local what=$1 pid=$2 out rc=0 err
+	err=$(mktemp)
+	# Only stdio: a descriptor opened outside that host's mount namespace
+	# (the lock, bash's saved ones) fails the dump ("Can't lookup mount").
+	out=$(
+		for fd in /proc/"$BASHPID"/fd/*; do
+			fd=${fd##*/}
+			((fd > 2)) && eval "exec $fd>&-"
+		done
+		exec nsenter -t "$pid" -m -- /usr/bin/env -i PATH="$SERVICE_PATH" PROBE_TIMEOUT="${PROBE_TIMEOUT:-20}" \
+			/bin/sh -s criu <"$PROBE" 2>"$err"
+	) || rc=$?
+	if [[ $rc -ne 0 ]]; then
+		cat "$err" >&2
+		rm -f "$err"
+		die "$what cannot checkpoint: ${out:-criu probe exited $rc} (run contrib/setup-host.sh)"
+	fi
+	rm -f "$err"
+	log "$what: $out ($(nsenter -t "$pid" -m -- env PATH="$SERVICE_PATH" sh -c 'command -v criu'))"
 }
 
 # Runs inside host C's new mount namespace (via unshare): a trixie root file
@@ -371,7 +398,9 @@ c_init() {
 	pivot_root . .oldroot
 	log "host C: mount namespace $(readlink /proc/self/ns/mnt) ready, starting podman 5"
 	# shellcheck disable=SC2016 # expanded by that sh
-	exec /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LOG_LEVEL="$LOG_LEVEL" \
+	# /usr/local/sbin first: setup-host.sh puts the criu wrapper there (CRIU
+	# >= 4.2 in a private prefix), ahead of trixie's /usr/sbin/criu (4.1).
+	exec /usr/bin/env -i PATH="$SERVICE_PATH" HOME=/root LOG_LEVEL="$LOG_LEVEL" \
 		/bin/sh -c 'umount -l /.oldroot && exec podman --log-level="$LOG_LEVEL" system service --time=0 "$0"' "$C_SOCK_ARG"
 }
 
@@ -421,6 +450,7 @@ start_host_c() {
 		die "podman load on host C failed (log: $state/c/service.log)$(tail_log "$state/c/service.log")"
 	got=$(podman --url "unix://$sock" image inspect --format '{{.Id}}' "$TEST_IMAGE" 2>/dev/null) || true
 	[[ $got == "$want" ]] || die "$TEST_IMAGE has ID '$got' on host C but $want on host A"
+	probe_criu "host C" "$pid"
 	log "host C: unix://$sock (pid $pid, podman $(podman --url "unix://$sock" version --format '{{.Server.Version}}'), $TEST_IMAGE loaded, same ID as on A; up in $((SECONDS - t0))s)"
 }
 

@@ -182,7 +182,10 @@ func TestPushStagingFull(t *testing.T) {
 // contract as migrate does.
 func signalAt(t *testing.T, args []string, at string, act func(*exec.Cmd)) (int, string) {
 	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+	defer cancel()
 	cmd := exec.Command(bin, args...)
+	bound(ctx, cmd)
 	var stdout strings.Builder
 	cmd.Stdout = &stdout
 	stderr, err := cmd.StderrPipe()

@@ -8,19 +8,24 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -49,6 +54,7 @@ func TestMain(m *testing.M) {
 }
 
 func testMain(m *testing.M) int {
+	flag.Parse()
 	// Not a skip: a tier that reports success without running proves
 	// nothing.
 	if os.Geteuid() != 0 {
@@ -71,20 +77,20 @@ func testMain(m *testing.M) int {
 		fmt.Printf("e2e: building podman-migrate: %v\n%s", err, out)
 		return 1
 	}
-	stateDir = filepath.Join(tmp, "hosts")
+	// E2E_STATE (tests/run-e2e.sh sets it) lets a trap outside this
+	// process stop the hosts when go test itself is killed.
+	stateDir = os.Getenv("E2E_STATE")
+	if stateDir == "" {
+		stateDir = filepath.Join(tmp, "hosts")
+	}
+	stop := stopOnExit(tmp)
+	defer stop()
 	up := exec.Command("bash", filepath.Join(repo, "tests", "hosts.sh"), "up", stateDir)
 	up.Stdout, up.Stderr = os.Stderr, os.Stderr
-	down := func() {
-		d := exec.Command("bash", filepath.Join(repo, "tests", "hosts.sh"), "down", stateDir)
-		d.Stdout, d.Stderr = os.Stderr, os.Stderr
-		_ = d.Run()
-	}
-	if err := up.Run(); err != nil {
+	if err := runBounded(up, 5*time.Minute); err != nil {
 		fmt.Printf("e2e: starting the test hosts failed (%v); run `make setup-host` first\n", err)
-		down()
 		return 1
 	}
-	defer down()
 	b, err := os.ReadFile(filepath.Join(stateDir, "env.json"))
 	if err == nil {
 		err = json.Unmarshal(b, &hosts)
@@ -93,7 +99,153 @@ func testMain(m *testing.M) int {
 		fmt.Printf("e2e: reading %s/env.json: %v (%s)\n", stateDir, err, b)
 		return 1
 	}
+	if !checkHosts() {
+		return 1
+	}
 	return m.Run()
+}
+
+// checkHosts runs `podman-migrate check` on every test host before the
+// first migration: a host that cannot checkpoint fails the tier in about a
+// minute, with check's message, instead of hanging test after test.
+func checkHosts() bool {
+	ok := true
+	for _, h := range []struct{ name, url string }{{"A", hosts.HostAURL}, {"B", hosts.HostBURL}, {"C", hosts.HostCURL}} {
+		cmd := exec.Command(bin, "--url", h.url, "check", "--timeout", "60s", "--image", hosts.TestImage)
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		err := runBounded(cmd, 4*time.Minute)
+		if err != nil {
+			fmt.Printf("e2e: FAIL: host %s cannot checkpoint and restore (podman-migrate check: %v):\n%s", h.name, err, out.String())
+			ok = false
+			continue
+		}
+		fmt.Fprintf(os.Stderr, "e2e: host %s: podman-migrate check passed\n", h.name)
+	}
+	return ok
+}
+
+// stopOnExit stops every service the run started (CRI-O, the hosts, the
+// registry) and unmounts what tests mounted under tmp, once: when testMain
+// returns, on SIGINT or SIGTERM, and shortly before go test's -timeout
+// would kill the binary without running any deferred function.
+func stopOnExit(tmp string) func() {
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			dirs, _ := filepath.Glob(filepath.Join(stateDir, "crio-*"))
+			for _, d := range dirs {
+				c := exec.Command("bash", filepath.Join(repo, "tests", "crio.sh"), "down", d)
+				c.Stdout, c.Stderr = os.Stderr, os.Stderr
+				_ = runBounded(c, 2*time.Minute)
+			}
+			d := exec.Command("bash", filepath.Join(repo, "tests", "hosts.sh"), "down", stateDir)
+			d.Stdout, d.Stderr = os.Stderr, os.Stderr
+			_ = runBounded(d, 3*time.Minute)
+			unmountUnder(tmp)
+			unmountUnder(os.TempDir() + "/Test")
+		})
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	go func() {
+		s := <-sig
+		fmt.Fprintf(os.Stderr, "e2e: %v: stopping the test hosts\n", s)
+		stop()
+		os.Exit(1)
+	}()
+	if f := flag.Lookup("test.timeout"); f != nil {
+		if d, err := time.ParseDuration(f.Value.String()); err == nil && d > 0 {
+			margin := min(2*time.Minute, d/10)
+			time.AfterFunc(d-margin, func() {
+				fmt.Fprintf(os.Stderr, "e2e: FAIL: go test's -timeout %v is %v away: stopping the test hosts first\n", d, margin)
+				stop()
+				panic("e2e: test run timed out; hosts stopped")
+			})
+		}
+	}
+	return stop
+}
+
+// unmountUnder lazily unmounts every mount whose path starts with prefix.
+func unmountUnder(prefix string) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return
+	}
+	var targets []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && strings.HasPrefix(f[4], prefix) {
+			targets = append(targets, f[4])
+		}
+	}
+	slices.Sort(targets)
+	for i := len(targets) - 1; i >= 0; i-- {
+		_ = syscall.Unmount(targets[i], syscall.MNT_DETACH)
+	}
+}
+
+// cmdTimeout bounds every command a test runs (podman, podman-migrate,
+// skopeo, crictl, ...): far below go test's -timeout, so that a hang fails
+// one test in minutes and shows why.
+const cmdTimeout = 5 * time.Minute
+
+// runBounded runs cmd in a process group of its own, killed whole after d.
+func runBounded(cmd *exec.Cmd, d time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	bound(ctx, cmd)
+	err := cmd.Run()
+	if ctx.Err() != nil {
+		return fmt.Errorf("timed out after %v: %w", d, err)
+	}
+	return err
+}
+
+// bound makes ctx's end kill cmd's whole process group (podman's children,
+// nsenter's, bash's), and keeps Wait from waiting on pipes they hold.
+func bound(ctx context.Context, cmd *exec.Cmd) {
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	if !cmd.SysProcAttr.Setsid {
+		cmd.SysProcAttr.Setpgid = true
+	}
+	cmd.WaitDelay = 10 * time.Second
+	go func() {
+		<-ctx.Done()
+		if cmd.Process != nil {
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		}
+	}()
+}
+
+// criuLogTail is the end of the newest CRIU logs in the hosts' storage:
+// what a hung or failed checkpoint left behind.
+func criuLogTail() string {
+	var logs []string
+	for _, root := range []string{"/var/lib/containers/storage", filepath.Join(stateDir, "b", "storage"), filepath.Join(stateDir, "c", "storage")} {
+		for _, name := range []string{"dump.log", "restore.log"} {
+			m, _ := filepath.Glob(filepath.Join(root, "overlay-containers", "*", "userdata", name))
+			logs = append(logs, m...)
+		}
+	}
+	slices.SortFunc(logs, func(a, b string) int {
+		ia, _ := os.Stat(a)
+		ib, _ := os.Stat(b)
+		if ia == nil || ib == nil {
+			return 0
+		}
+		return ib.ModTime().Compare(ia.ModTime())
+	})
+	var out strings.Builder
+	for _, l := range logs[:min(2, len(logs))] {
+		b, _ := os.ReadFile(l)
+		lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+		fmt.Fprintf(&out, "\n--- last lines of %s ---\n%s", l, strings.Join(lines[max(0, len(lines)-8):], "\n"))
+	}
+	return out.String()
 }
 
 // result is one finished command.
@@ -110,13 +262,20 @@ func runCmd(t *testing.T, name string, args ...string) result {
 // runCmdEnv is runCmd with extra environment variables.
 func runCmdEnv(t *testing.T, env []string, name string, args ...string) result {
 	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+	defer cancel()
 	cmd := exec.Command(name, args...)
 	cmd.Env = append(os.Environ(), env...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
+	bound(ctx, cmd)
 	err := cmd.Run()
 	r := result{stdout: out.String(), stderr: errb.String()}
-	if ee, ok := err.(*exec.ExitError); ok {
+	if ctx.Err() != nil {
+		t.Fatalf("%s %v: no answer in %v, killed\nstdout: %s\nstderr: %s%s", name, args, cmdTimeout, r.stdout, r.stderr, criuLogTail())
+	}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
 		r.code = ee.ExitCode()
 	} else if err != nil {
 		t.Fatalf("running %s %v: %v", name, args, err)
@@ -345,7 +504,7 @@ http:
 	kill := func() { once.Do(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }) }
 	t.Cleanup(kill)
 	for i := 0; i < 100; i++ {
-		if resp, err := http.Get("http://" + addr + "/v2/"); err == nil {
+		if resp, err := (&http.Client{Timeout: 5 * time.Second}).Get("http://" + addr + "/v2/"); err == nil {
 			resp.Body.Close()
 			return addr, kill
 		}

@@ -23,7 +23,7 @@ func rmOn(t *testing.T, url, name string) {
 
 // cEnv is the environment C's own podman runs with: C's root, not this
 // machine's PATH.
-var cEnv = []string{"env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "PODMAN_IGNORE_CGROUPSV1_WARNING=1"}
+var cEnv = []string{"env", "-i", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "PODMAN_IGNORE_CGROUPSV1_WARNING=1"}
 
 // podmanCTry runs host C's own podman 5 client inside C's mount namespace:
 // host A's 4.3.1 remote client cannot read podman 5's push stream and has
