@@ -20,6 +20,7 @@ type Info struct {
 		} `json:"distribution"`
 		OCIRuntime struct {
 			Name    string `json:"name"`
+			Path    string `json:"path"`
 			Version string `json:"version"`
 		} `json:"ociRuntime"`
 		Conmon struct {

@@ -475,7 +475,9 @@ ensure_criu() {
 		v=$(prefix_version "$PREFIX")
 		# A fallback chosen because no suite had CRIU_WANT_VERSION is not
 		# looked for again on every run.
-		if dpkg --compare-versions "$v" lt "$CRIU_WANT_VERSION"; then : >"$PREFIX/.podman-migrate-fallback"; fi
+		if [[ -z ${PODMAN_MIGRATE_CRIU_SUITE:-} ]] && dpkg --compare-versions "$v" lt "$CRIU_WANT_VERSION"; then
+			: >"$PREFIX/.podman-migrate-fallback"
+		fi
 	fi
 	dpkg --compare-versions "$v" ge "$CRIU_WANT_VERSION" || fault=1
 	want=$(wrapper_text "$PREFIX" "$fault")
