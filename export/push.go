@@ -61,6 +61,16 @@ type PushOptions struct {
 	TmpDir      string
 	ToolVersion string
 	Log         io.Writer // progress and notes; nil discards
+	// CheckpointTimeout bounds the wait for podman's checkpoint (0: no
+	// bound). Then CRIU is ended if the service is on this machine, and
+	// the container rolled back; the error wraps podman.ErrCRIUStuck.
+	CheckpointTimeout time.Duration
+	// CheckpointStall is when a slow checkpoint earns a warning; 0 means
+	// DefaultStall, or half CheckpointTimeout if that is shorter.
+	CheckpointStall time.Duration
+	// StopWaiting, once closed (a second interrupt), ends the wait for the
+	// checkpoint at once; the error wraps ErrStoppedWaiting.
+	StopWaiting <-chan struct{}
 }
 
 // PushResult is what a push did, for people and programs (--format json).
@@ -192,12 +202,11 @@ func Push(ctx context.Context, c *podman.Client, o PushOptions) (*PushResult, er
 		LeaveRunning: o.LeaveRunning, TCPEstablished: o.TCPEstablished,
 		FileLocks: o.FileLocks, IgnoreRootfs: o.IgnoreRootfs,
 	}
-	fmt.Fprintf(logw, "Checkpointing container %s (%s)\n", ctr.Name, podman.ShortID(ctr.ID))
 	start := time.Now()
-	// An interrupt does not cancel the checkpoint request: podman carries on
-	// after the client hangs up, and the rollback could not tell whether the
-	// container stopped. The checkpoint is awaited, then undone.
-	archive, err := c.Checkpoint(context.WithoutCancel(ctx), ctr.ID, copts)
+	archive, answered, err := awaitCheckpoint(ctx, c, ctr, copts, o, logw)
+	if !answered {
+		return nil, err
+	}
 	if err == nil && ctx.Err() != nil {
 		archive.Close()
 		err = fmt.Errorf("checkpointing container %q: %w", ctr.Name, ctx.Err())

@@ -60,6 +60,10 @@ type PullOptions struct {
 	AllowPrivileged bool
 	TmpDir          string // "" means $TMPDIR or /var/tmp
 	Log             io.Writer
+	// RestoreTimeout bounds podman's restore (0: no bound). Then CRIU is
+	// ended if the service is on this machine, the half-made container
+	// removed, and the error wraps podman.ErrCRIUStuck.
+	RestoreTimeout time.Duration
 }
 
 // PullResult is what a pull did, for people and programs (--format json).
@@ -293,8 +297,10 @@ func Pull(ctx context.Context, c *podman.Client, o PullOptions) (*PullResult, er
 	name := p.Name
 	fmt.Fprintf(logw, "Restoring container %s\n", name)
 	start = time.Now()
+	var lastErr error
 	id, err := retryRestore(ctx, func() (string, error) {
-		id, err := restore(ctx, c, img, rel, o, logw)
+		id, err := restore(ctx, c, name, img, rel, o, logw)
+		lastErr = err
 		if err != nil {
 			// CRIU's reasons are in its log, under the container that
 			// cleanup is about to remove: read them first.
@@ -304,6 +310,9 @@ func Pull(ctx context.Context, c *podman.Client, o PullOptions) (*PullResult, er
 		}
 		return id, err
 	}, func(last bool) error {
+		if errors.Is(lastErr, errLeftOnHost) {
+			return nil // its error says how to remove it there
+		}
 		base := pulledBase
 		if !last {
 			base = "" // the next attempt needs it
@@ -368,7 +377,7 @@ func retryRestore(ctx context.Context, try func() (string, error), undo func(las
 // the new container's ID. An interrupt stops the archive stream, not the
 // request: podman goes on working after a client hangs up, so its answer
 // is awaited before the caller cleans up what it made.
-func restore(ctx context.Context, c *podman.Client, img *ckpt.Image, rel *relocated, o PullOptions, logw io.Writer) (string, error) {
+func restore(ctx context.Context, c *podman.Client, name string, img *ckpt.Image, rel *relocated, o PullOptions, logw io.Writer) (string, error) {
 	pr, pw := io.Pipe()
 	werr := make(chan error, 1)
 	go func() {
@@ -377,7 +386,7 @@ func restore(ctx context.Context, c *podman.Client, img *ckpt.Image, rel *reloca
 		werr <- err
 	}()
 	sent := progress.NewReader(pr, logw, "Sending the checkpoint to podman")
-	id, err := c.RestoreImport(context.WithoutCancel(ctx), sent, podman.RestoreOptions{
+	ropts := podman.RestoreOptions{
 		Name:            o.Name,
 		IgnoreStaticIP:  o.IgnoreStaticIP || rel.dropIP,
 		IgnoreStaticMAC: o.IgnoreStaticMAC,
@@ -385,6 +394,11 @@ func restore(ctx context.Context, c *podman.Client, img *ckpt.Image, rel *reloca
 		Pod:             o.Pod,
 		TCPEstablished:  img.Options.TCPEstablished,
 		FileLocks:       img.Options.FileLocks,
+	}
+	// name is what podman calls the new container: a stuck restore is
+	// found by it.
+	id, err := awaitRestore(ctx, c, name, o.RestoreTimeout, func(rctx context.Context) (string, error) {
+		return c.RestoreImport(rctx, sent, ropts)
 	})
 	// Unblock the writer if podman stopped reading, and let it finish
 	// before the staging directory goes.

@@ -37,6 +37,8 @@ func exitCode(err error) int {
 		return ExitUsage
 	case errors.Is(err, ckpt.ErrBadArchive):
 		return ExitPodman // podman's own export was not what it should be
+	case errors.Is(err, podman.ErrCRIUStuck):
+		return ExitPodman // podman never answered: CRIU hung
 	case errors.Is(err, export.ErrNoContainer), errors.Is(err, export.ErrNotRunning),
 		errors.Is(err, ckpt.ErrNotCheckpoint), errors.Is(err, tarsafe.ErrUnsafe),
 		errors.Is(err, transfer.ErrBadReference), errors.Is(err, restore.ErrConflict),
@@ -44,7 +46,8 @@ func exitCode(err error) int {
 		errors.Is(err, restore.ErrBadMap), errors.Is(err, export.ErrIncludeBase), isPolicyRejection(err),
 		errors.Is(err, export.ErrStagingTooSmall),
 		errors.Is(err, kube.ErrNotRestorable), errors.Is(err, kube.ErrBadMap), errors.Is(err, kube.ErrBadName),
-		errors.Is(err, transfer.ErrKey), errors.Is(err, transfer.ErrDigestMismatch):
+		errors.Is(err, transfer.ErrKey), errors.Is(err, transfer.ErrDigestMismatch),
+		errors.Is(err, errNoImage):
 		return ExitInput
 	case errors.As(err, &terr):
 		return ExitRegistry
@@ -57,7 +60,13 @@ func exitCode(err error) int {
 func hintFor(err error) string {
 	var perr *podman.Error
 	var terr *transfer.Error
+	// An error that knows its fix (check's steps) says it itself.
+	var hinted interface{ Hint() string }
 	switch {
+	case errors.As(err, &hinted) && hinted.Hint() != "":
+		return hinted.Hint()
+	case errors.Is(err, podman.ErrCRIUStuck):
+		return podman.StuckHint
 	case isPolicyRejection(err):
 		return "the signature policy (policy.json) refused the image: sign it, or trust its registry in the policy"
 	case errors.Is(err, transfer.ErrDigestMismatch):

@@ -7,6 +7,7 @@ import (
 	"io"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -48,6 +49,8 @@ type moveOptions struct {
 	stream         bool
 	tmpDir         string
 	tlsVerifySet   func() bool
+	ckptTimeout    time.Duration
+	restoreTimeout time.Duration
 }
 
 func newMoveCmd(g *globalOptions) *cobra.Command {
@@ -113,6 +116,8 @@ system connection.`,
 	f.BoolVar(&o.stream, "stream-layers", true, "with --via: upload the CRIU layer while it is built; false stages the whole image first")
 	f.StringVar(&o.tmpDir, "tmpdir", "", "staging directory for the image (default $TMPDIR, else /var/tmp); needs room for the container's memory")
 	o.tlsVerifySet = func() bool { return f.Changed("tls-verify") }
+	f.DurationVar(&o.ckptTimeout, "checkpoint-timeout", defaultCRIUTimeout, checkpointTimeoutHelp)
+	f.DurationVar(&o.restoreTimeout, "restore-timeout", defaultCRIUTimeout, restoreTimeoutHelp)
 	return cmd
 }
 
@@ -193,11 +198,13 @@ func (o *moveOptions) run(ctx context.Context, args []string, stdout io.Writer) 
 		Push: export.PushOptions{
 			TCPEstablished: o.tcpEstablished, FileLocks: o.fileLocks, IgnoreRootfs: o.ignoreRootfs,
 			IncludeBase: o.includeBase, Compression: o.compression, CompressionLevel: levelOf(o.levelSet(), o.level), NoStream: !o.stream, Transfer: pushTr, ToolVersion: Version, TmpDir: o.tmpDir,
+			CheckpointTimeout: o.ckptTimeout, StopWaiting: secondInterrupt(ctx),
 		},
 		Pull: restore.PullOptions{
 			Name: o.name, MountMap: o.mountMap, VolumeMap: o.volumeMap, NetworkMap: o.networkMap,
 			Publish: o.publish, IgnoreStaticIP: o.ignoreIP, IgnoreStaticMAC: o.ignoreMAC, Transfer: pullTr,
 			Limits: lim, AllowPrivileged: o.allowPriv, TmpDir: o.tmpDir,
+			RestoreTimeout: o.restoreTimeout,
 		},
 		Log: o.global.log(),
 	}, func(r move.Result) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -31,6 +32,7 @@ type pullOptions struct {
 	retry           *retryFlags
 	tmpDir          string
 	tlsVerifySet    func() bool
+	restoreTimeout  time.Duration
 }
 
 func newPullCmd(g *globalOptions) *cobra.Command {
@@ -90,6 +92,7 @@ Relocation:
 	o.retry = addRetryFlags(f)
 	f.StringVar(&o.tmpDir, "tmpdir", "", "staging directory for the image (default $TMPDIR, else /var/tmp); needs room for the container's memory")
 	o.tlsVerifySet = func() bool { return f.Changed("tls-verify") }
+	f.DurationVar(&o.restoreTimeout, "restore-timeout", defaultCRIUTimeout, restoreTimeoutHelp)
 	return cmd
 }
 
@@ -128,6 +131,8 @@ func (o *pullOptions) run(ctx context.Context, args []string, stdout io.Writer) 
 		})),
 		Log:    o.global.log(),
 		TmpDir: o.tmpDir,
+
+		RestoreTimeout: o.restoreTimeout,
 	}
 	if o.dryRun {
 		p, err := restore.PlanPull(ctx, c, po)

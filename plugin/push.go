@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -30,6 +31,7 @@ type pushOptions struct {
 	tmpDir         string
 	tlsVerifySet   func() bool
 	stream         bool
+	ckptTimeout    time.Duration
 }
 
 func newPushCmd(g *globalOptions) *cobra.Command {
@@ -44,6 +46,11 @@ transport: docker://host/repo:tag, oci:DIR:TAG, oci-archive:FILE, dir:DIR.
 The container stops (its checkpoint is kept on this host) unless
 --leave-running is given; if anything fails after the checkpoint, it is
 restored here. Prints DEST@DIGEST on success.
+
+A checkpoint that takes longer than --checkpoint-timeout (CRIU < 4.2 hangs
+forever on VM guests) is ended, the container runs on, and push exits 3;
+after 30s it warns. A first Ctrl-C waits for the checkpoint, then restores
+the container; a second stops waiting at once and prints how to recover.
 
 --encryption-key encrypts the layers on their way to DEST (the staging copy
 on this host stays plaintext, readable by root only);
@@ -71,6 +78,7 @@ on this host stays plaintext, readable by root only);
 	f.StringVar(&o.tmpDir, "tmpdir", "", "staging directory for the image (default $TMPDIR, else /var/tmp); needs room for the container's memory")
 	o.tlsVerifySet = func() bool { return f.Changed("tls-verify") }
 	f.BoolVar(&o.stream, "stream-layers", true, "upload the CRIU layer to a registry while it is built; false stages the whole image first")
+	f.DurationVar(&o.ckptTimeout, "checkpoint-timeout", defaultCRIUTimeout, checkpointTimeoutHelp)
 	return cmd
 }
 
@@ -106,6 +114,9 @@ func (o *pushOptions) run(ctx context.Context, args []string, stdout io.Writer) 
 		ToolVersion: Version,
 		TmpDir:      o.tmpDir,
 		Log:         o.global.log(),
+
+		CheckpointTimeout: o.ckptTimeout,
+		StopWaiting:       secondInterrupt(ctx),
 	})
 	if err != nil {
 		return fmt.Errorf("pushing %q to %q: %w", args[0], args[1], err)

@@ -122,7 +122,8 @@ Exit codes: 0 success, 1 other failure, 2 usage error, 3 podman failed,
 not a checkpoint image, refused by the signature policy, unsafe image
 content, a restore the plan blocks, a malformed map, a staging directory
 too small for the checkpoint),
-130 interrupted (SIGINT or SIGTERM; a pushed container is restored first).`,
+130 interrupted (SIGINT or SIGTERM; a pushed container is restored first,
+unless a second interrupt stops the wait for its checkpoint).`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -147,7 +148,7 @@ too small for the checkpoint),
 		logrus.SetOutput(g.stderr)
 		return nil
 	}
-	root.AddCommand(newPushCmd(g), newPullCmd(g), newMoveCmd(g), newInspectCmd(g), newKubeCmd(g), newVersionCmd(g))
+	root.AddCommand(newPushCmd(g), newPullCmd(g), newMoveCmd(g), newInspectCmd(g), newKubeCmd(g), newVersionCmd(g), newCheckCmd(g))
 	root.CompletionOptions.HiddenDefaultCmd = true
 	return root
 }

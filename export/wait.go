@@ -1,0 +1,168 @@
+package export
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	podman "github.com/podman-migrate/podman-migrate/bindings"
+	"github.com/podman-migrate/podman-migrate/internal/progress"
+)
+
+// ErrStoppedWaiting is wrapped when a second interrupt ended the wait for
+// a checkpoint that podman may still be taking.
+var ErrStoppedWaiting = errors.New("stopped waiting for the checkpoint")
+
+// DefaultStall is how long a checkpoint may take before push warns that it
+// may hang.
+const DefaultStall = 30 * time.Second
+
+// endGrace bounds the wait for podman's answer once CRIU was ended: the
+// runtime then fails, and podman answers, within seconds.
+var endGrace = time.Minute
+
+// endStuckCRIU is the client's EndStuckCRIU; tests stand in for the host.
+var endStuckCRIU = (*podman.Client).EndStuckCRIU
+
+// stallAfter is when a checkpoint earns the warning: o.CheckpointStall, or
+// DefaultStall, or half the timeout if that is shorter.
+func stallAfter(o PushOptions) time.Duration {
+	d := o.CheckpointStall
+	if d <= 0 {
+		d = DefaultStall
+		if o.CheckpointTimeout > 0 && o.CheckpointTimeout/2 < d {
+			d = o.CheckpointTimeout / 2
+		}
+	}
+	return d
+}
+
+type checkpointAnswer struct {
+	archive io.ReadCloser
+	err     error
+}
+
+// awaitCheckpoint takes the checkpoint and waits for it, showing the time
+// elapsed, within o.CheckpointTimeout. An interrupt (ctx) does not cancel
+// the request: podman carries on after the client hangs up, and the
+// rollback could not tell whether the container stopped; the checkpoint is
+// awaited, then undone. o.StopWaiting (a second interrupt) ends the wait
+// at once, with the commands that recover the container.
+//
+// done says whether podman answered; when it did not, err is final and
+// no rollback is due (it would block on the container podman still holds).
+func awaitCheckpoint(ctx context.Context, c *podman.Client, ctr *podman.Container, copts podman.CheckpointOptions, o PushOptions, logw io.Writer) (archive io.ReadCloser, done bool, err error) {
+	rctx, hangUp := context.WithCancel(context.WithoutCancel(ctx))
+	answer := make(chan checkpointAnswer, 1)
+	go func() {
+		a, err := c.Checkpoint(rctx, ctr.ID, copts)
+		answer <- checkpointAnswer{a, err}
+	}()
+	wait := progress.StartWaiting(logw, fmt.Sprintf("Checkpointing container %s (%s)", ctr.Name, podman.ShortID(ctr.ID)), progress.WaitOptions{
+		Stall: stallAfter(o),
+		Warn: func(d time.Duration) string {
+			return fmt.Sprintf("the checkpoint has taken %s; if it hangs, run `podman-migrate check` on that host", d)
+		},
+	})
+	defer wait.Stop()
+	var timeout <-chan time.Time
+	if o.CheckpointTimeout > 0 {
+		t := time.NewTimer(o.CheckpointTimeout)
+		defer t.Stop()
+		timeout = t.C
+	}
+	interrupted := ctx.Done()
+	for {
+		select {
+		case a := <-answer:
+			if a.err != nil {
+				hangUp()
+				return nil, true, a.err
+			}
+			return hangUpOnClose{a.archive, hangUp}, true, nil
+		case <-interrupted:
+			interrupted = nil
+			again := ""
+			if o.StopWaiting != nil {
+				again = "; interrupt again to stop waiting"
+			}
+			wait.Note("Interrupted: waiting for the checkpoint of %s to end, then restoring it%s", ctr.Name, again)
+		case <-o.StopWaiting:
+			hangUp()
+			return nil, false, stoppedWaiting(c, ctr)
+		case <-timeout:
+			wait.Stop()
+			return endStuck(c, ctr, o, answer, hangUp, logw)
+		}
+	}
+}
+
+// endStuck ends the CRIU of a checkpoint that outlived its timeout and
+// awaits podman's answer, which is then a failure for rollback to undo; a
+// service on another machine gets the command that ends it there.
+func endStuck(c *podman.Client, ctr *podman.Container, o PushOptions, answer <-chan checkpointAnswer, hangUp func(), logw io.Writer) (io.ReadCloser, bool, error) {
+	stuck := func(detail string) error {
+		return &podman.Error{Op: fmt.Sprintf("checkpointing container %q", ctr.Name), Err: fmt.Errorf(
+			"%w: no answer in %s (likely CRIU < 4.2 on a VM guest, where its hardware breakpoint never fires); %s",
+			podman.ErrCRIUStuck, o.CheckpointTimeout, detail)}
+	}
+	pids, err := endStuckCRIU(c, ctr.ID, "checkpoint")
+	if errors.Is(err, podman.ErrRemote) {
+		hangUp()
+		return nil, false, stuck(fmt.Sprintf("the podman service is on another machine: end CRIU there with `%s`, and the container runs on (if `podman ps -a` then shows it stopped, `podman container restore --keep %s` resumes it)",
+			podman.EndStuckCRIUCommand(ctr.ID, "checkpoint"), ctr.Name))
+	}
+	var ended string
+	switch {
+	case err != nil:
+		ended = fmt.Sprintf("ending CRIU failed (%v)", err)
+	case len(pids) == 0:
+		ended = "found no CRIU of this checkpoint to end"
+	default:
+		ended = fmt.Sprintf("ended the runtime's CRIU (PID %s)", strings.Trim(fmt.Sprint(pids), "[]"))
+	}
+	fmt.Fprintf(logw, "The checkpoint of %s took longer than %s; %s; waiting for podman to answer\n", ctr.Name, o.CheckpointTimeout, ended)
+	grace := time.NewTimer(endGrace)
+	defer grace.Stop()
+	select {
+	case a := <-answer:
+		if a.err == nil {
+			// It finished as it was ended: a checkpoint like any other.
+			return hangUpOnClose{a.archive, hangUp}, true, nil
+		}
+		hangUp()
+		return nil, true, stuck(fmt.Sprintf("%s; podman then answered: %v", ended, a.err))
+	case <-grace.C:
+		hangUp()
+		return nil, true, stuck(fmt.Sprintf("%s, and podman had not answered %s later", ended, endGrace))
+	case <-o.StopWaiting:
+		hangUp()
+		return nil, false, stoppedWaiting(c, ctr)
+	}
+}
+
+// hangUpOnClose ends the checkpoint request's context once its archive
+// has been read.
+type hangUpOnClose struct {
+	io.ReadCloser
+	hangUp context.CancelFunc
+}
+
+func (h hangUpOnClose) Close() error {
+	defer h.hangUp()
+	return h.ReadCloser.Close()
+}
+
+// stoppedWaiting is the error of a second interrupt: podman may still be
+// checkpointing, so it names the commands that recover the container.
+func stoppedWaiting(c *podman.Client, ctr *podman.Container) error {
+	where := "on this machine"
+	if _, err := c.ServicePID(); err != nil {
+		where = "on the podman service's host"
+	}
+	return fmt.Errorf("%w of container %q (second interrupt); podman may still be taking it: once it ends, `podman container restore --keep %s` resumes the container if `podman ps -a` shows it stopped; if CRIU is stuck, end it %s with `%s`",
+		ErrStoppedWaiting, ctr.Name, ctr.Name, where, podman.EndStuckCRIUCommand(ctr.ID, "checkpoint"))
+}
