@@ -656,6 +656,24 @@ kill_ns_leftovers() {
 	sleep 0.5
 }
 
+# kill_orphan_conmons: podman 4.3.1 leaves the conmon of every exec session
+# waiting --exit-delay (300 s) after the session ended, even once its
+# container is removed; hundreds pile up during a test run. Those whose
+# container no longer exists in host A's storage go.
+kill_orphan_conmons() {
+	local p args id pids=()
+	for p in /proc/[0-9]*; do
+		[[ $(cat "$p/comm" 2>/dev/null) == conmon ]] || continue
+		args=$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null) || continue
+		[[ $args == *" --exit-delay "* && $args =~ -c\ ([0-9a-f]{64}) ]] || continue
+		id=${BASH_REMATCH[1]}
+		[[ -d /var/lib/containers/storage/overlay-containers/$id ]] || pids+=("${p#/proc/}")
+	done
+	((${#pids[@]} > 0)) || return 0
+	log "killing ${#pids[@]} exec-session conmons of removed containers"
+	kill -KILL "${pids[@]}" 2>/dev/null || true
+}
+
 do_down() {
 	local state=$1 quiet=${2:-} pid m
 	if [[ ! -d $state ]]; then
@@ -695,6 +713,7 @@ do_down() {
 	((${#stop[@]} == 0)) || stop_pids "${stop[@]}"
 	kill_b_leftovers "$state"
 	kill_ns_leftovers "$state/c/mntns" "host C"
+	kill_orphan_conmons
 
 	# Nothing of B's should be mounted here (its mounts lived in its own
 	# namespace), but never rm -rf through a mount.

@@ -256,10 +256,11 @@ func TestPodman5Crun(t *testing.T) {
 }
 
 // TestPodman5Version: version reports podman 5's server and API versions,
-// and the CRIU inside C's root.
+// and the CRIU that C's runtime runs (the first criu on its service's PATH,
+// inside C's root).
 func TestPodman5Version(t *testing.T) {
 	want := serverVersion(t, hosts.HostCURL)
-	cv := runCmd(t, "nsenter", "-t", hosts.HostCPID, "-m", "--", "/usr/sbin/criu", "--version")
+	cv := runCmd(t, "nsenter", slices.Concat([]string{"-t", hosts.HostCPID, "-m", "--"}, cEnv, []string{"criu", "--version"})...)
 	r := migrate(t, "--url", hosts.HostCURL, "version", "--format", "json")
 	var v struct{ Server map[string]string }
 	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &v) != nil {
