@@ -4,9 +4,6 @@ import (
 	"context"
 	"errors"
 	"net"
-	"os"
-	"os/exec"
-	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -61,20 +58,11 @@ func (c *Client) peer() (*unix.Ucred, error) {
 // podman API does not report it), found in the service's mount namespace
 // and PATH; "" when the service is not on this machine or it cannot tell.
 func (c *Client) CRIUVersion(ctx context.Context) string {
-	pid, err := c.ServicePID()
+	cmd, err := c.serviceCommand(ctx, "criu", "--version")
 	if err != nil {
 		return ""
 	}
-	p := strconv.Itoa(pid)
-	path := "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-	if env, err := os.ReadFile("/proc/" + p + "/environ"); err == nil {
-		for _, kv := range strings.Split(string(env), "\x00") {
-			if v, ok := strings.CutPrefix(kv, "PATH="); ok {
-				path = v
-			}
-		}
-	}
-	out, err := exec.CommandContext(ctx, "nsenter", "-t", p, "-m", "--", "env", "PATH="+path, "criu", "--version").Output()
+	out, err := cmd.Output()
 	if err != nil {
 		return ""
 	}

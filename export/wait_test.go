@@ -1,20 +1,18 @@
 package export
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
-	"net"
 	"net/http"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	podman "github.com/podman-migrate/podman-migrate/bindings"
+	"github.com/podman-migrate/podman-migrate/internal/podmantest"
 )
 
 // stuckID is the fake container's ID: no real runtime names it.
@@ -27,23 +25,20 @@ type hungLibpod struct {
 	// stops: the container is stopped once the checkpoint began (CRIU
 	// got as far as killing it), so the rollback must restore it.
 	stops    bool
-	calls    []string
+	calls    podmantest.Calls
 	release  chan struct{} // closed: the checkpoint fails, as after CRIU is killed
 	checking bool
 }
 
-var libpodPrefix = regexp.MustCompile(`^/v[0-9.]+/libpod`)
-
 func (f *hungLibpod) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Libpod-API-Version", "4.3.1")
-	p := libpodPrefix.ReplaceAllString(r.URL.Path, "")
+	p := f.calls.Add(r)
 	reply := func(code int, v any) {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(code)
 		_ = json.NewEncoder(w).Encode(v)
 	}
 	f.mu.Lock()
-	f.calls = append(f.calls, r.Method+" "+p)
 	f.mu.Unlock()
 	switch p {
 	case "/_ping":
@@ -74,33 +69,12 @@ func (f *hungLibpod) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (f *hungLibpod) called(call string) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for _, c := range f.calls {
-		if c == call {
-			return true
-		}
-	}
-	return false
-}
+func (f *hungLibpod) called(call string) bool { return f.calls.Has(call) }
 
 func (f *hungLibpod) serve(t *testing.T) *podman.Client {
 	t.Helper()
 	f.release = make(chan struct{})
-	sock := filepath.Join(t.TempDir(), "podman.sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: f}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	c, err := podman.Connect(context.Background(), "unix://"+sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
+	return podmantest.Connect(t, f)
 }
 
 // standIn replaces the host's CRIU for one test.
@@ -108,24 +82,6 @@ func standIn(t *testing.T, end func(*podman.Client, string, string) ([]int, erro
 	oldEnd, oldGrace := endStuckCRIU, endGrace
 	endStuckCRIU, endGrace = end, 200*time.Millisecond
 	t.Cleanup(func() { endStuckCRIU, endGrace = oldEnd, oldGrace })
-}
-
-// syncBuffer is the push log, written while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // pushWithin runs Push and fails the test if it does not return in a
@@ -164,7 +120,7 @@ func TestCheckpointTimeoutRollsBack(t *testing.T) {
 				close(f.release) // CRIU gone: runc fails, podman answers
 				return []int{4242}, nil
 			})
-			var log syncBuffer
+			var log podmantest.Buffer
 			err := pushWithin(t, context.Background(), c, PushOptions{CheckpointTimeout: time.Second, CheckpointStall: 50 * time.Millisecond, Log: &log})
 			t.Logf("log:\n%s\nerror: %v", log.String(), err)
 			if !errors.Is(err, podman.ErrCRIUStuck) {
@@ -229,7 +185,7 @@ func TestSecondInterruptStopsWaiting(t *testing.T) {
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	again := make(chan struct{})
-	var log syncBuffer
+	var log podmantest.Buffer
 	go func() {
 		for !f.called("POST /containers/" + stuckID + "/checkpoint") {
 			time.Sleep(10 * time.Millisecond)

@@ -5,16 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"net"
 	"net/http"
-	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	podman "github.com/podman-migrate/podman-migrate/bindings"
+	"github.com/podman-migrate/podman-migrate/internal/podmantest"
 )
 
 const halfMadeID = "f00dfeed0000000000000000000000000000000000000000000000000000cafe"
@@ -23,23 +21,20 @@ const halfMadeID = "f00dfeed0000000000000000000000000000000000000000000000000000
 // on a VM guest) until CRIU is ended, having made container "web".
 type hungRestore struct {
 	mu      sync.Mutex
-	calls   []string
+	calls   podmantest.Calls
 	exists  bool
 	release chan struct{}
 }
 
-var libpodPrefix = regexp.MustCompile(`^/v[0-9.]+/libpod`)
-
 func (f *hungRestore) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Libpod-API-Version", "4.3.1")
-	p := libpodPrefix.ReplaceAllString(r.URL.Path, "")
+	p := f.calls.Add(r)
 	reply := func(code int, v any) {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(code)
 		_ = json.NewEncoder(w).Encode(v)
 	}
 	f.mu.Lock()
-	f.calls = append(f.calls, r.Method+" "+p)
 	exists := f.exists
 	f.mu.Unlock()
 	switch {
@@ -67,33 +62,12 @@ func (f *hungRestore) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (f *hungRestore) called(call string) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for _, c := range f.calls {
-		if c == call {
-			return true
-		}
-	}
-	return false
-}
+func (f *hungRestore) called(call string) bool { return f.calls.Has(call) }
 
 func (f *hungRestore) serve(t *testing.T) *podman.Client {
 	t.Helper()
 	f.release = make(chan struct{})
-	sock := filepath.Join(t.TempDir(), "podman.sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: f}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	c, err := podman.Connect(context.Background(), "unix://"+sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
+	return podmantest.Connect(t, f)
 }
 
 // restoreWithin runs the restore step as Pull does (bounded restore, then

@@ -4,9 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
-	"net"
 	"net/http"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -15,6 +13,7 @@ import (
 	"time"
 
 	podman "github.com/podman-migrate/podman-migrate/bindings"
+	"github.com/podman-migrate/podman-migrate/internal/podmantest"
 )
 
 // fakeLibpod is the part of podman's libpod API that check uses, behind a
@@ -144,18 +143,7 @@ func (f *fakeLibpod) state() ([]podman.ContainerSpec, []string, []string) {
 }
 
 // serve starts f on a unix socket and returns its URI.
-func (f *fakeLibpod) serve(t *testing.T) string {
-	t.Helper()
-	sock := filepath.Join(t.TempDir(), "podman.sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: f}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	return "unix://" + sock
-}
+func (f *fakeLibpod) serve(t *testing.T) string { return podmantest.Serve(t, f) }
 
 // fakeProbe stands for the service's machine.
 type fakeProbe struct {
