@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // ErrCRIUStuck is wrapped when a checkpoint or restore did not finish in
@@ -106,6 +107,27 @@ func ppid(proc string, pid int) (int, bool) {
 	}
 	pp, err := strconv.Atoi(f[1])
 	return pp, err == nil
+}
+
+// StuckError is the failure of a checkpoint or restore (op says which, as
+// Error.Op does) that had no answer within timeout; detail says what was
+// done about it.
+func StuckError(op string, timeout time.Duration, detail string) error {
+	return &Error{Op: op, Err: fmt.Errorf(
+		"%w: no answer in %s (likely CRIU < 4.2 on a VM guest, where its hardware breakpoint never fires); %s",
+		ErrCRIUStuck, timeout, detail)}
+}
+
+// DescribeEnded says what EndStuckCRIU did (its answer pids, err) for the
+// CRIU of a what ("checkpoint" or "restore").
+func DescribeEnded(what string, pids []int, err error) string {
+	switch {
+	case err != nil:
+		return fmt.Sprintf("ending CRIU failed (%v)", err)
+	case len(pids) == 0:
+		return "found no CRIU of this " + what + " to end"
+	}
+	return fmt.Sprintf("ended the runtime's CRIU (PID %s)", strings.Trim(fmt.Sprint(pids), "[]"))
 }
 
 // EndStuckCRIUCommand is the command that ends a stuck CRIU of a container

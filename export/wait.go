@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"time"
 
 	podman "github.com/podman-migrate/podman-migrate/bindings"
@@ -105,9 +104,7 @@ func awaitCheckpoint(ctx context.Context, c *podman.Client, ctr *podman.Containe
 // service on another machine gets the command that ends it there.
 func endStuck(c *podman.Client, ctr *podman.Container, o PushOptions, answer <-chan checkpointAnswer, hangUp func(), logw io.Writer) (io.ReadCloser, bool, error) {
 	stuck := func(detail string) error {
-		return &podman.Error{Op: fmt.Sprintf("checkpointing container %q", ctr.Name), Err: fmt.Errorf(
-			"%w: no answer in %s (likely CRIU < 4.2 on a VM guest, where its hardware breakpoint never fires); %s",
-			podman.ErrCRIUStuck, o.CheckpointTimeout, detail)}
+		return podman.StuckError(fmt.Sprintf("checkpointing container %q", ctr.Name), o.CheckpointTimeout, detail)
 	}
 	pids, err := endStuckCRIU(c, ctr.ID, "checkpoint")
 	if errors.Is(err, podman.ErrRemote) {
@@ -115,15 +112,7 @@ func endStuck(c *podman.Client, ctr *podman.Container, o PushOptions, answer <-c
 		return nil, false, stuck(fmt.Sprintf("the podman service is on another machine: end CRIU there with `%s`, and the container runs on (if `podman ps -a` then shows it stopped, `podman container restore --keep %s` resumes it)",
 			podman.EndStuckCRIUCommand(ctr.ID, "checkpoint"), ctr.Name))
 	}
-	var ended string
-	switch {
-	case err != nil:
-		ended = fmt.Sprintf("ending CRIU failed (%v)", err)
-	case len(pids) == 0:
-		ended = "found no CRIU of this checkpoint to end"
-	default:
-		ended = fmt.Sprintf("ended the runtime's CRIU (PID %s)", strings.Trim(fmt.Sprint(pids), "[]"))
-	}
+	ended := podman.DescribeEnded("checkpoint", pids, err)
 	fmt.Fprintf(logw, "The checkpoint of %s took longer than %s; %s; waiting for podman to answer\n", ctr.Name, o.CheckpointTimeout, ended)
 	grace := time.NewTimer(endGrace)
 	defer grace.Stop()

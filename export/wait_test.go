@@ -2,7 +2,6 @@ package export
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"net/http"
 	"path/filepath"
@@ -33,13 +32,7 @@ type hungLibpod struct {
 func (f *hungLibpod) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Libpod-API-Version", "4.3.1")
 	p := f.calls.Add(r)
-	reply := func(code int, v any) {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(code)
-		_ = json.NewEncoder(w).Encode(v)
-	}
-	f.mu.Lock()
-	f.mu.Unlock()
+	reply := func(code int, v any) { podmantest.Reply(w, code, v) }
 	switch p {
 	case "/_ping":
 		w.Write([]byte("OK"))

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	podman "github.com/podman-migrate/podman-migrate/bindings"
@@ -58,9 +57,7 @@ func awaitRestore(ctx context.Context, c *podman.Client, name string, timeout ti
 	}
 	defer hangUp()
 	stuck := func(format string, args ...any) error {
-		return &podman.Error{Op: fmt.Sprintf("restoring container %q", name), Err: fmt.Errorf(
-			"%w: no answer in %s (likely CRIU < 4.2 on a VM guest, where its hardware breakpoint never fires); %s",
-			podman.ErrCRIUStuck, timeout, fmt.Sprintf(format, args...))}
+		return podman.StuckError(fmt.Sprintf("restoring container %q", name), timeout, fmt.Sprintf(format, args...))
 	}
 	id, err := stuckID(ctx, c, name)
 	var pids []int
@@ -75,16 +72,9 @@ func awaitRestore(ctx context.Context, c *podman.Client, name string, timeout ti
 		return "", fmt.Errorf("%w (%w)", stuck("the podman service is on another machine: end CRIU there with `%s`, then remove the half-made container with `podman rm -f %s`",
 			podman.EndStuckCRIUCommand(id, "restore"), name), errLeftOnHost)
 	}
-	var ended string
-	switch {
-	case id == "":
+	ended := podman.DescribeEnded("restore", pids, err)
+	if id == "" {
 		ended = fmt.Sprintf("could not find the container's ID to end its CRIU (%v)", err)
-	case err != nil:
-		ended = fmt.Sprintf("ending CRIU failed (%v)", err)
-	case len(pids) == 0:
-		ended = "found no CRIU of this restore to end"
-	default:
-		ended = fmt.Sprintf("ended the runtime's CRIU (PID %s)", strings.Trim(fmt.Sprint(pids), "[]"))
 	}
 	grace := time.NewTimer(endGrace)
 	defer grace.Stop()

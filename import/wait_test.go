@@ -2,7 +2,6 @@ package restore
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -29,11 +28,7 @@ type hungRestore struct {
 func (f *hungRestore) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Libpod-API-Version", "4.3.1")
 	p := f.calls.Add(r)
-	reply := func(code int, v any) {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(code)
-		_ = json.NewEncoder(w).Encode(v)
-	}
+	reply := func(code int, v any) { podmantest.Reply(w, code, v) }
 	f.mu.Lock()
 	exists := f.exists
 	f.mu.Unlock()

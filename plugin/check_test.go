@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"net/http"
-	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -35,19 +34,13 @@ const procNetTCP = `  sl  local_address rem_address   st tx_queue rx_queue tr tm
    0: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0000000000000000 100 0 0 10 0
 `
 
-var libpodPath = regexp.MustCompile(`^/v[0-9.]+/libpod`)
-
 func (f *fakeLibpod) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Libpod-API-Version", "4.3.1")
-	p := libpodPath.ReplaceAllString(r.URL.Path, "")
+	p := podmantest.Path(r)
 	parts := strings.Split(strings.Trim(p, "/"), "/")
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	reply := func(code int, v any) {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(code)
-		_ = json.NewEncoder(w).Encode(v)
-	}
+	reply := func(code int, v any) { podmantest.Reply(w, code, v) }
 	notFound := func() {
 		reply(http.StatusNotFound, map[string]any{"cause": "no such object", "message": p + ": no such object"})
 	}

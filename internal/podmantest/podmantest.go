@@ -6,6 +6,7 @@ package podmantest
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -39,6 +40,13 @@ func Connect(t *testing.T, h http.Handler) *podman.Client {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// Reply answers as libpod does: JSON with the status code.
+func Reply(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
 }
 
 var versionPrefix = regexp.MustCompile(`^/v[0-9.]+/libpod`)
