@@ -105,24 +105,53 @@ func testMain(m *testing.M) int {
 	return m.Run()
 }
 
+// hostCheck is what `podman-migrate check --format json` did on one test
+// host before the first test; TestCheck asserts on it.
+type hostCheck struct {
+	name, url string
+	report    string   // check's stdout
+	before    []string // the host's containers before check, and after
+	after     []string
+}
+
+var hostChecks []hostCheck
+
 // checkHosts runs `podman-migrate check` on every test host before the
 // first migration: a host that cannot checkpoint fails the tier in about a
 // minute, with check's message, instead of hanging test after test.
 func checkHosts() bool {
 	ok := true
-	for _, h := range []struct{ name, url string }{{"A", hosts.HostAURL}, {"B", hosts.HostBURL}, {"C", hosts.HostCURL}} {
-		cmd := exec.Command(bin, "--url", h.url, "check", "--timeout", "60s", "--image", hosts.TestImage)
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
+	for _, h := range []hostCheck{{name: "A", url: hosts.HostAURL}, {name: "B", url: hosts.HostBURL}, {name: "C", url: hosts.HostCURL}} {
+		h.before = listContainers(h.url)
+		cmd := exec.Command(bin, "--url", h.url, "check", "--format", "json", "--timeout", "60s", "--image", hosts.TestImage)
+		var out, errb bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errb
 		err := runBounded(cmd, 4*time.Minute)
+		h.report, h.after = out.String(), listContainers(h.url)
+		hostChecks = append(hostChecks, h)
 		if err != nil {
-			fmt.Printf("e2e: FAIL: host %s cannot checkpoint and restore (podman-migrate check: %v):\n%s", h.name, err, out.String())
+			fmt.Printf("e2e: FAIL: host %s cannot checkpoint and restore (podman-migrate check: %v):\n%s%s", h.name, err, out.String(), errb.String())
 			ok = false
 			continue
 		}
 		fmt.Fprintf(os.Stderr, "e2e: host %s: podman-migrate check passed\n", h.name)
 	}
 	return ok
+}
+
+// listContainers is the sorted names of a host's containers, or nil with
+// the error printed.
+func listContainers(url string) []string {
+	cmd := exec.Command("podman", "--url", url, "ps", "-a", "--format", "{{.Names}}")
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	if err := runBounded(cmd, time.Minute); err != nil {
+		fmt.Printf("e2e: listing containers on %s: %v\n", url, err)
+		return nil
+	}
+	names := strings.Fields(out.String())
+	slices.Sort(names)
+	return names
 }
 
 // stopOnExit stops every service the run started (CRI-O, the hosts, the
@@ -438,6 +467,21 @@ func pushCopy(t *testing.T, src, ref string, runArgs ...string) status {
 		t.Fatalf("push failed: %s", r.stderr)
 	}
 	return before
+}
+
+// pushPull pushes src from the host at from to ref, and pulls it as dst
+// on the host at to (removed when the test ends), failing the test if
+// either fails.
+func pushPull(t *testing.T, from, to, src, dst, ref string) {
+	t.Helper()
+	r := migrate(t, "--url", from, "push", "--tls-verify=false", src, ref)
+	if r.code != 0 {
+		t.Fatalf("push failed: %s", r.stderr)
+	}
+	rmOn(t, to, dst)
+	if r = migrate(t, "--url", to, "pull", "--tls-verify=false", "--name", dst, strings.TrimSpace(r.stdout)); r.code != 0 {
+		t.Fatalf("pull failed: %s", r.stderr)
+	}
 }
 
 func hasContainer(t *testing.T, url, name string) bool {

@@ -122,18 +122,9 @@ func TestPodman5BothWays(t *testing.T) {
 			startWorkloadOn(t, tc.from, src, 32)
 			podman(t, tc.from, "exec", src, "sh", "-c", "echo carried-over > /etc/migrated-marker")
 			before := readStatus(t, tc.from, src)
-			ref := hosts.Registry + "/e2e/p5:" + strings.ReplaceAll(strings.ToLower(tc.name), " ", "-")
-			r := migrate(t, "--url", tc.from, "push", "--tls-verify=false", src, ref)
-			if r.code != 0 {
-				t.Fatalf("push failed: %s", r.stderr)
-			}
-			rmOn(t, tc.to, dst)
 			// The two hosts' default networks differ (10.88/16, 10.90/16):
 			// the plan drops the recorded address.
-			r = migrate(t, "--url", tc.to, "pull", "--tls-verify=false", "--name", dst, strings.TrimSpace(r.stdout))
-			if r.code != 0 {
-				t.Fatalf("pull failed: %s", r.stderr)
-			}
+			pushPull(t, tc.from, tc.to, src, dst, hosts.Registry+"/e2e/p5:"+strings.ReplaceAll(strings.ToLower(tc.name), " ", "-"))
 			checkContinued(t, tc.to, dst, before)
 			if got := podman(t, tc.to, "exec", dst, "cat", "/etc/migrated-marker"); got != "carried-over" {
 				t.Fatalf("root file-system change lost: %q", got)

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -18,29 +19,28 @@ import (
 
 // TestCheck: `podman-migrate check` passes on hosts A (podman 4.3.1), B
 // (isolated) and C (podman 5), through each one's socket, says what it
-// found, and leaves no container behind.
+// found, and leaves no container behind. The JSON runs are TestMain's
+// (checkHosts), made before the first test; the text runs are here.
 func TestCheck(t *testing.T) {
-	for _, h := range []struct{ name, url string }{{"A", hosts.HostAURL}, {"B", hosts.HostBURL}, {"C", hosts.HostCURL}} {
+	if len(hostChecks) != 3 {
+		t.Fatalf("TestMain checked %d hosts, want 3", len(hostChecks))
+	}
+	for _, h := range hostChecks {
 		t.Run(h.name, func(t *testing.T) {
-			before := containerNames(t, h.url)
-			r := migrate(t, "--url", h.url, "check", "--format", "json", "--image", hosts.TestImage)
-			if r.code != 0 {
-				t.Fatalf("check failed on host %s: exit %d: %s", h.name, r.code, r.stderr)
-			}
 			var rep map[string]any
-			if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
-				t.Fatalf("check --format json printed %q: %v", r.stdout, err)
+			if err := json.Unmarshal([]byte(h.report), &rep); err != nil {
+				t.Fatalf("check --format json printed %q: %v", h.report, err)
 			}
 			if rep["ok"] != true {
-				t.Fatalf("check reported not ok: %s", r.stdout)
+				t.Fatalf("check reported not ok: %s", h.report)
 			}
 			for _, want := range []string{"checkpoint", "restore", "4.2"} {
-				if !strings.Contains(strings.ToLower(r.stdout), want) {
-					t.Errorf("check's report does not mention %q: %s", want, r.stdout)
+				if !strings.Contains(strings.ToLower(h.report), want) {
+					t.Errorf("check's report does not mention %q: %s", want, h.report)
 				}
 			}
-			if after := containerNames(t, h.url); strings.Join(after, " ") != strings.Join(before, " ") {
-				t.Fatalf("check left containers behind: %v -> %v", before, after)
+			if h.before == nil || !slices.Equal(h.after, h.before) {
+				t.Fatalf("check left containers behind (or they could not be listed): %v -> %v", h.before, h.after)
 			}
 			if text := migrate(t, "--url", h.url, "check", "--image", hosts.TestImage); text.code != 0 || text.stdout == "" {
 				t.Fatalf("check (text) failed: exit %d: %s", text.code, text.stderr)
@@ -92,15 +92,7 @@ func TestTCPServerMigrates(t *testing.T) {
 			src, dst := "e2e-tcp-"+tag, "e2e-tcp-"+tag+"-dst"
 			token := "served-" + tag + "-" + strconv.FormatInt(time.Now().UnixNano(), 36)
 			before := startServer(t, tc.from, src, token)
-			r := migrate(t, "--url", tc.from, "push", "--tls-verify=false", src, hosts.Registry+"/e2e/tcp:"+tag)
-			if r.code != 0 {
-				t.Fatalf("push of a TCP server failed: %s", r.stderr)
-			}
-			rmOn(t, tc.to, dst)
-			r = migrate(t, "--url", tc.to, "pull", "--tls-verify=false", "--name", dst, strings.TrimSpace(r.stdout))
-			if r.code != 0 {
-				t.Fatalf("pull of a TCP server failed: %s", r.stderr)
-			}
+			pushPull(t, tc.from, tc.to, src, dst, hosts.Registry+"/e2e/tcp:"+tag)
 			checkContinued(t, tc.to, dst, before)
 			if got := fetchPage(t, tc.to, dst); got != token {
 				t.Fatalf("server answered %q after the move, want %q", got, token)
