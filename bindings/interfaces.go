@@ -1,0 +1,78 @@
+package podman
+
+import (
+	"context"
+	"io"
+)
+
+// The small interfaces push, pull and move talk to podman through: *Client
+// implements them all, and internal/podmantest.Fake does too, so the
+// orchestration is tested without a podman service.
+
+// Inspector reads what the service knows, changing nothing.
+type Inspector interface {
+	Info(ctx context.Context) (*Info, error)
+	InspectContainer(ctx context.Context, nameOrID string) (*Container, error)
+	ContainerExists(ctx context.Context, nameOrID string) (bool, error)
+	InspectImage(ctx context.Context, nameOrID string) (*Image, error)
+	InspectNetwork(ctx context.Context, name string) (*Network, error)
+	VolumeExists(ctx context.Context, name string) (bool, error)
+	MemoryUsage(ctx context.Context, nameOrID string) (uint64, error)
+	CRIUVersion(ctx context.Context) string
+}
+
+// Checkpointer checkpoints a container into an archive, and restores it in
+// place from the checkpoint it kept.
+type Checkpointer interface {
+	Checkpoint(ctx context.Context, nameOrID string, o CheckpointOptions) (io.ReadCloser, error)
+	RestoreKept(ctx context.Context, nameOrID string, o CheckpointOptions) error
+	SaveImage(ctx context.Context, nameOrID string) (io.ReadCloser, error)
+}
+
+// Restorer restores an archive as a new container, and fetches and names
+// the base image it needs.
+type Restorer interface {
+	RestoreImport(ctx context.Context, archive io.Reader, o RestoreOptions) (string, error)
+	PullImage(ctx context.Context, ref string, tlsVerify *bool) (string, error)
+	TagImage(ctx context.Context, nameOrID, repo, tag string) error
+}
+
+// Remover removes what a failed restore left.
+type Remover interface {
+	RemoveContainer(ctx context.Context, nameOrID string) error
+	RemoveVolume(ctx context.Context, name string) error
+	RemoveImage(ctx context.Context, nameOrID string) error
+}
+
+// Host reaches the service's machine itself: its processes and file
+// system. Each method fails with ErrRemote when the service is elsewhere.
+type Host interface {
+	ServicePID() (int, error)
+	EndStuckCRIU(ctrID, op string) ([]int, error)
+	RestoringID(name string) (string, error)
+	// Address is the service's URI, for messages.
+	Address() string
+}
+
+// Source is the podman a container is checkpointed on.
+type Source interface {
+	Inspector
+	Checkpointer
+	Host
+}
+
+// Target is the podman a checkpoint is restored on.
+type Target interface {
+	Inspector
+	Restorer
+	Remover
+	Host
+}
+
+// Address is the service's URI.
+func (c *Client) Address() string { return c.URI }
+
+var (
+	_ Source = (*Client)(nil)
+	_ Target = (*Client)(nil)
+)
