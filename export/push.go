@@ -4,10 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -16,22 +14,21 @@ import (
 	"time"
 
 	"github.com/containers/image/v5/oci/archive"
-	"github.com/containers/image/v5/oci/layout"
 	"github.com/containers/image/v5/types"
 	units "github.com/docker/go-units"
 
 	podman "github.com/podman-migrate/podman-migrate/bindings"
 	"github.com/podman-migrate/podman-migrate/internal/ckpt"
 	"github.com/podman-migrate/podman-migrate/internal/dump"
-	"github.com/podman-migrate/podman-migrate/internal/progress"
+	"github.com/podman-migrate/podman-migrate/internal/fault"
 	"github.com/podman-migrate/podman-migrate/internal/transfer"
 )
 
 // ErrNoContainer is wrapped when the container to push does not exist.
-var ErrNoContainer = errors.New("no such container")
+var ErrNoContainer = fault.New(fault.Input, "no such container")
 
 // ErrNotRunning is wrapped when the container to push is not running.
-var ErrNotRunning = errors.New("container is not running")
+var ErrNotRunning = fault.New(fault.Input, "container is not running")
 
 // PushOptions are the settings of one push.
 type PushOptions struct {
@@ -100,9 +97,6 @@ type PushedLayer struct {
 	Sent bool `json:"sent"`
 }
 
-// since is seconds elapsed, to the millisecond (no float noise in JSON).
-func since(t time.Time) float64 { return math.Round(time.Since(t).Seconds()*1000) / 1000 }
-
 // PushError is a failure after the container was checkpointed. It says
 // whether the container was restored on this host again.
 type PushError struct {
@@ -129,176 +123,10 @@ func (e *PushError) Error() string {
 
 func (e *PushError) Unwrap() error { return e.Err }
 
-// Push checkpoints a running container, converts the checkpoint into an OCI
-// image and copies it to o.Dest. It returns the destination as shown to
-// users and the manifest digest. Any failure after the checkpoint restores
-// the container on this host from the kept checkpoint.
-func Push(ctx context.Context, c *podman.Client, o PushOptions) (*PushResult, error) {
-	res := &PushResult{Seconds: map[string]float64{}, Bytes: map[string]int64{}}
-	began := time.Now()
-	logw := o.Log
-	if logw == nil {
-		logw = io.Discard
-	}
-	destRef, err := transfer.ParseReference(o.Dest)
-	if err != nil {
-		return nil, err
-	}
-	if _, _, err := ckpt.MediaType(o.Compression); err != nil {
-		return nil, err
-	}
-	ctr, err := c.InspectContainer(ctx, o.Container)
-	if errors.Is(err, podman.ErrNotFound) {
-		return nil, fmt.Errorf("%w %q on %s: check `podman ps -a` on that host", ErrNoContainer, o.Container, c.URI)
-	}
-	if err != nil {
-		return nil, err
-	}
-	if !ctr.State.Running {
-		return nil, fmt.Errorf("%w: %q is %s; only a running container can be migrated", ErrNotRunning, ctr.Name, ctr.State.Status)
-	}
-	if err := transfer.Preflight(ctx, destRef, o.Transfer); err != nil {
-		return nil, fmt.Errorf("%w; container %q was not touched", err, ctr.Name)
-	}
-	info, err := c.Info(ctx)
-	if err != nil {
-		return nil, err
-	}
-	var baseDigest string
-	if img, err := c.InspectImage(ctx, ctr.Image); err == nil {
-		baseDigest = img.Digest
-	}
-
-	if err := checkStagingRoom(ctx, c, ctr, transfer.StagingDir(o.TmpDir)); err != nil {
-		return nil, err
-	}
-	tmp, err := os.MkdirTemp(transfer.StagingDir(o.TmpDir), "podman-migrate-push-")
-	if err != nil {
-		return nil, fmt.Errorf("creating a staging directory: %w", err)
-	}
-	defer os.RemoveAll(tmp)
-	// The base image goes first: it costs no downtime before the
-	// checkpoint.
-	base := map[string]string{}
-	if v := c.CRIUVersion(ctx); v != "" {
-		base[ckpt.AnnCriuVersion] = v
-	}
-	if kinds := bindKinds(c, ctr); kinds != "" {
-		base[ckpt.AnnBindKinds] = kinds
-	}
-	res.Container, res.ID = ctr.Name, ctr.ID
-	if o.IncludeBase {
-		start := time.Now()
-		ref, err := includeBase(ctx, c, ctr, destRef, tmp, o, logw)
-		if err != nil {
-			return nil, fmt.Errorf("including the base image: %w; container %q was not touched", err, ctr.Name)
-		}
-		base[ckpt.AnnBaseIncluded] = ref
-		res.BaseImage = ref
-		res.Seconds["base"] = since(start)
-	}
-
-	copts := podman.CheckpointOptions{
-		LeaveRunning: o.LeaveRunning, TCPEstablished: o.TCPEstablished,
-		FileLocks: o.FileLocks, IgnoreRootfs: o.IgnoreRootfs,
-	}
-	start := time.Now()
-	archive, answered, err := awaitCheckpoint(ctx, c, ctr, copts, o, logw)
-	if !answered {
-		return nil, err
-	}
-	if err == nil && ctx.Err() != nil {
-		archive.Close()
-		err = fmt.Errorf("checkpointing container %q: %w", ctr.Name, ctx.Err())
-	}
-	if err != nil {
-		return nil, rollback(ctx, c, ctr, copts, o.LeaveRunning, err, logw)
-	}
-	fmt.Fprintf(logw, "Checkpoint taken in %s; building the image\n", time.Since(start).Round(time.Millisecond))
-	res.Seconds["checkpoint"] = since(start)
-	start = time.Now()
-	counted := progress.NewReader(archive, logw, "Reading the checkpoint from podman")
-
-	created := time.Now().UTC()
-	staged, err := layout.NewReference(tmp, "checkpoint")
-	if err != nil {
-		return nil, rollback(ctx, c, ctr, copts, o.LeaveRunning, err, logw)
-	}
-	dest, err := staged.NewImageDestination(ctx, nil)
-	if err != nil {
-		return nil, rollback(ctx, c, ctr, copts, o.LeaveRunning, err, logw)
-	}
-	var streamer *transfer.Streamer // nil: nothing streamed
-	if !o.NoStream && transfer.IsRegistry(destRef) && o.Transfer.Encrypt == nil {
-		// Encrypted layers differ from the plain ones built here.
-		if streamer, err = transfer.NewStreamer(ctx, dest, tmp, destRef, o.Transfer, streamed, logw); err != nil {
-			dest.Close()
-			return nil, rollback(ctx, c, ctr, copts, o.LeaveRunning, err, logw)
-		}
-		dest = streamer
-	}
-	var rewrite map[string]func([]byte) ([]byte, error)
-	if !o.NoCRIOAnnotations {
-		rewrite = crioRewrites()
-	}
-	built, err := build(ctx, counted, dest, ckpt.BuildOptions{
-		Rewrite:     rewrite,
-		Compression: o.Compression,
-		Level:       o.CompressionLevel,
-		Arch:        info.Host.Arch,
-		Created:     created,
-		Annotate: func(cfg *dump.Config) (map[string]string, error) {
-			a := annotations(cfg, ctr, info, baseDigest, created, o)
-			for k, v := range base {
-				a[k] = v
-			}
-			return a, nil
-		},
-	})
-	if cerr := archive.Close(); err == nil && cerr != nil {
-		err = fmt.Errorf("reading the checkpoint from podman: %w", cerr)
-	}
-	if err != nil {
-		return nil, rollback(ctx, c, ctr, copts, o.LeaveRunning, fmt.Errorf("converting the checkpoint: %w", err), logw)
-	}
-	if len(built.Cleared) > 0 {
-		fmt.Fprintf(logw, "Removed source-host paths from config.dump: %v\n", built.Cleared)
-	}
-	counted.Close()
-	res.Seconds["build"] = since(start)
-	res.Bytes["archive"] = counted.N()
-	res.Bytes["image"] = built.Manifest.Config.Size
-	for _, l := range built.Layers {
-		res.Bytes["image"] += l.Desc.Size
-	}
-	fmt.Fprintf(logw, "Built %d layers (%s) from %s of checkpoint in %s\n", len(built.Layers), units.BytesSize(float64(res.Bytes["image"])), units.BytesSize(float64(counted.N())), time.Since(start).Round(time.Millisecond))
-	start = time.Now()
-	fmt.Fprintf(logw, "Copying the image to %s\n", transfer.Display(destRef))
-	topts := o.Transfer
-	topts.Sent = &transfer.Blobs{}
-	d, err := transfer.Copy(ctx, "pushing", destRef, staged, topts)
-	if err != nil {
-		return nil, rollback(ctx, c, ctr, copts, o.LeaveRunning, err, logw)
-	}
-	res.Seconds["upload"] = since(start)
-	res.Bytes["sent"] = 0
-	for _, l := range built.Layers {
-		pl := PushedLayer{Role: string(l.Role), Volume: l.Volume, Digest: l.Desc.Digest.String(), Size: l.Desc.Size}
-		pl.Sent = streamer.Uploaded(l.Desc.Digest) || topts.Sent.Has(l.Desc.Digest)
-		if pl.Sent {
-			res.Bytes["sent"] += l.Desc.Size
-		}
-		res.Layers = append(res.Layers, pl)
-	}
-	res.Seconds["total"] = since(began)
-	res.Reference, res.Digest = transfer.Display(destRef), d.String()
-	return res, nil
-}
-
 // bindKinds records whether each bind mount's source is a directory or a
 // file, looked up in the podman service's mount namespace when it runs on
 // this machine ("" otherwise, or without bind mounts).
-func bindKinds(c *podman.Client, ctr *podman.Container) string {
+func bindKinds(c podman.Host, ctr *podman.Container) string {
 	pid, err := c.ServicePID()
 	if err != nil {
 		return ""
@@ -326,12 +154,12 @@ func bindKinds(c *podman.Client, ctr *podman.Container) string {
 
 // ErrStagingTooSmall is wrapped when the staging file system cannot hold
 // the checkpoint: found before the checkpoint, it costs no downtime.
-var ErrStagingTooSmall = errors.New("the staging directory is too small for the checkpoint")
+var ErrStagingTooSmall = fault.New(fault.Input, "the staging directory is too small for the checkpoint")
 
-// checkStagingRoom refuses a staging file system with less free space
+// CheckStagingRoom refuses a staging file system with less free space
 // than the container's memory: CRIU's page images are about that large and
 // random memory does not compress.
-func checkStagingRoom(ctx context.Context, c *podman.Client, ctr *podman.Container, dir string) error {
+func CheckStagingRoom(ctx context.Context, c podman.Inspector, ctr *podman.Container, dir string) error {
 	mem, err := c.MemoryUsage(ctx, ctr.ID)
 	if err != nil {
 		return nil // no figure, no refusal: the push itself will tell
@@ -342,20 +170,21 @@ func checkStagingRoom(ctx context.Context, c *podman.Client, ctr *podman.Contain
 	}
 	free := st.Bavail * uint64(st.Bsize)
 	if free < mem {
-		return fmt.Errorf("%w: %s has %s free, container %q uses %s of memory; container %q was not touched (hint: point --tmpdir or $TMPDIR at a file system with at least %s free)",
-			ErrStagingTooSmall, dir, units.BytesSize(float64(free)), ctr.Name, units.BytesSize(float64(mem)), ctr.Name, units.BytesSize(float64(mem)))
+		return fault.Hinted(fmt.Errorf("%w: %s has %s free, container %q uses %s of memory; container %q was not touched",
+			ErrStagingTooSmall, dir, units.BytesSize(float64(free)), ctr.Name, units.BytesSize(float64(mem)), ctr.Name),
+			fmt.Sprintf("point --tmpdir or $TMPDIR at a file system with at least %s free", units.BytesSize(float64(mem))))
 	}
 	return nil
 }
 
 // ErrIncludeBase is wrapped when --include-base cannot apply to DEST.
-var ErrIncludeBase = errors.New("--include-base needs a registry destination")
+var ErrIncludeBase = fault.New(fault.Input, "--include-base needs a registry destination")
 
-// includeBase copies the container's base image from podman into DEST's
+// IncludeBase copies the container's base image from podman into DEST's
 // repository, tagged base-IMAGEID, and returns its digest reference. The
 // copy keeps the image config, so the image ID podman restores by is the
 // same on the target.
-func includeBase(ctx context.Context, c *podman.Client, ctr *podman.Container, dest types.ImageReference, tmp string, o PushOptions, logw io.Writer) (string, error) {
+func IncludeBase(ctx context.Context, c podman.Checkpointer, ctr *podman.Container, dest types.ImageReference, tmp string, o PushOptions, logw io.Writer) (string, error) {
 	if !transfer.IsRegistry(dest) {
 		return "", fmt.Errorf("%w, not %s", ErrIncludeBase, transfer.Display(dest))
 	}
@@ -384,7 +213,7 @@ func includeBase(ctx context.Context, c *podman.Client, ctr *podman.Container, d
 	return transfer.WithDigest(to, d), nil
 }
 
-func saveImage(ctx context.Context, c *podman.Client, id, file string) (retErr error) {
+func saveImage(ctx context.Context, c podman.Checkpointer, id, file string) (retErr error) {
 	rc, err := c.SaveImage(ctx, id)
 	if err != nil {
 		return err
@@ -416,48 +245,13 @@ func build(ctx context.Context, archive io.Reader, dest types.ImageDestination, 
 	return ckpt.Build(ctx, archive, dest, o)
 }
 
-// streamed says which layers are uploaded while built: the CRIU images,
+// Streamed says which layers are uploaded while built: the CRIU images,
 // which differ at every checkpoint and are most of the bytes. The others
 // are not: an unchanged volume or root-filesystem diff makes the same blob
 // as last time, which Copy then finds in the registry and skips; streamed,
 // it would be sent before its digest were known.
-func streamed(info types.BlobInfo) bool {
+func Streamed(info types.BlobInfo) bool {
 	return ckpt.Role(info.Annotations[ckpt.AnnLayerRole]) == ckpt.RoleCRIU
-}
-
-// Resume restores a pushed container on its host from the checkpoint push
-// kept: the way back when the restore elsewhere failed.
-func Resume(ctx context.Context, c *podman.Client, container string, o PushOptions) error {
-	return c.RestoreKept(ctx, container, podman.CheckpointOptions{
-		TCPEstablished: o.TCPEstablished, FileLocks: o.FileLocks, IgnoreRootfs: o.IgnoreRootfs,
-	})
-}
-
-// rollback restores the source container from its kept checkpoint after a
-// failure, even if ctx was cancelled (an interrupted push).
-func rollback(ctx context.Context, c *podman.Client, ctr *podman.Container, copts podman.CheckpointOptions, leftRunning bool, cause error, logw io.Writer) error {
-	perr := &PushError{Container: ctr.Name, Err: cause, LeftRunning: leftRunning}
-	if leftRunning {
-		return perr
-	}
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Minute)
-	defer cancel()
-	now, err := c.InspectContainer(rctx, ctr.ID)
-	if err == nil && now.State.Running {
-		// The checkpoint itself failed and CRIU left the process running.
-		perr.NotStopped = true
-		return perr
-	}
-	fmt.Fprintf(logw, "Push failed; restoring container %s on this host\n", ctr.Name)
-	if err == nil {
-		err = c.RestoreKept(rctx, ctr.ID, copts)
-	}
-	if err != nil {
-		perr.RollbackErr = err
-		return perr
-	}
-	perr.RolledBack = true
-	return perr
 }
 
 func annotations(cfg *dump.Config, ctr *podman.Container, info *podman.Info, baseDigest string, created time.Time, o PushOptions) map[string]string {

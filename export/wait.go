@@ -8,23 +8,21 @@ import (
 	"time"
 
 	podman "github.com/podman-migrate/podman-migrate/bindings"
+	"github.com/podman-migrate/podman-migrate/internal/fault"
 	"github.com/podman-migrate/podman-migrate/internal/progress"
 )
 
 // ErrStoppedWaiting is wrapped when a second interrupt ended the wait for
 // a checkpoint that podman may still be taking.
-var ErrStoppedWaiting = errors.New("stopped waiting for the checkpoint")
+var ErrStoppedWaiting = fault.New(fault.Interrupted, "stopped waiting for the checkpoint")
 
 // DefaultStall is how long a checkpoint may take before push warns that it
 // may hang.
 const DefaultStall = 30 * time.Second
 
-// endGrace bounds the wait for podman's answer once CRIU was ended: the
-// runtime then fails, and podman answers, within seconds.
-var endGrace = time.Minute
-
-// endStuckCRIU is the client's EndStuckCRIU; tests stand in for the host.
-var endStuckCRIU = (*podman.Client).EndStuckCRIU
+// EndGrace bounds the wait for podman's answer once CRIU was ended: the
+// runtime then fails, and podman answers, within seconds (tests shorten it).
+var EndGrace = time.Minute
 
 // stallAfter is when a checkpoint earns the warning: o.CheckpointStall, or
 // DefaultStall, or half the timeout if that is shorter.
@@ -44,7 +42,7 @@ type checkpointAnswer struct {
 	err     error
 }
 
-// awaitCheckpoint takes the checkpoint and waits for it, showing the time
+// AwaitCheckpoint takes the checkpoint and waits for it, showing the time
 // elapsed, within o.CheckpointTimeout. An interrupt (ctx) does not cancel
 // the request: podman carries on after the client hangs up, and the
 // rollback could not tell whether the container stopped; the checkpoint is
@@ -53,7 +51,7 @@ type checkpointAnswer struct {
 //
 // done says whether podman answered; when it did not, err is final and
 // no rollback is due (it would block on the container podman still holds).
-func awaitCheckpoint(ctx context.Context, c *podman.Client, ctr *podman.Container, copts podman.CheckpointOptions, o PushOptions, logw io.Writer) (archive io.ReadCloser, done bool, err error) {
+func AwaitCheckpoint(ctx context.Context, c podman.Source, ctr *podman.Container, copts podman.CheckpointOptions, o PushOptions, logw io.Writer) (archive io.ReadCloser, done bool, err error) {
 	rctx, hangUp := context.WithCancel(context.WithoutCancel(ctx))
 	answer := make(chan checkpointAnswer, 1)
 	go func() {
@@ -102,11 +100,11 @@ func awaitCheckpoint(ctx context.Context, c *podman.Client, ctr *podman.Containe
 // endStuck ends the CRIU of a checkpoint that outlived its timeout and
 // awaits podman's answer, which is then a failure for rollback to undo; a
 // service on another machine gets the command that ends it there.
-func endStuck(c *podman.Client, ctr *podman.Container, o PushOptions, answer <-chan checkpointAnswer, hangUp func(), logw io.Writer) (io.ReadCloser, bool, error) {
+func endStuck(c podman.Source, ctr *podman.Container, o PushOptions, answer <-chan checkpointAnswer, hangUp func(), logw io.Writer) (io.ReadCloser, bool, error) {
 	stuck := func(detail string) error {
 		return podman.StuckError(fmt.Sprintf("checkpointing container %q", ctr.Name), o.CheckpointTimeout, detail)
 	}
-	pids, err := endStuckCRIU(c, ctr.ID, "checkpoint")
+	pids, err := c.EndStuckCRIU(ctr.ID, "checkpoint")
 	if errors.Is(err, podman.ErrRemote) {
 		hangUp()
 		return nil, false, stuck(fmt.Sprintf("the podman service is on another machine: end CRIU there with `%s`, and the container runs on (if `podman ps -a` then shows it stopped, `podman container restore --keep %s` resumes it)",
@@ -114,7 +112,7 @@ func endStuck(c *podman.Client, ctr *podman.Container, o PushOptions, answer <-c
 	}
 	ended := podman.DescribeEnded("checkpoint", pids, err)
 	fmt.Fprintf(logw, "The checkpoint of %s took longer than %s; %s; waiting for podman to answer\n", ctr.Name, o.CheckpointTimeout, ended)
-	grace := time.NewTimer(endGrace)
+	grace := time.NewTimer(EndGrace)
 	defer grace.Stop()
 	select {
 	case a := <-answer:
@@ -126,7 +124,7 @@ func endStuck(c *podman.Client, ctr *podman.Container, o PushOptions, answer <-c
 		return nil, true, stuck(fmt.Sprintf("%s; podman then answered: %v", ended, a.err))
 	case <-grace.C:
 		hangUp()
-		return nil, true, stuck(fmt.Sprintf("%s, and podman had not answered %s later", ended, endGrace))
+		return nil, true, stuck(fmt.Sprintf("%s, and podman had not answered %s later", ended, EndGrace))
 	case <-o.StopWaiting:
 		hangUp()
 		return nil, false, stoppedWaiting(c, ctr)
@@ -147,7 +145,7 @@ func (h hangUpOnClose) Close() error {
 
 // stoppedWaiting is the error of a second interrupt: podman may still be
 // checkpointing, so it names the commands that recover the container.
-func stoppedWaiting(c *podman.Client, ctr *podman.Container) error {
+func stoppedWaiting(c podman.Host, ctr *podman.Container) error {
 	where := "on this machine"
 	if _, err := c.ServicePID(); err != nil {
 		where = "on the podman service's host"

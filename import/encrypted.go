@@ -16,15 +16,16 @@ import (
 	"github.com/podman-migrate/podman-migrate/internal/transfer"
 )
 
-// staged is an encrypted checkpoint image, fetched whole and decrypted
+// Staged is an encrypted checkpoint image, fetched whole and decrypted
 // into a local layout before planning: its metadata layer cannot be read
-// in place. A nil *staged is an image read in place.
-type staged struct {
+// in place. A nil *Staged is an image read in place.
+type Staged struct {
 	dir    string
 	digest digest.Digest // the manifest digest of the image as published
 }
 
-func (s *staged) remove() {
+// Remove removes the staged copy, if any.
+func (s *Staged) Remove() {
 	if s != nil {
 		_ = os.RemoveAll(s.dir)
 	}
@@ -34,7 +35,7 @@ func (s *staged) remove() {
 // whole into a new staging directory (0700) while copy.Image decrypts it,
 // and reads its metadata there. The caller checked the keys first
 // (transfer.CheckDecryption), so a wrong key fails before any download.
-func fetchDecrypted(ctx context.Context, ref types.ImageReference, mb []byte, o transfer.Options, lim ckpt.Limits, tmpDir string) (*ckpt.Metadata, *staged, error) {
+func fetchDecrypted(ctx context.Context, ref types.ImageReference, mb []byte, o transfer.Options, lim ckpt.Limits, tmpDir string) (*ckpt.Metadata, *Staged, error) {
 	var published imgspecv1.Manifest
 	if err := json.Unmarshal(mb, &published); err != nil {
 		return nil, nil, fmt.Errorf("%w: parsing the manifest: %w", tarsafe.ErrUnsafe, err)
@@ -47,7 +48,7 @@ func fetchDecrypted(ctx context.Context, ref types.ImageReference, mb []byte, o 
 	if err != nil {
 		return nil, nil, fmt.Errorf("creating a staging directory: %w", err)
 	}
-	s := &staged{dir: dir, digest: d}
+	s := &Staged{dir: dir, digest: d}
 	meta, err := func() (*ckpt.Metadata, error) {
 		local, err := layout.NewReference(dir, "checkpoint")
 		if err != nil {
@@ -72,7 +73,7 @@ func fetchDecrypted(ctx context.Context, ref types.ImageReference, mb []byte, o 
 		return meta, nil
 	}()
 	if err != nil {
-		s.remove()
+		s.Remove()
 		return nil, nil, err
 	}
 	// Plans, pins and inspect show the image as published (its layers
@@ -82,12 +83,12 @@ func fetchDecrypted(ctx context.Context, ref types.ImageReference, mb []byte, o 
 	return meta, s, nil
 }
 
-// fetch copies the planned image from `from` into local, the layout in the
+// Fetch copies the planned image from `from` into local, the layout in the
 // empty directory dir, and returns the manifest digest it fetched; sv, if
 // not nil, verifies each layer as it is written. An image staged while
 // planning is moved there instead of fetched again, and sv is not used:
 // its decrypted layers are not the blobs the published manifest names.
-func (s *staged) fetch(ctx context.Context, dir string, local, from types.ImageReference, sv *ckpt.StreamVerifier, o transfer.Options) (digest.Digest, error) {
+func (s *Staged) Fetch(ctx context.Context, dir string, local, from types.ImageReference, sv *ckpt.StreamVerifier, o transfer.Options) (digest.Digest, error) {
 	if s == nil {
 		if sv != nil {
 			local = sv.Reference(local)

@@ -53,7 +53,7 @@ func TestRetryRestore(t *testing.T) {
 			var tries int
 			var undos []bool
 			var log bytes.Buffer
-			id, err := retryRestore(context.Background(), func() (string, error) {
+			id, err := RetryRestore(context.Background(), func() (string, error) {
 				err := tc.results[tries]
 				tries++
 				if err != nil {

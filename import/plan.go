@@ -16,10 +16,11 @@ import (
 	podman "github.com/podman-migrate/podman-migrate/bindings"
 	"github.com/podman-migrate/podman-migrate/internal/ckpt"
 	"github.com/podman-migrate/podman-migrate/internal/dump"
+	"github.com/podman-migrate/podman-migrate/internal/fault"
 )
 
 // ErrBlocked is wrapped when the plan for a restore has blockers.
-var ErrBlocked = errors.New("the restore cannot proceed on this host")
+var ErrBlocked = fault.New(fault.Input, "the restore cannot proceed on this host")
 
 // Plan is what a pull will do on the target host, and what stops it.
 type Plan struct {
@@ -189,14 +190,14 @@ func orUnknown(s string) string {
 
 // target is what the plan needs to know of the host it restores on.
 type target struct {
-	c    *podman.Client
+	c    podman.Target
 	info *podman.Info
 	// root is the service's root directory seen from here
 	// (/proc/PID/root), "" when the service is not on this machine.
 	root string
 }
 
-func newTarget(ctx context.Context, c *podman.Client) (*target, error) {
+func newTarget(ctx context.Context, c podman.Target) (*target, error) {
 	info, err := c.Info(ctx)
 	if err != nil {
 		return nil, err

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -16,11 +15,11 @@ import (
 	"time"
 
 	"github.com/containers/image/v5/docker/reference"
-	"github.com/containers/image/v5/oci/layout"
 	"github.com/containers/image/v5/types"
 
 	podman "github.com/podman-migrate/podman-migrate/bindings"
 	"github.com/podman-migrate/podman-migrate/internal/ckpt"
+	"github.com/podman-migrate/podman-migrate/internal/fault"
 	"github.com/podman-migrate/podman-migrate/internal/progress"
 	"github.com/podman-migrate/podman-migrate/internal/tarsafe"
 	"github.com/podman-migrate/podman-migrate/internal/transfer"
@@ -28,7 +27,7 @@ import (
 
 // ErrConflict is wrapped when the target host already has a container or
 // volume the restore would create.
-var ErrConflict = errors.New("already exists on the target host")
+var ErrConflict = fault.New(fault.Input, "already exists on the target host")
 
 // errRestoreDone closes the archive pipe once podman has answered.
 var errRestoreDone = errors.New("restore request finished")
@@ -36,7 +35,7 @@ var errRestoreDone = errors.New("restore request finished")
 // ErrBaseImage is wrapped when the target host has the checkpoint's base
 // image name, but as a different image: CRIU's view of the file system
 // would not match it.
-var ErrBaseImage = errors.New("base image differs on the target host")
+var ErrBaseImage = fault.New(fault.Input, "base image differs on the target host")
 
 // PullOptions are the settings of one pull.
 type PullOptions struct {
@@ -80,29 +79,10 @@ type PullResult struct {
 	Bytes map[string]int64 `json:"bytes"`
 }
 
-// since is seconds elapsed, to the millisecond (no float noise in JSON).
-func since(t time.Time) float64 { return math.Round(time.Since(t).Seconds()*1000) / 1000 }
-
-// PlanPull reads only the manifest, config and metadata layer of the
-// checkpoint and works out what a pull would do on the host c serves,
-// creating nothing. Plan.Err says whether the restore can proceed.
-func PlanPull(ctx context.Context, c *podman.Client, o PullOptions) (*Plan, error) {
-	srcRef, err := transfer.ParseReference(o.Source)
-	if err != nil {
-		return nil, err
-	}
-	meta, st, err := readMetadata(ctx, srcRef, o.Transfer, o.Limits, o.TmpDir)
-	defer st.remove()
-	if err != nil {
-		return nil, err
-	}
-	return plan(ctx, c, transfer.Display(srcRef), meta, o)
-}
-
-// readMetadata reads what planning needs, in place; an image with
+// ReadMetadata reads what planning needs, in place; an image with
 // encrypted layers is fetched whole and decrypted first, into the *staged
 // it returns (the caller removes it).
-func readMetadata(ctx context.Context, ref types.ImageReference, o transfer.Options, lim ckpt.Limits, tmpDir string) (*ckpt.Metadata, *staged, error) {
+func ReadMetadata(ctx context.Context, ref types.ImageReference, o transfer.Options, lim ckpt.Limits, tmpDir string) (*ckpt.Metadata, *Staged, error) {
 	src, err := transfer.OpenSource(ctx, ref, o)
 	if err != nil {
 		return nil, nil, err
@@ -139,7 +119,10 @@ func isContentError(err error) bool {
 		errors.Is(err, context.Canceled)
 }
 
-func plan(ctx context.Context, c *podman.Client, source string, meta *ckpt.Metadata, o PullOptions) (*Plan, error) {
+// NewPlan works out what restoring meta (read from source) would do on
+// the host c serves, creating nothing; Plan.Err says whether it can
+// proceed.
+func NewPlan(ctx context.Context, c podman.Target, source string, meta *ckpt.Metadata, o PullOptions) (*Plan, error) {
 	t, err := newTarget(ctx, c)
 	if err != nil {
 		return nil, err
@@ -177,164 +160,12 @@ func plan(ctx context.Context, c *podman.Client, source string, meta *ckpt.Metad
 	return p, nil
 }
 
-// Pull fetches a checkpoint image, verifies it, and restores it as a new
-// container, returning the container's ID. It plans first (as PlanPull) and
-// stops before fetching the CRIU images if the plan has blockers. If podman
-// fails to restore it, whatever the attempt created is removed again.
-func Pull(ctx context.Context, c *podman.Client, o PullOptions) (*PullResult, error) {
-	res := &PullResult{Seconds: map[string]float64{}, Bytes: map[string]int64{}}
-	began := time.Now()
-	logw := o.Log
-	if logw == nil {
-		logw = io.Discard
-	}
-	srcRef, err := transfer.ParseReference(o.Source)
-	if err != nil {
-		return nil, err
-	}
-	fmt.Fprintf(logw, "Reading the checkpoint's metadata from %s\n", transfer.Display(srcRef))
-	meta, st, err := readMetadata(ctx, srcRef, o.Transfer, o.Limits, o.TmpDir)
-	defer st.remove()
-	if err != nil {
-		return nil, err
-	}
-	p, err := plan(ctx, c, transfer.Display(srcRef), meta, o)
-	res.Seconds["plan"] = since(began)
-	if err != nil {
-		return nil, err
-	}
-	for _, w := range p.Warnings {
-		fmt.Fprintf(logw, "Warning: %s\n", w)
-	}
-	for _, b := range p.Blockers {
-		fmt.Fprintf(logw, "Problem: %s\n", b)
-	}
-	if err := p.Err(); err != nil {
-		return nil, err
-	}
-
-	tmp, err := os.MkdirTemp(transfer.StagingDir(o.TmpDir), "podman-migrate-pull-")
-	if err != nil {
-		return nil, fmt.Errorf("creating a staging directory: %w", err)
-	}
-	defer os.RemoveAll(tmp)
-	local, err := layout.NewReference(tmp, "checkpoint")
-	if err != nil {
-		return nil, err
-	}
-	// Fetch the very image that was planned.
-	from, err := transfer.Pinned(srcRef, meta.ManifestDigest)
-	if err != nil {
-		return nil, err
-	}
-	// An image read in place is verified layer by layer while it is
-	// fetched; one staged while planning (decrypted) after.
-	var sv *ckpt.StreamVerifier
-	if st == nil {
-		if sv, err = ckpt.NewStreamVerifier(meta, o.Limits); err != nil {
-			return nil, err
-		}
-	}
-	fmt.Fprintf(logw, "Fetching %s\n", transfer.Display(from))
-	start := time.Now()
-	d, err := st.fetch(ctx, tmp, local, from, sv, o.Transfer)
-	if err != nil {
-		if sv != nil && sv.Err() != nil {
-			// The image is bad, not the transfer.
-			return nil, fmt.Errorf("checking %s: %w", transfer.Display(srcRef), sv.Err())
-		}
-		return nil, err
-	}
-	if d != meta.ManifestDigest {
-		return nil, fmt.Errorf("%w: %s changed while it was read (manifest %s, then %s); pull again", tarsafe.ErrUnsafe, transfer.Display(srcRef), meta.ManifestDigest, d)
-	}
-	if sv != nil {
-		fmt.Fprintf(logw, "Fetched and verified the layers in %s\n", time.Since(start).Round(time.Millisecond))
-	} else {
-		fmt.Fprintf(logw, "Fetched in %s; verifying\n", time.Since(start).Round(time.Millisecond))
-	}
-	res.Seconds["fetch"] = since(start)
-	res.Source, res.Digest = transfer.Display(srcRef), d.String()
-	res.Bytes["image"] = meta.Manifest.Config.Size
-	for _, l := range meta.Manifest.Layers {
-		res.Bytes["image"] += l.Size
-	}
-
-	src, err := local.NewImageSource(ctx, nil)
-	if err != nil {
-		return nil, err
-	}
-	defer src.Close()
-	start = time.Now()
-	var img *ckpt.Image
-	if sv != nil {
-		img, err = sv.Image(ctx, src)
-	} else {
-		img, err = ckpt.Open(ctx, src, o.Limits)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("checking %s: %w", transfer.Display(srcRef), err)
-	}
-	fmt.Fprintf(logw, "Verified in %s\n", time.Since(start).Round(time.Millisecond))
-	res.Seconds["verify"] = since(start)
-	rel := p.relocated
-	if len(rel.cleared) > 0 {
-		fmt.Fprintf(logw, "Removed source-host paths from config.dump: %v\n", rel.cleared)
-	}
-	for _, ch := range rel.changes {
-		fmt.Fprintf(logw, "Relocated %s\n", ch)
-	}
-
-	start = time.Now()
-	pulledBase, err := ensureBase(ctx, c, p, o, logw)
-	if pulledBase != "" {
-		res.Seconds["base"] = since(start)
-	}
-	if err != nil {
-		return nil, err
-	}
-
-	name := p.Name
-	fmt.Fprintf(logw, "Restoring container %s\n", name)
-	start = time.Now()
-	var lastErr error
-	id, err := retryRestore(ctx, func() (string, error) {
-		id, err := restore(ctx, c, name, img, rel, o, logw)
-		lastErr = err
-		if err != nil {
-			// CRIU's reasons are in its log, under the container that
-			// cleanup is about to remove: read them first.
-			if lines := criuErrors(c, err); lines != "" {
-				err = fmt.Errorf("%w; CRIU's restore log says: %s", err, lines)
-			}
-		}
-		return id, err
-	}, func(last bool) error {
-		if errors.Is(lastErr, errLeftOnHost) {
-			return nil // its error says how to remove it there
-		}
-		base := pulledBase
-		if !last {
-			base = "" // the next attempt needs it
-		}
-		return cleanup(ctx, c, name, rel.volumes, base, logw)
-	}, logw, networkPause)
-	if err != nil {
-		return nil, err
-	}
-	fmt.Fprintf(logw, "Restored in %s\n", time.Since(start).Round(time.Millisecond))
-	res.Seconds["restore"] = since(start)
-	res.Seconds["total"] = since(began)
-	res.ID, res.Name = id, name
-	return res, nil
-}
-
 // networkTries is how often a restore is tried when podman's network
 // set-up races (networkRace).
 const networkTries = 3
 
-// networkPause is the wait before attempt n+1.
-func networkPause(n int) <-chan time.Time { return time.After(time.Duration(n) * time.Second) }
+// NetworkPause is the wait before attempt n+1.
+func NetworkPause(n int) <-chan time.Time { return time.After(time.Duration(n) * time.Second) }
 
 // networkRace tells podman 4.3.1's netavark failing to set up the
 // firewall because another container on the network was set up or torn
@@ -348,10 +179,10 @@ func networkRace(err error) bool {
 		(strings.Contains(s, "No chain/target/match by that name") || strings.Contains(strings.ToLower(s), "chain already exists"))
 }
 
-// retryRestore runs try until it succeeds, fails otherwise than by a
+// RetryRestore runs try until it succeeds, fails otherwise than by a
 // network race, or has been tried networkTries times. After each failure
 // undo removes what that attempt left; last says no attempt follows.
-func retryRestore(ctx context.Context, try func() (string, error), undo func(last bool) error, logw io.Writer, pause func(int) <-chan time.Time) (string, error) {
+func RetryRestore(ctx context.Context, try func() (string, error), undo func(last bool) error, logw io.Writer, pause func(int) <-chan time.Time) (string, error) {
 	for attempt := 1; ; attempt++ {
 		id, err := try()
 		if err == nil {
@@ -373,11 +204,25 @@ func retryRestore(ctx context.Context, try func() (string, error), undo func(las
 	}
 }
 
-// restore streams the verified image to podman's restore once and returns
-// the new container's ID. An interrupt stops the archive stream, not the
+// Restore streams the verified image to podman's restore once, as the
+// plan relocated it, and returns the new container's ID; a failure carries
+// the reasons CRIU's restore log gives. An interrupt stops the archive stream, not the
 // request: podman goes on working after a client hangs up, so its answer
 // is awaited before the caller cleans up what it made.
-func restore(ctx context.Context, c *podman.Client, name string, img *ckpt.Image, rel *relocated, o PullOptions, logw io.Writer) (string, error) {
+func (p *Plan) Restore(ctx context.Context, c podman.Target, img *ckpt.Image, o PullOptions, logw io.Writer) (string, error) {
+	id, err := p.restore(ctx, c, img, o, logw)
+	if err != nil {
+		// CRIU's reasons are in its log, under the container that
+		// cleanup is about to remove: read them first.
+		if lines := criuErrors(c, err); lines != "" {
+			err = fmt.Errorf("%w; CRIU's restore log says: %s", err, lines)
+		}
+	}
+	return id, err
+}
+
+func (p *Plan) restore(ctx context.Context, c podman.Target, img *ckpt.Image, o PullOptions, logw io.Writer) (string, error) {
+	name, rel := p.Name, p.relocated
 	pr, pw := io.Pipe()
 	werr := make(chan error, 1)
 	go func() {
@@ -426,7 +271,7 @@ var criuLog = regexp.MustCompile(`log file: (/\S+/userdata/restore\.log)`)
 // criuErrors returns the error lines of CRIU's restore log, read in the
 // podman service's mount namespace when it runs on this machine; "" when
 // there is no such log or it cannot be read.
-func criuErrors(c *podman.Client, err error) string {
+func criuErrors(c podman.Host, err error) string {
 	m := criuLog.FindStringSubmatch(err.Error())
 	if m == nil {
 		return ""
@@ -476,11 +321,11 @@ func criuReasons(r io.Reader) string {
 	return strings.Join(reasons, " | ")
 }
 
-// ensureBase makes the base image available when the plan says it is
+// EnsureBase makes the base image available when the plan says it is
 // absent: by digest from its origin, else from the copy push
 // --include-base made, tagged with its original name because podman's
 // restore looks it up by name. It returns the image it pulled, if any.
-func ensureBase(ctx context.Context, c *podman.Client, p *Plan, o PullOptions, logw io.Writer) (string, error) {
+func EnsureBase(ctx context.Context, c podman.Target, p *Plan, o PullOptions, logw io.Writer) (string, error) {
 	if p.Base.Present {
 		if repo, tag := splitName(p.Base.Name); p.Base.Tag && repo != "" {
 			fmt.Fprintf(logw, "Naming base image %s %s\n", podman.ShortID(p.Base.ID), p.Base.Name)
@@ -513,8 +358,9 @@ func ensureBase(ctx context.Context, c *podman.Client, p *Plan, o PullOptions, l
 		}
 		return id, nil
 	}
-	return "", fmt.Errorf("%w: base image %s (%s) is not on this host and could not be pulled: %s (hint: push with --include-base, or podman save/load the image here)",
-		ErrBaseImage, p.Base.Name, podman.ShortID(p.Base.ID), strings.Join(failed, "; "))
+	return "", fault.Hinted(fmt.Errorf("%w: base image %s (%s) is not on this host and could not be pulled: %s",
+		ErrBaseImage, p.Base.Name, podman.ShortID(p.Base.ID), strings.Join(failed, "; ")),
+		"push with --include-base, or podman save/load the image here")
 }
 
 // splitName splits NAME[:TAG] into the repository and tag podman's tag
@@ -531,9 +377,9 @@ func splitName(name string) (string, string) {
 	return reference.TrimNamed(named).String(), tag
 }
 
-// cleanup removes what a failed restore left: podman 4.3.1 can leave the
+// Cleanup removes what a failed restore left: podman 4.3.1 can leave the
 // new container in state Created, and restored volumes behind.
-func cleanup(ctx context.Context, c *podman.Client, name string, volumes []string, pulledBase string, logw io.Writer) error {
+func Cleanup(ctx context.Context, c podman.Target, name string, volumes []string, pulledBase string, logw io.Writer) error {
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
 	defer cancel()
 	var errs []error
@@ -565,8 +411,8 @@ func Inspect(ctx context.Context, source string, o transfer.Options, lim ckpt.Li
 	if err != nil {
 		return nil, err
 	}
-	meta, st, err := readMetadata(ctx, ref, o, lim, "")
-	defer st.remove()
+	meta, st, err := ReadMetadata(ctx, ref, o, lim, "")
+	defer st.Remove()
 	if err != nil {
 		return nil, err
 	}

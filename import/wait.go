@@ -9,22 +9,17 @@ import (
 	podman "github.com/podman-migrate/podman-migrate/bindings"
 )
 
-// endGrace bounds the wait for podman's answer once CRIU was ended.
-var endGrace = time.Minute
+// EndGrace bounds the wait for podman's answer once CRIU was ended (tests
+// shorten it).
+var EndGrace = time.Minute
 
 // findBound bounds the inspect that finds the stuck container's ID: while
 // the restore holds the container, podman's inspect waits for it.
 var findBound = 10 * time.Second
 
-// Stand-ins for the host in tests.
-var (
-	endStuckCRIU = (*podman.Client).EndStuckCRIU
-	restoringID  = (*podman.Client).RestoringID
-)
-
-// errLeftOnHost is wrapped when a stuck restore on another machine still
+// ErrLeftOnHost is wrapped when a stuck restore on another machine still
 // holds the container: removing it would wait for the restore.
-var errLeftOnHost = errors.New("the restore still holds the container")
+var ErrLeftOnHost = errors.New("the restore still holds the container")
 
 type restoreAnswer struct {
 	id  string
@@ -36,7 +31,7 @@ type restoreAnswer struct {
 // machine, podman's answer is awaited a little, and the error wraps
 // podman.ErrCRIUStuck; the caller's cleanup then removes the half-made
 // container.
-func awaitRestore(ctx context.Context, c *podman.Client, name string, timeout time.Duration, call func(context.Context) (string, error)) (string, error) {
+func awaitRestore(ctx context.Context, c podman.Target, name string, timeout time.Duration, call func(context.Context) (string, error)) (string, error) {
 	rctx := context.WithoutCancel(ctx)
 	if timeout <= 0 {
 		return call(rctx)
@@ -62,7 +57,7 @@ func awaitRestore(ctx context.Context, c *podman.Client, name string, timeout ti
 	id, err := stuckID(ctx, c, name)
 	var pids []int
 	if err == nil {
-		pids, err = endStuckCRIU(c, id, "restore")
+		pids, err = c.EndStuckCRIU(id, "restore")
 	}
 	if errors.Is(err, podman.ErrRemote) {
 		if id == "" {
@@ -70,13 +65,13 @@ func awaitRestore(ctx context.Context, c *podman.Client, name string, timeout ti
 			id = fmt.Sprintf(`$(pgrep -a conmon | sed -n 's/.* -c \([0-9a-f]*\) .* -n %s .*--restore.*/\1/p')`, name)
 		}
 		return "", fmt.Errorf("%w (%w)", stuck("the podman service is on another machine: end CRIU there with `%s`, then remove the half-made container with `podman rm -f %s`",
-			podman.EndStuckCRIUCommand(id, "restore"), name), errLeftOnHost)
+			podman.EndStuckCRIUCommand(id, "restore"), name), ErrLeftOnHost)
 	}
 	ended := podman.DescribeEnded("restore", pids, err)
 	if id == "" {
 		ended = fmt.Sprintf("could not find the container's ID to end its CRIU (%v)", err)
 	}
-	grace := time.NewTimer(endGrace)
+	grace := time.NewTimer(EndGrace)
 	defer grace.Stop()
 	select {
 	case a := <-answer:
@@ -85,21 +80,21 @@ func awaitRestore(ctx context.Context, c *podman.Client, name string, timeout ti
 		}
 		return "", stuck("%s; podman then answered: %v", ended, a.err)
 	case <-grace.C:
-		return "", stuck("%s, and podman had not answered %s later", ended, endGrace)
+		return "", stuck("%s, and podman had not answered %s later", ended, EndGrace)
 	}
 }
 
 // stuckID finds the ID of the container a restore creates under name:
 // by inspect, or, as that waits while the restore holds the container,
 // from its conmon on this machine.
-func stuckID(ctx context.Context, c *podman.Client, name string) (string, error) {
+func stuckID(ctx context.Context, c podman.Target, name string) (string, error) {
 	ictx, cancel := context.WithTimeout(context.WithoutCancel(ctx), findBound)
 	defer cancel()
 	ctr, err := c.InspectContainer(ictx, name)
 	if err == nil {
 		return ctr.ID, nil
 	}
-	id, perr := restoringID(c, name)
+	id, perr := c.RestoringID(name)
 	if perr != nil {
 		if errors.Is(perr, podman.ErrRemote) {
 			return "", perr

@@ -59,31 +59,35 @@ func (f *hungRestore) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func (f *hungRestore) called(call string) bool { return f.calls.Has(call) }
 
-func (f *hungRestore) serve(t *testing.T) *podman.Client {
+// serve serves the fake; end plays the host's CRIU being ended.
+func (f *hungRestore) serve(t *testing.T, end func(id, op string) ([]int, error)) podmantest.StandIn {
 	t.Helper()
 	f.release = make(chan struct{})
-	return podmantest.Connect(t, f)
+	oldGrace := EndGrace
+	EndGrace = 200 * time.Millisecond
+	t.Cleanup(func() { EndGrace = oldGrace })
+	return podmantest.StandIn{Client: podmantest.Connect(t, f), End: end}
 }
 
 // restoreWithin runs the restore step as Pull does (bounded restore, then
 // cleanup on failure), within a generous bound.
-func restoreWithin(t *testing.T, c *podman.Client) error {
+func restoreWithin(t *testing.T, c podman.Target) error {
 	t.Helper()
 	errc := make(chan error, 1)
 	go func() {
 		var lastErr error
-		_, err := retryRestore(context.Background(), func() (string, error) {
+		_, err := RetryRestore(context.Background(), func() (string, error) {
 			_, err := awaitRestore(context.Background(), c, "web", time.Second, func(rctx context.Context) (string, error) {
 				return c.RestoreImport(rctx, strings.NewReader("archive"), podman.RestoreOptions{})
 			})
 			lastErr = err
 			return "", err
 		}, func(bool) error {
-			if errors.Is(lastErr, errLeftOnHost) {
+			if errors.Is(lastErr, ErrLeftOnHost) {
 				return nil
 			}
-			return cleanup(context.Background(), c, "web", nil, "", io.Discard)
-		}, io.Discard, networkPause)
+			return Cleanup(context.Background(), c, "web", nil, "", io.Discard)
+		}, io.Discard, NetworkPause)
 		errc <- err
 	}()
 	select {
@@ -98,17 +102,10 @@ func restoreWithin(t *testing.T, c *podman.Client) error {
 	}
 }
 
-func standIn(t *testing.T, end func(*podman.Client, string, string) ([]int, error)) {
-	oldEnd, oldGrace := endStuckCRIU, endGrace
-	endStuckCRIU, endGrace = end, 200*time.Millisecond
-	t.Cleanup(func() { endStuckCRIU, endGrace = oldEnd, oldGrace })
-}
-
 func TestRestoreTimeoutRemovesTheHalfMadeContainer(t *testing.T) {
 	f := &hungRestore{}
-	c := f.serve(t)
 	var ended []string
-	standIn(t, func(_ *podman.Client, id, op string) ([]int, error) {
+	c := f.serve(t, func(id, op string) ([]int, error) {
 		ended = append(ended, op+" "+id)
 		close(f.release)
 		return []int{4242}, nil
@@ -134,8 +131,7 @@ func TestRestoreTimeoutRemovesTheHalfMadeContainer(t *testing.T) {
 
 func TestRestoreTimeoutRemote(t *testing.T) {
 	f := &hungRestore{}
-	c := f.serve(t)
-	standIn(t, func(*podman.Client, string, string) ([]int, error) { return nil, podman.ErrRemote })
+	c := f.serve(t, func(string, string) ([]int, error) { return nil, podman.ErrRemote })
 	err := restoreWithin(t, c)
 	if !errors.Is(err, podman.ErrCRIUStuck) {
 		t.Fatalf("error %v does not wrap ErrCRIUStuck", err)

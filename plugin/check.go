@@ -53,7 +53,7 @@ type checkOptions struct {
 	global  *globalOptions
 	image   string
 	timeout time.Duration
-	format  string
+	out     *outputFlags
 }
 
 func newCheckCmd(g *globalOptions) *cobra.Command {
@@ -67,7 +67,8 @@ each under --timeout, and removes it again, also on failure or Ctrl-C.
 
 Exit 0 when the host can checkpoint and restore, 3 when a podman or CRIU
 step failed, 5 when --image is not on the host or no image there can run
-the listener.`,
+the listener. --format json prints one document at the end; a --format
+template runs on it, e.g. --format '{{.OK}}'.`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return o.run(cmd.Context(), args, cmd.OutOrStdout())
@@ -76,12 +77,12 @@ the listener.`,
 	f := cmd.Flags()
 	f.StringVar(&o.image, "image", "", "image of the throwaway container; it needs sh with httpd or nc (busybox). Default: an image on the host, newest first")
 	f.DurationVar(&o.timeout, "timeout", 60*time.Second, "bound of the checkpoint and of the restore")
-	f.StringVar(&o.format, "format", "text", "output: text (a line per step and a verdict) or json")
+	o.out = addOutputFlags(f)
 	return cmd
 }
 
 func (o *checkOptions) run(ctx context.Context, _ []string, stdout io.Writer) error {
-	if err := outputFormat(o.format); err != nil {
+	if err := o.out.check(&checkReport{}); err != nil {
 		return err
 	}
 	if o.timeout <= 0 {
@@ -94,14 +95,14 @@ func (o *checkOptions) run(ctx context.Context, _ []string, stdout io.Writer) er
 	k := &checker{c: c, probe: newHostProbe(c), timeout: o.timeout, log: o.global.log()}
 	_, err = k.probe.ServicePID()
 	k.local = err == nil
-	if o.format == "text" {
+	if o.out.text() {
 		k.out = stdout
 	}
 	k.rep.Server.URI = c.URI
 	err = k.run(ctx, o.image)
 	k.rep.OK = err == nil
-	if o.format == "json" {
-		if jerr := writeJSON(stdout, k.rep); jerr != nil && err == nil {
+	if !o.out.text() {
+		if jerr := o.out.write(stdout, &k.rep); jerr != nil && err == nil {
 			err = jerr
 		}
 	} else if err == nil {
@@ -129,7 +130,8 @@ type hostProbe interface {
 // local socket, but this machine's CRIU is not the one under test.
 var newHostProbe = func(c *podman.Client) hostProbe { return c }
 
-// checkReport is check's --format json document.
+// checkReport is check's --format json document, and what a --format
+// template runs on.
 type checkReport struct {
 	Server struct {
 		URI        string `json:"uri"`

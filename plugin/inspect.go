@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
@@ -15,13 +14,11 @@ import (
 )
 
 type inspectOptions struct {
-	global       *globalOptions
-	format       string
-	tlsVerify    bool
-	authFile     string
-	limits       *limitFlags
-	trust        *trustFlags
-	tlsVerifySet func() bool
+	global   *globalOptions
+	registry *registryFlags
+	limits   *limitFlags
+	trust    *trustFlags
+	out      *outputFlags
 }
 
 func newInspectCmd(g *globalOptions) *cobra.Command {
@@ -40,25 +37,25 @@ Only the manifest, the image config and the metadata layer are fetched
 (the whole layer for podman's single-layer images; the whole image, into
 a staging directory, when its layers are encrypted: --decryption-key); the
 signature policy applies as for pull (--signature-policy), and every byte
-read is verified. No podman service is needed. --format json prints the document described in the README.`,
+read is verified. No podman service is needed. --format json prints the
+document described in the README; a --format template runs on it, e.g.
+--format '{{.Container.Name}}'.`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return o.run(cmd.Context(), args, cmd.OutOrStdout())
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.format, "format", "text", "output format: text or json")
-	f.BoolVar(&o.tlsVerify, "tls-verify", true, "require HTTPS and verify certificates when talking to the registry")
-	f.StringVar(&o.authFile, "authfile", "", "path of the authentication file (default: podman login's)")
+	o.registry = addRegistryAuthFlags(f)
 	o.limits = addLimitFlags(f)
 	o.trust = addTrustFlags(f)
-	o.tlsVerifySet = func() bool { return f.Changed("tls-verify") }
+	o.out = addOutputFlags(f)
 	return cmd
 }
 
 func (o *inspectOptions) run(ctx context.Context, args []string, stdout io.Writer) error {
-	if o.format != "text" && o.format != "json" {
-		return usageError{fmt.Errorf("--format %q: want text or json", o.format)}
+	if err := o.out.check(&ckpt.Description{}); err != nil {
+		return err
 	}
 	lim, err := o.limits.limits()
 	if err != nil {
@@ -67,18 +64,15 @@ func (o *inspectOptions) run(ctx context.Context, args []string, stdout io.Write
 	if err := o.trust.check(); err != nil {
 		return err
 	}
-	d, err := restore.Inspect(ctx, args[0], o.trust.set(transfer.Options{
-		TLSVerify: transfer.TLSVerify(o.tlsVerifySet(), o.tlsVerify),
-		AuthFile:  o.authFile,
-		UserAgent: "podman-migrate/" + Version,
-	}), lim)
+	var tr transfer.Options
+	o.registry.fill(&tr)
+	o.trust.fill(&tr)
+	d, err := restore.Inspect(ctx, args[0], tr, lim)
 	if err != nil {
 		return fmt.Errorf("inspecting %q: %w", args[0], err)
 	}
-	if o.format == "json" {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(d)
+	if !o.out.text() {
+		return o.out.write(stdout, d)
 	}
 	printDescription(stdout, d)
 	return nil

@@ -13,15 +13,13 @@ import (
 )
 
 type kubeOptions struct {
-	global       *globalOptions
-	mountMap     []string
-	name         string
-	baseImage    string
-	tlsVerify    bool
-	authFile     string
-	policy       string
-	limits       *limitFlags
-	tlsVerifySet func() bool
+	global    *globalOptions
+	mountMap  []string
+	name      string
+	baseImage string
+	registry  *registryFlags
+	policy    string
+	limits    *limitFlags
 }
 
 func newKubeCmd(g *globalOptions) *cobra.Command {
@@ -51,11 +49,9 @@ under the signature policy. No podman service is needed.
 	f.StringArrayVar(&o.mountMap, "mount-map", nil, "a mount whose source was SRC, or lies below it, comes from DST on the node: SRC=DST (repeatable)")
 	f.StringVar(&o.name, "name", "", "the pod's name (default: the container's, as a DNS label)")
 	f.StringVar(&o.baseImage, "base-image", "", "the base image the node pulls, by digest (default: push --include-base's copy, else the origin by digest)")
-	f.BoolVar(&o.tlsVerify, "tls-verify", true, "require HTTPS and verify certificates when talking to the registry")
-	f.StringVar(&o.authFile, "authfile", "", "path of the authentication file (default: podman login's)")
+	o.registry = addRegistryAuthFlags(f)
 	f.StringVar(&o.policy, "signature-policy", "", "signature policy file to use instead of the system's policy.json")
 	o.limits = addLimitFlags(f)
-	o.tlsVerifySet = func() bool { return f.Changed("tls-verify") }
 	return cmd
 }
 
@@ -69,12 +65,9 @@ func (o *kubeOptions) run(ctx context.Context, args []string, stdout io.Writer) 
 			return usageError{fmt.Errorf("--signature-policy %s: %w", o.policy, err)}
 		}
 	}
-	r, err := kube.FromSource(ctx, args[0], transfer.Options{
-		TLSVerify:       transfer.TLSVerify(o.tlsVerifySet(), o.tlsVerify),
-		AuthFile:        o.authFile,
-		SignaturePolicy: o.policy,
-		UserAgent:       "podman-migrate/" + Version,
-	}, lim, kube.Options{Name: o.name, MountMap: o.mountMap, BaseImage: o.baseImage})
+	tr := transfer.Options{SignaturePolicy: o.policy}
+	o.registry.fill(&tr)
+	r, err := kube.FromSource(ctx, args[0], tr, lim, kube.Options{Name: o.name, MountMap: o.mountMap, BaseImage: o.baseImage})
 	if err != nil {
 		return fmt.Errorf("making a Pod manifest for %q: %w", args[0], err)
 	}

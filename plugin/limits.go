@@ -9,13 +9,14 @@ import (
 	"github.com/podman-migrate/podman-migrate/internal/ckpt"
 )
 
-// limitFlags are --max-layer-size and --max-layer-entries, shared by pull
-// and inspect: what a pulled layer may expand to.
+// limitFlags are --max-layer-size and --max-layer-entries, shared by pull,
+// move, inspect and kube: what a pulled layer may expand to.
 type limitFlags struct {
 	size    string
 	entries int64
 }
 
+// addLimitFlags registers the limits group.
 func addLimitFlags(f *pflag.FlagSet) *limitFlags {
 	l := &limitFlags{}
 	f.StringVar(&l.size, "max-layer-size", units.BytesSize(float64(ckpt.DefaultLimits.MaxLayerSize)),
@@ -25,6 +26,8 @@ func addLimitFlags(f *pflag.FlagSet) *limitFlags {
 	return l
 }
 
+// limits checks the flags, before anything is fetched, and returns the
+// limits they set.
 func (l *limitFlags) limits() (ckpt.Limits, error) {
 	size, err := units.RAMInBytes(l.size)
 	if err != nil || size <= 0 {

@@ -4,35 +4,23 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"time"
 
 	"github.com/spf13/cobra"
 
 	restore "github.com/podman-migrate/podman-migrate/import"
-	"github.com/podman-migrate/podman-migrate/internal/transfer"
+	"github.com/podman-migrate/podman-migrate/migrate"
 )
 
 type pullOptions struct {
-	global          *globalOptions
-	name            string
-	tlsVerify       bool
-	authFile        string
-	ignoreStaticIP  bool
-	ignoreStaticMAC bool
-	publish         []string
-	pod             string
-	mountMap        []string
-	volumeMap       []string
-	networkMap      []string
-	allowPrivileged bool
-	limits          *limitFlags
-	dryRun          bool
-	trust           *trustFlags
-	format          string
-	retry           *retryFlags
-	tmpDir          string
-	tlsVerifySet    func() bool
-	restoreTimeout  time.Duration
+	global     *globalOptions
+	dryRun     bool
+	restore    *restoreFlags
+	relocation *relocationFlags
+	trust      *trustFlags
+	limits     *limitFlags
+	registry   *registryFlags
+	staging    *stagingFlags
+	out        *outputFlags
 }
 
 func newPullCmd(g *globalOptions) *cobra.Command {
@@ -46,7 +34,9 @@ new storage. The process continues where it was checkpointed.
 
 SOURCE is a registry reference or any containers/image transport, as for
 push; images made by 'podman container checkpoint --create-image' work too.
-Prints the new container's ID on success.
+Prints the new container's ID on success; --format json prints the id,
+name, source, digest, per-phase seconds and bytes (with --dry-run: the
+plan), and --format '{{.ID}}' one of them (see the man page).
 
 Before it creates anything, pull plans the restore from the checkpoint's
 metadata alone: the container name, bind-mount sources (as the podman
@@ -74,25 +64,14 @@ Relocation:
 		},
 	}
 	f := cmd.Flags()
-	f.StringVarP(&o.name, "name", "n", "", "name of the new container (default: the checkpointed container's name)")
-	f.BoolVar(&o.tlsVerify, "tls-verify", true, "require HTTPS and verify certificates when talking to the registry")
-	f.StringVar(&o.authFile, "authfile", "", "path of the authentication file (default: podman login's)")
-	f.BoolVar(&o.ignoreStaticIP, "ignore-static-ip", false, "let podman choose a new IP address")
-	f.BoolVar(&o.ignoreStaticMAC, "ignore-static-mac", false, "let podman choose a new MAC address")
-	f.StringArrayVarP(&o.publish, "publish", "p", nil, "publish a port, as podman run -p (repeatable; replaces the checkpoint's)")
-	f.StringVar(&o.pod, "pod", "", "restore into this existing pod")
-	f.StringArrayVar(&o.mountMap, "mount-map", nil, "relocate bind mounts: SRC on the checkpointed host, or a path below it, is DST here (repeatable)")
-	f.StringArrayVar(&o.volumeMap, "volume-map", nil, "restore named volume OLD as NEW: OLD=NEW (repeatable)")
-	f.StringArrayVar(&o.networkMap, "network-map", nil, "attach to network NEW where the container was on OLD: OLD=NEW (repeatable)")
 	f.BoolVar(&o.dryRun, "dry-run", false, "fetch only the metadata (an encrypted image: all of it), print the plan and create nothing; exit 5 if the restore could not proceed")
-	f.StringVar(&o.format, "format", "text", "output: text (the container ID; the plan with --dry-run) or json (id, name, source, digest, per-phase seconds, bytes; the plan with --dry-run)")
-	f.BoolVar(&o.allowPrivileged, "allow-privileged", false, "restore a checkpoint that asks for more than an ordinary container (privileged mode, host namespaces, devices, capabilities, hooks, runtime annotations)")
-	o.limits = addLimitFlags(f)
+	o.restore = addRestoreFlags(f)
+	o.relocation = addRelocationFlags(f)
 	o.trust = addTrustFlags(f)
-	o.retry = addRetryFlags(f)
-	f.StringVar(&o.tmpDir, "tmpdir", "", "staging directory for the image (default $TMPDIR, else /var/tmp); needs room for the container's memory")
-	o.tlsVerifySet = func() bool { return f.Changed("tls-verify") }
-	f.DurationVar(&o.restoreTimeout, "restore-timeout", defaultCRIUTimeout, restoreTimeoutHelp)
+	o.limits = addLimitFlags(f)
+	o.registry = addRegistryFlags(f)
+	o.staging = addStagingFlags(f)
+	o.out = addOutputFlags(f)
 	return cmd
 }
 
@@ -101,50 +80,43 @@ func (o *pullOptions) run(ctx context.Context, args []string, stdout io.Writer) 
 	if err != nil {
 		return err
 	}
-	if err := outputFormat(o.format); err != nil {
+	var sample any = &restore.PullResult{}
+	if o.dryRun {
+		sample = &restore.Plan{}
+	}
+	if err := o.out.check(sample); err != nil {
 		return err
 	}
 	if err := o.trust.check(); err != nil {
 		return err
 	}
-	c, err := o.global.rootfulClient(ctx)
+	d, err := o.global.destination()
+	if err != nil {
+		return err
+	}
+	c, err := connectRootful(ctx, d)
 	if err != nil {
 		return err
 	}
 	po := restore.PullOptions{
-		Source:          args[0],
-		Name:            o.name,
-		IgnoreStaticIP:  o.ignoreStaticIP,
-		IgnoreStaticMAC: o.ignoreStaticMAC,
-		Publish:         o.publish,
-		Pod:             o.pod,
-		MountMap:        o.mountMap,
-		VolumeMap:       o.volumeMap,
-		NetworkMap:      o.networkMap,
-		Limits:          lim,
-		AllowPrivileged: o.allowPrivileged,
-		Transfer: o.retry.set(o.trust.set(transfer.Options{
-			TLSVerify: transfer.TLSVerify(o.tlsVerifySet(), o.tlsVerify),
-			AuthFile:  o.authFile,
-			Report:    o.global.log(),
-			UserAgent: "podman-migrate/" + Version,
-		})),
+		Source: args[0],
+		Limits: lim,
 		Log:    o.global.log(),
-		TmpDir: o.tmpDir,
-
-		RestoreTimeout: o.restoreTimeout,
+		TmpDir: o.staging.dir,
 	}
+	o.restore.fill(&po)
+	o.relocation.fill(&po)
+	o.registry.fill(&po.Transfer)
+	o.trust.fill(&po.Transfer)
+	po.Transfer.Report = o.global.log()
 	if o.dryRun {
-		p, err := restore.PlanPull(ctx, c, po)
+		p, err := migrate.PlanPull(ctx, c, po)
 		if err != nil {
 			return fmt.Errorf("planning the pull of %q: %w", args[0], err)
 		}
-		if o.format == "json" {
-			err = writeJSON(stdout, p)
-		} else {
+		if o.out.text() {
 			p.Print(stdout)
-		}
-		if err != nil {
+		} else if err := o.out.write(stdout, p); err != nil {
 			return err
 		}
 		if err := p.Err(); err != nil {
@@ -152,12 +124,12 @@ func (o *pullOptions) run(ctx context.Context, args []string, stdout io.Writer) 
 		}
 		return nil
 	}
-	res, err := restore.Pull(ctx, c, po)
+	res, err := migrate.Pull(ctx, c, po)
 	if err != nil {
 		return fmt.Errorf("pulling %q: %w", args[0], err)
 	}
-	if o.format == "json" {
-		return writeJSON(stdout, res)
+	if !o.out.text() {
+		return o.out.write(stdout, res)
 	}
 	_, err = fmt.Fprintln(stdout, res.ID)
 	return err

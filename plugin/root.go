@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -34,21 +33,6 @@ func (g *globalOptions) log() io.Writer {
 		return io.Discard
 	}
 	return g.stderr
-}
-
-// outputFormat checks a --format value.
-func outputFormat(f string) error {
-	if f != "text" && f != "json" {
-		return usageError{fmt.Errorf("--format %q: want text or json", f)}
-	}
-	return nil
-}
-
-// writeJSON prints one JSON document: what --format json promises.
-func writeJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
 }
 
 // destination is the podman service named by --url, or by --connection
@@ -89,10 +73,12 @@ func (g *globalOptions) client(ctx context.Context) (*podman.Client, error) {
 	return podman.ConnectTo(ctx, d)
 }
 
-// rootfulClient is client for the commands that run CRIU: a rootless
-// service is refused before anything happens.
-func (g *globalOptions) rootfulClient(ctx context.Context) (*podman.Client, error) {
-	c, err := g.client(ctx)
+// connectRootful connects to the service at d for a command that runs
+// CRIU (push, pull, and both ends of move): a rootless service is refused
+// before anything happens, and podman info, which those commands all need,
+// is fetched meanwhile.
+func connectRootful(ctx context.Context, d podman.Destination) (*podman.Client, error) {
+	c, err := podman.ConnectTo(ctx, d)
 	if err != nil {
 		return nil, err
 	}

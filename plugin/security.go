@@ -11,8 +11,8 @@ import (
 	"github.com/podman-migrate/podman-migrate/internal/transfer"
 )
 
-// sealFlags are push's flags for encrypting and signing the image, named
-// as podman push names them.
+// sealFlags are push's and move's flags for encrypting and signing the
+// image, named as podman push names them.
 type sealFlags struct {
 	encryptionKeys []string
 	encryptLayers  []int
@@ -23,6 +23,7 @@ type sealFlags struct {
 	passphrase []byte
 }
 
+// addSealFlags registers the seal group: push and move.
 func addSealFlags(f *pflag.FlagSet) *sealFlags {
 	s := &sealFlags{}
 	f.StringArrayVar(&s.encryptionKeys, "encryption-key", nil, "encrypt the image's layers for this recipient: PROTOCOL:KEY, e.g. jwe:/path/to/pubkey.pem (also pkcs7:CERT, pgp:ID, pkcs11:FILE, provider:NAME; repeatable)")
@@ -52,21 +53,21 @@ func (s *sealFlags) check(dest string) error {
 	return err
 }
 
-// set returns o encrypting and signing as check found.
-func (s *sealFlags) set(o transfer.Options) transfer.Options {
+// fill makes o encrypt and sign as check found.
+func (s *sealFlags) fill(o *transfer.Options) {
 	o.Encrypt, o.EncryptLayers = s.encrypt, s.encryptLayers
 	o.SignBySigstoreKey, o.SignPassphrase = s.signKey, s.passphrase
-	return o
 }
 
-// trustFlags are pull's and inspect's flags for encrypted and signed
-// images.
+// trustFlags are pull's, move's and inspect's flags for encrypted and
+// signed images.
 type trustFlags struct {
 	decryptionKeys []string
 	policy         string
 	decrypt        *encconfig.DecryptConfig // what check read
 }
 
+// addTrustFlags registers the trust group: pull, move and inspect.
 func addTrustFlags(f *pflag.FlagSet) *trustFlags {
 	t := &trustFlags{}
 	f.StringArrayVar(&t.decryptionKeys, "decryption-key", nil, "private key that decrypts an encrypted image: FILE[:PASSPHRASE] (repeatable); an encrypted image is fetched whole before planning")
@@ -86,8 +87,7 @@ func (t *trustFlags) check() error {
 	return err
 }
 
-// set returns o decrypting and checking signatures as check found.
-func (t *trustFlags) set(o transfer.Options) transfer.Options {
+// fill makes o decrypt and check signatures as check found.
+func (t *trustFlags) fill(o *transfer.Options) {
 	o.Decrypt, o.SignaturePolicy = t.decrypt, t.policy
-	return o
 }

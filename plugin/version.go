@@ -12,28 +12,30 @@ import (
 )
 
 func newVersionCmd(g *globalOptions) *cobra.Command {
-	var format string
+	var out *outputFlags
 	cmd := &cobra.Command{
 		Use:   "version",
 		Short: "Show the client's version and the podman service's",
 		Args:  exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := outputFormat(format); err != nil {
+			// The document is a map: no sample to check fields against.
+			if err := out.check(nil); err != nil {
 				return err
 			}
-			if format == "json" {
-				return versionJSON(cmd.Context(), g, cmd.OutOrStdout())
+			if !out.text() {
+				return versionJSON(cmd.Context(), g, out, cmd.OutOrStdout())
 			}
 			return runVersion(cmd.Context(), g, cmd.OutOrStdout())
 		},
 	}
-	cmd.Flags().StringVar(&format, "format", "text", "output: text or json (client, and server when reachable)")
+	out = addOutputFlags(cmd.Flags())
 	return cmd
 }
 
-// versionJSON prints one document; it needs the server, so nothing is
+// versionJSON prints one document, as JSON or through a --format
+// template ('{{.server.podman}}'); it needs the server, so nothing is
 // printed when the service cannot be reached.
-func versionJSON(ctx context.Context, g *globalOptions, stdout io.Writer) error {
+func versionJSON(ctx context.Context, g *globalOptions, out *outputFlags, stdout io.Writer) error {
 	c, err := g.client(ctx)
 	if err != nil {
 		return err
@@ -42,7 +44,7 @@ func versionJSON(ctx context.Context, g *globalOptions, stdout io.Writer) error 
 	if err != nil {
 		return err
 	}
-	return writeJSON(stdout, map[string]any{
+	return out.write(stdout, map[string]any{
 		"client": map[string]string{"version": Version, "goVersion": runtime.Version(), "apiVersion": podman.APIVersion},
 		"server": map[string]string{
 			"uri": c.URI, "podman": info.Version.Version, "apiVersion": info.Version.APIVersion,

@@ -1,0 +1,87 @@
+package export
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/containers/image/v5/types"
+
+	podman "github.com/podman-migrate/podman-migrate/bindings"
+	"github.com/podman-migrate/podman-migrate/internal/ckpt"
+	"github.com/podman-migrate/podman-migrate/internal/dump"
+)
+
+// Source is what a push learns of the container and its host before the
+// checkpoint, which costs no downtime.
+type Source struct {
+	Container  *podman.Container
+	Info       *podman.Info
+	BaseDigest string // the base image's repo digest, "" when unknown
+	// Known are annotations settled before the checkpoint: CRIU's version,
+	// the bind mounts' kinds, the --include-base copy.
+	Known map[string]string
+}
+
+// InspectSource finds the running container o names and what the image
+// will record of its host.
+func InspectSource(ctx context.Context, c podman.Source, o PushOptions) (*Source, error) {
+	ctr, err := c.InspectContainer(ctx, o.Container)
+	if errors.Is(err, podman.ErrNotFound) {
+		return nil, fmt.Errorf("%w %q on %s: check `podman ps -a` on that host", ErrNoContainer, o.Container, c.Address())
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !ctr.State.Running {
+		return nil, fmt.Errorf("%w: %q is %s; only a running container can be migrated", ErrNotRunning, ctr.Name, ctr.State.Status)
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s := &Source{Container: ctr, Info: info, Known: map[string]string{}}
+	if img, err := c.InspectImage(ctx, ctr.Image); err == nil {
+		s.BaseDigest = img.Digest
+	}
+	if v := c.CRIUVersion(ctx); v != "" {
+		s.Known[ckpt.AnnCriuVersion] = v
+	}
+	if kinds := bindKinds(c, ctr); kinds != "" {
+		s.Known[ckpt.AnnBindKinds] = kinds
+	}
+	return s, nil
+}
+
+// Convert reads podman's checkpoint archive and writes it into dest as a
+// checkpoint image, annotated with what s and o record, and closes dest.
+func Convert(ctx context.Context, archive io.Reader, dest types.ImageDestination, s *Source, o PushOptions, created time.Time) (*ckpt.Built, error) {
+	var rewrite map[string]func([]byte) ([]byte, error)
+	if !o.NoCRIOAnnotations {
+		rewrite = crioRewrites()
+	}
+	return build(ctx, archive, dest, ckpt.BuildOptions{
+		Rewrite:     rewrite,
+		Compression: o.Compression,
+		Level:       o.CompressionLevel,
+		Arch:        s.Info.Host.Arch,
+		Created:     created,
+		Annotate: func(cfg *dump.Config) (map[string]string, error) {
+			a := annotations(cfg, s.Container, s.Info, s.BaseDigest, created, o)
+			for k, v := range s.Known {
+				a[k] = v
+			}
+			return a, nil
+		},
+	})
+}
+
+// CheckpointOptions are podman's options for o's checkpoint.
+func CheckpointOptions(o PushOptions) podman.CheckpointOptions {
+	return podman.CheckpointOptions{
+		LeaveRunning: o.LeaveRunning, TCPEstablished: o.TCPEstablished,
+		FileLocks: o.FileLocks, IgnoreRootfs: o.IgnoreRootfs,
+	}
+}

@@ -1,0 +1,386 @@
+package podmantest
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"path"
+	"strings"
+	"sync"
+
+	podman "github.com/podman-migrate/podman-migrate/bindings"
+)
+
+// Fake is an in-memory podman service: it implements podman.Source and
+// podman.Target, records each call by method name, and fails any method
+// the test names in Fail. Its containers live in Containers by name;
+// Checkpoint returns Archive, RestoreImport reads the archive to its end
+// and creates the container config.dump names.
+type Fake struct {
+	mu         sync.Mutex
+	Containers map[string]*podman.Container
+	Images     map[string]*podman.Image
+	Volumes    map[string]bool
+	Networks   map[string]*podman.Network
+	InfoValue  podman.Info
+	// Archive is the checkpoint archive Checkpoint returns.
+	Archive []byte
+	// Fail makes the named method fail with the error.
+	Fail map[string]error
+	// KeepOnFailure: a failed RestoreImport leaves its container behind,
+	// as podman 4.3.1 does (state Created).
+	KeepOnFailure bool
+	calls         []string
+}
+
+// NewFake is a fake podman with one running container, name, of image
+// imageID, whose checkpoint is archive.
+func NewFake(name, imageID string, archive []byte) *Fake {
+	f := &Fake{
+		Containers: map[string]*podman.Container{},
+		Images:     map[string]*podman.Image{imageID: {ID: imageID}},
+		Volumes:    map[string]bool{},
+		Networks:   map[string]*podman.Network{},
+		Archive:    archive,
+		Fail:       map[string]error{},
+	}
+	f.InfoValue.Host.Arch = "amd64"
+	f.InfoValue.Version.Version = "4.3.1"
+	if name != "" {
+		ctr := &podman.Container{ID: fakeID(name), Name: name, Image: imageID}
+		ctr.State.Running, ctr.State.Status = true, "running"
+		f.Containers[name] = ctr
+	}
+	return f
+}
+
+func fakeID(name string) string {
+	return fmt.Sprintf("%064x", []byte(name+strings.Repeat("\x00", 32))[:32])
+}
+
+// call records method and returns the failure the test asked for.
+func (f *Fake) call(method string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, method)
+	return f.Fail[method]
+}
+
+// Count is how often method was called.
+func (f *Fake) Count(method string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, c := range f.calls {
+		if c == method {
+			n++
+		}
+	}
+	return n
+}
+
+// Calls are the methods called, in order.
+func (f *Fake) Calls() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.calls...)
+}
+
+// Running says whether container name exists and runs.
+func (f *Fake) Running(name string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c := f.find(name)
+	return c != nil && c.State.Running
+}
+
+func (f *Fake) find(nameOrID string) *podman.Container {
+	if c, ok := f.Containers[nameOrID]; ok {
+		return c
+	}
+	for _, c := range f.Containers {
+		if c.ID == nameOrID {
+			return c
+		}
+	}
+	return nil
+}
+
+func notFound(what string) error {
+	return &podman.Error{Op: "inspecting " + what, Status: 404, Err: podman.ErrNotFound}
+}
+
+// Info implements podman.Inspector.
+func (f *Fake) Info(context.Context) (*podman.Info, error) {
+	if err := f.call("Info"); err != nil {
+		return nil, err
+	}
+	i := f.InfoValue
+	return &i, nil
+}
+
+// InspectContainer implements podman.Inspector.
+func (f *Fake) InspectContainer(_ context.Context, nameOrID string) (*podman.Container, error) {
+	if err := f.call("InspectContainer"); err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c := f.find(nameOrID)
+	if c == nil {
+		return nil, notFound(nameOrID)
+	}
+	cp := *c
+	return &cp, nil
+}
+
+// ContainerExists implements podman.Inspector.
+func (f *Fake) ContainerExists(_ context.Context, nameOrID string) (bool, error) {
+	if err := f.call("ContainerExists"); err != nil {
+		return false, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.find(nameOrID) != nil, nil
+}
+
+// InspectImage implements podman.Inspector.
+func (f *Fake) InspectImage(_ context.Context, nameOrID string) (*podman.Image, error) {
+	if err := f.call("InspectImage"); err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if img, ok := f.Images[nameOrID]; ok {
+		cp := *img
+		return &cp, nil
+	}
+	return nil, notFound(nameOrID)
+}
+
+// InspectNetwork implements podman.Inspector.
+func (f *Fake) InspectNetwork(_ context.Context, name string) (*podman.Network, error) {
+	if err := f.call("InspectNetwork"); err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if n, ok := f.Networks[name]; ok {
+		cp := *n
+		return &cp, nil
+	}
+	return nil, notFound(name)
+}
+
+// VolumeExists implements podman.Inspector.
+func (f *Fake) VolumeExists(_ context.Context, name string) (bool, error) {
+	if err := f.call("VolumeExists"); err != nil {
+		return false, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.Volumes[name], nil
+}
+
+// MemoryUsage implements podman.Inspector: no figure, as a service
+// without cgroup statistics.
+func (f *Fake) MemoryUsage(context.Context, string) (uint64, error) {
+	if err := f.call("MemoryUsage"); err != nil {
+		return 0, err
+	}
+	return 0, errors.New("no statistics")
+}
+
+// CRIUVersion implements podman.Inspector: unknown, as for a remote host.
+func (f *Fake) CRIUVersion(context.Context) string {
+	_ = f.call("CRIUVersion")
+	return ""
+}
+
+// Checkpoint implements podman.Checkpointer: the container stops (unless
+// o.LeaveRunning) and its archive is f.Archive.
+func (f *Fake) Checkpoint(_ context.Context, nameOrID string, o podman.CheckpointOptions) (io.ReadCloser, error) {
+	if err := f.call("Checkpoint"); err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c := f.find(nameOrID)
+	if c == nil {
+		return nil, notFound(nameOrID)
+	}
+	if !o.LeaveRunning {
+		c.State.Running, c.State.Status = false, "exited"
+	}
+	return io.NopCloser(bytes.NewReader(f.Archive)), nil
+}
+
+// RestoreKept implements podman.Checkpointer: the container runs again.
+func (f *Fake) RestoreKept(_ context.Context, nameOrID string, _ podman.CheckpointOptions) error {
+	if err := f.call("RestoreKept"); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c := f.find(nameOrID)
+	if c == nil {
+		return notFound(nameOrID)
+	}
+	c.State.Running, c.State.Status = true, "running"
+	return nil
+}
+
+// SaveImage implements podman.Checkpointer.
+func (f *Fake) SaveImage(context.Context, string) (io.ReadCloser, error) {
+	if err := f.call("SaveImage"); err != nil {
+		return nil, err
+	}
+	return nil, errors.New("the fake saves no images")
+}
+
+// RestoreImport implements podman.Restorer: it reads the archive to its
+// end and creates the running container config.dump (or o.Name) names.
+func (f *Fake) RestoreImport(_ context.Context, archive io.Reader, o podman.RestoreOptions) (string, error) {
+	name, rerr := nameInArchive(archive)
+	if o.Name != "" {
+		name = o.Name
+	}
+	err := f.call("RestoreImport")
+	if err == nil && rerr != nil {
+		err = &podman.Error{Op: "restoring", Status: 500, Err: rerr}
+	}
+	if err != nil && !f.KeepOnFailure {
+		return "", err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ctr := &podman.Container{ID: fakeID(name), Name: name}
+	ctr.State.Running, ctr.State.Status = err == nil, map[bool]string{true: "running", false: "created"}[err == nil]
+	f.Containers[name] = ctr
+	return ctr.ID, err
+}
+
+// nameInArchive reads a checkpoint archive to its end and returns the
+// container name its config.dump records.
+func nameInArchive(r io.Reader) (string, error) {
+	tr := tar.NewReader(r)
+	name := ""
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return "", err
+		}
+		if path.Clean(h.Name) == "config.dump" {
+			var cfg struct{ Name string }
+			if err := json.NewDecoder(tr).Decode(&cfg); err != nil {
+				return "", err
+			}
+			name = cfg.Name
+		}
+	}
+	if name == "" {
+		return "", errors.New("the archive has no config.dump naming the container")
+	}
+	return name, nil
+}
+
+// PullImage implements podman.Restorer.
+func (f *Fake) PullImage(_ context.Context, ref string, _ *bool) (string, error) {
+	if err := f.call("PullImage"); err != nil {
+		return "", err
+	}
+	return "", fmt.Errorf("pulling %s: the fake reaches no registry", ref)
+}
+
+// TagImage implements podman.Restorer.
+func (f *Fake) TagImage(context.Context, string, string, string) error {
+	return f.call("TagImage")
+}
+
+// RemoveContainer implements podman.Remover.
+func (f *Fake) RemoveContainer(_ context.Context, nameOrID string) error {
+	if err := f.call("RemoveContainer"); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c := f.find(nameOrID)
+	if c == nil {
+		return notFound(nameOrID)
+	}
+	delete(f.Containers, c.Name)
+	return nil
+}
+
+// RemoveVolume implements podman.Remover.
+func (f *Fake) RemoveVolume(_ context.Context, name string) error {
+	if err := f.call("RemoveVolume"); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.Volumes, name)
+	return nil
+}
+
+// RemoveImage implements podman.Remover.
+func (f *Fake) RemoveImage(_ context.Context, nameOrID string) error {
+	if err := f.call("RemoveImage"); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.Images, nameOrID)
+	return nil
+}
+
+// ServicePID implements podman.Host: the fake is never on this machine.
+func (f *Fake) ServicePID() (int, error) { return 0, podman.ErrRemote }
+
+// EndStuckCRIU implements podman.Host.
+func (f *Fake) EndStuckCRIU(string, string) ([]int, error) {
+	_ = f.call("EndStuckCRIU")
+	return nil, podman.ErrRemote
+}
+
+// RestoringID implements podman.Host.
+func (f *Fake) RestoringID(string) (string, error) { return "", podman.ErrRemote }
+
+// Address implements podman.Host.
+func (f *Fake) Address() string { return "fake://podman" }
+
+var (
+	_ podman.Source = (*Fake)(nil)
+	_ podman.Target = (*Fake)(nil)
+)
+
+// StandIn is a client of a fake libpod whose host is played by the test:
+// its EndStuckCRIU and RestoringID, when set, replace the client's.
+type StandIn struct {
+	*podman.Client
+	End       func(ctrID, op string) ([]int, error)
+	Restoring func(name string) (string, error)
+}
+
+// EndStuckCRIU implements podman.Host.
+func (s StandIn) EndStuckCRIU(ctrID, op string) ([]int, error) {
+	if s.End != nil {
+		return s.End(ctrID, op)
+	}
+	return s.Client.EndStuckCRIU(ctrID, op)
+}
+
+// RestoringID implements podman.Host.
+func (s StandIn) RestoringID(name string) (string, error) {
+	if s.Restoring != nil {
+		return s.Restoring(name)
+	}
+	return s.Client.RestoringID(name)
+}

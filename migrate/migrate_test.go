@@ -1,0 +1,388 @@
+package migrate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/registry"
+
+	podman "github.com/podman-migrate/podman-migrate/bindings"
+	"github.com/podman-migrate/podman-migrate/export"
+	restore "github.com/podman-migrate/podman-migrate/import"
+	"github.com/podman-migrate/podman-migrate/internal/ckpttest"
+	"github.com/podman-migrate/podman-migrate/internal/fault"
+	"github.com/podman-migrate/podman-migrate/internal/podmantest"
+	"github.com/podman-migrate/podman-migrate/internal/transfer"
+)
+
+// The fixture archive's container and base image (ckpttest's config.dump).
+const (
+	fixture = "fixture"
+	baseID  = "c99f376472fce746c958ce5990a9b1070bb93f59e752e81e9c2533c249f0f294"
+)
+
+// source is a fake podman running the fixture container.
+func source(t *testing.T) *podmantest.Fake {
+	return podmantest.NewFake(fixture, baseID, ckpttest.Tar(t, ckpttest.Archive(t)))
+}
+
+// target is a fake podman that has the base image and the fixture's
+// network, and no container.
+func target() *podmantest.Fake {
+	f := podmantest.NewFake("", baseID, nil)
+	f.Networks["podman"] = &podman.Network{Name: "podman"}
+	return f
+}
+
+func pushOpts(t *testing.T) export.PushOptions {
+	return export.PushOptions{
+		Container: fixture, Dest: "oci:" + filepath.Join(t.TempDir(), "layout") + ":" + fixture,
+		Compression: "zstd", TmpDir: t.TempDir(), ToolVersion: "test",
+	}
+}
+
+// failAt makes phase name of operation op fail with err, for one test.
+func failAt(t *testing.T, op, name string, err error) {
+	t.Helper()
+	beforePhase = func(o, n string) error {
+		if o == op && n == name {
+			return err
+		}
+		return nil
+	}
+	t.Cleanup(func() { beforePhase = nil })
+}
+
+// phasesOf lists the phases op runs on a clean run.
+func phasesOf(t *testing.T, op string, run func()) []string {
+	t.Helper()
+	var names []string
+	beforePhase = func(o, n string) error {
+		if o == op {
+			names = append(names, n)
+		}
+		return nil
+	}
+	defer func() { beforePhase = nil }()
+	run()
+	if len(names) == 0 {
+		t.Fatalf("%s ran no phase", op)
+	}
+	return names
+}
+
+var errInjected = errors.New("injected failure")
+
+func TestPushAndPullWithFakes(t *testing.T) {
+	src, dst := source(t), target()
+	o := pushOpts(t)
+	res, err := Push(context.Background(), src, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if src.Running(fixture) || src.Count("RestoreKept") != 0 {
+		t.Fatalf("after a push the source must stay checkpointed: running %t, restored %d times", src.Running(fixture), src.Count("RestoreKept"))
+	}
+	if !strings.HasPrefix(res.Digest, "sha256:") || len(res.Layers) < 3 {
+		t.Fatalf("push result %+v", res)
+	}
+	pulled, err := Pull(context.Background(), dst, restore.PullOptions{Source: o.Dest, TmpDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pulled.Name != fixture || !dst.Running(fixture) || pulled.Digest != res.Digest {
+		t.Fatalf("pull result %+v; running on the target: %t", pulled, dst.Running(fixture))
+	}
+}
+
+// TestPushFailsAtEachPhase: a failure before the checkpoint leaves the
+// container untouched; after it, the container is restored exactly once.
+func TestPushFailsAtEachPhase(t *testing.T) {
+	phases := phasesOf(t, "push", func() {
+		if _, err := Push(context.Background(), source(t), pushOpts(t)); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if !slices.Equal(phases, []string{"inspect", "preflight", "stage", "base", "checkpoint", "build", "upload"}) {
+		t.Fatalf("push's phases are %v", phases)
+	}
+	checkpointed := false
+	for _, name := range phases {
+		t.Run(name, func(t *testing.T) {
+			src := source(t)
+			failAt(t, "push", name, fault.Wrap(fault.Registry, errInjected))
+			_, err := Push(context.Background(), src, pushOpts(t))
+			if !errors.Is(err, errInjected) || fault.KindOf(err) != fault.Registry {
+				t.Fatalf("error %v (kind %s), want the injected registry failure", err, fault.KindOf(err))
+			}
+			var perr *export.PushError
+			if !checkpointed {
+				if errors.As(err, &perr) || src.Count("RestoreKept") != 0 || !src.Running(fixture) {
+					t.Fatalf("failed before the checkpoint: %v; restored %d times, running %t", err, src.Count("RestoreKept"), src.Running(fixture))
+				}
+			} else if !errors.As(err, &perr) || !perr.RolledBack || src.Count("RestoreKept") != 1 || !src.Running(fixture) {
+				t.Fatalf("failed after the checkpoint: %v; restored %d times, running %t", err, src.Count("RestoreKept"), src.Running(fixture))
+			}
+		})
+		checkpointed = checkpointed || name == "checkpoint"
+	}
+}
+
+// TestPushFaults: failures the fake podman and a fake registry make, the
+// error kind each gives, and what becomes of the container.
+func TestPushFaults(t *testing.T) {
+	failingRegistry := httptest.NewServer(uploadsFail(registry.New(registry.Logger(log.New(io.Discard, "", 0)))))
+	defer failingRegistry.Close()
+	podmanDown := &podman.Error{Op: "checkpointing", Status: 500, Err: errors.New("runc checkpoint failed")}
+	for _, tc := range []struct {
+		name     string
+		setup    func(*podmantest.Fake, *export.PushOptions)
+		kind     fault.Kind
+		restored int  // RestoreKept calls
+		running  bool // the container afterwards
+		is       error
+	}{
+		{"no such container", func(f *podmantest.Fake, o *export.PushOptions) { o.Container = "nothere" }, fault.Input, 0, true, export.ErrNoContainer},
+		{"not running", func(f *podmantest.Fake, o *export.PushOptions) {
+			f.Containers[fixture].State.Running, f.Containers[fixture].State.Status = false, "exited"
+		}, fault.Input, 0, false, export.ErrNotRunning},
+		{"bad destination", func(f *podmantest.Fake, o *export.PushOptions) { o.Dest = "bad::ref" }, fault.Input, 0, true, transfer.ErrBadReference},
+		{"checkpoint refused, process runs on", func(f *podmantest.Fake, o *export.PushOptions) { f.Fail["Checkpoint"] = podmanDown }, fault.Podman, 0, true, nil},
+		{"podman's archive is not a checkpoint", func(f *podmantest.Fake, o *export.PushOptions) { f.Archive = []byte("not a tar") }, fault.Podman, 1, true, nil},
+		{"registry refuses the upload", func(f *podmantest.Fake, o *export.PushOptions) {
+			o.Dest = strings.TrimPrefix(failingRegistry.URL, "http://") + "/ckpt/web:v1"
+			o.Transfer = transfer.Options{TLSVerify: transfer.TLSVerify(true, false), Retries: -1}
+		}, fault.Registry, 1, true, nil},
+		{"rollback fails too", func(f *podmantest.Fake, o *export.PushOptions) {
+			f.Archive = []byte("not a tar")
+			f.Fail["RestoreKept"] = podmanDown
+		}, fault.Podman, 1, false, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := source(t)
+			o := pushOpts(t)
+			tc.setup(src, &o)
+			_, err := Push(context.Background(), src, o)
+			if err == nil {
+				t.Fatal("push succeeded")
+			}
+			if k := fault.KindOf(err); k != tc.kind {
+				t.Errorf("error %v is of kind %s, want %s", err, k, tc.kind)
+			}
+			if tc.is != nil && !errors.Is(err, tc.is) {
+				t.Errorf("error %v does not wrap %v", err, tc.is)
+			}
+			if n := src.Count("RestoreKept"); n != tc.restored {
+				t.Errorf("restored %d times, want %d", n, tc.restored)
+			}
+			if src.Running(fixture) != tc.running {
+				t.Errorf("running %t afterwards, want %t: %v", src.Running(fixture), tc.running, err)
+			}
+			if tc.restored > 0 && !tc.running && !strings.Contains(err.Error(), "podman container restore --keep "+fixture) {
+				t.Errorf("error %q does not say how to resume the container", err)
+			}
+		})
+	}
+}
+
+// uploadsFail is a registry that answers reads but refuses every blob
+// upload.
+func uploadsFail(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.URL.Path, "/blobs/uploads") {
+			http.Error(w, `{"errors":[{"code":"DENIED","message":"quota exceeded"}]}`, http.StatusForbidden)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// pushed pushes the fixture to an OCI layout and returns its reference.
+func pushed(t *testing.T) string {
+	t.Helper()
+	o := pushOpts(t)
+	if _, err := Push(context.Background(), source(t), o); err != nil {
+		t.Fatal(err)
+	}
+	return o.Dest
+}
+
+// TestPullFailsAtEachPhase: whatever phase fails, the target keeps no
+// container, volume or pulled image of the pull.
+func TestPullFailsAtEachPhase(t *testing.T) {
+	ref := pushed(t)
+	phases := phasesOf(t, "pull", func() {
+		if _, err := Pull(context.Background(), target(), restore.PullOptions{Source: ref, TmpDir: t.TempDir()}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if !slices.Equal(phases, []string{"metadata", "plan", "check", "stage", "fetch", "verify", "base", "restore"}) {
+		t.Fatalf("pull's phases are %v", phases)
+	}
+	for _, name := range phases {
+		t.Run(name, func(t *testing.T) {
+			dst := target()
+			failAt(t, "pull", name, fault.Wrap(fault.Podman, errInjected))
+			_, err := Pull(context.Background(), dst, restore.PullOptions{Source: ref, TmpDir: t.TempDir()})
+			if !errors.Is(err, errInjected) || fault.KindOf(err) != fault.Podman {
+				t.Fatalf("error %v, want the injected failure", err)
+			}
+			if len(dst.Containers) != 0 || dst.Count("RestoreImport") != 0 {
+				t.Fatalf("a pull that failed at %s left %v (restores %d)", name, dst.Containers, dst.Count("RestoreImport"))
+			}
+		})
+	}
+}
+
+func TestPullFaults(t *testing.T) {
+	ref := pushed(t)
+	criuFailed := &podman.Error{Op: "restoring", Status: 500, Err: errors.New("criu failed: type RESTORE errno 0")}
+	for _, tc := range []struct {
+		name    string
+		setup   func(*podmantest.Fake, *restore.PullOptions)
+		kind    fault.Kind
+		is      error
+		removes int // RemoveContainer calls
+	}{
+		{"name taken", func(f *podmantest.Fake, o *restore.PullOptions) {
+			f.Containers[fixture] = &podman.Container{ID: "other", Name: fixture}
+		}, fault.Input, restore.ErrBlocked, 0},
+		{"restore fails, nothing left", func(f *podmantest.Fake, o *restore.PullOptions) { f.Fail["RestoreImport"] = criuFailed }, fault.Podman, nil, 0},
+		{"restore fails, container left", func(f *podmantest.Fake, o *restore.PullOptions) {
+			f.Fail["RestoreImport"], f.KeepOnFailure = criuFailed, true
+		}, fault.Podman, nil, 1},
+		{"no base image anywhere", func(f *podmantest.Fake, o *restore.PullOptions) { delete(f.Images, baseID) }, fault.Input, restore.ErrBlocked, 0},
+		{"not a checkpoint", func(f *podmantest.Fake, o *restore.PullOptions) { o.Source = "oci:" + t.TempDir() + ":none" }, fault.Registry, nil, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dst := target()
+			o := restore.PullOptions{Source: ref, TmpDir: t.TempDir()}
+			tc.setup(dst, &o)
+			_, err := Pull(context.Background(), dst, o)
+			if err == nil {
+				t.Fatal("pull succeeded")
+			}
+			if k := fault.KindOf(err); k != tc.kind {
+				t.Errorf("error %v is of kind %s, want %s", err, k, tc.kind)
+			}
+			if tc.is != nil && !errors.Is(err, tc.is) {
+				t.Errorf("error %v does not wrap %v", err, tc.is)
+			}
+			if n := dst.Count("RemoveContainer"); n != tc.removes {
+				t.Errorf("removed %d containers, want %d", n, tc.removes)
+			}
+			if c, ok := dst.Containers[fixture]; ok && c.ID != "other" {
+				t.Errorf("the failed pull left container %+v", c)
+			}
+		})
+	}
+}
+
+func moveOpts(t *testing.T) MoveOptions {
+	return MoveOptions{
+		Containers: []string{fixture},
+		Push:       export.PushOptions{Compression: "zstd", TmpDir: t.TempDir()},
+		Pull:       restore.PullOptions{TmpDir: t.TempDir()},
+	}
+}
+
+func moveOne(t *testing.T, src, dst *podmantest.Fake) (MoveResult, error) {
+	t.Helper()
+	var got []MoveResult
+	err := Move(context.Background(), src, dst, moveOpts(t), func(r MoveResult) { got = append(got, r) })
+	if len(got) != 1 {
+		t.Fatalf("%d results for one container", len(got))
+	}
+	return got[0], err
+}
+
+// TestMoveFailsAtEachPhase: a move that fails anywhere leaves the source
+// running (restored exactly once when it had been checkpointed) and
+// nothing on the target.
+func TestMoveFailsAtEachPhase(t *testing.T) {
+	type point struct{ op, name string }
+	var points []point
+	beforePhase = func(op, name string) error {
+		points = append(points, point{op, name})
+		return nil
+	}
+	src, dst := source(t), target()
+	_, err := moveOne(t, src, dst)
+	beforePhase = nil
+	if err != nil || !dst.Running(fixture) || src.Running(fixture) {
+		t.Fatalf("move: %v; running on the target %t, on the source %t", err, dst.Running(fixture), src.Running(fixture))
+	}
+	checkpointed := false
+	for _, p := range points {
+		t.Run(p.op+"/"+p.name, func(t *testing.T) {
+			src, dst := source(t), target()
+			failAt(t, p.op, p.name, fault.Wrap(fault.Podman, errInjected))
+			_, err := moveOne(t, src, dst)
+			if !errors.Is(err, errInjected) || fault.KindOf(err) != fault.Podman {
+				t.Fatalf("error %v, want the injected failure", err)
+			}
+			want := 0
+			if checkpointed {
+				want = 1
+			}
+			if n := src.Count("RestoreKept"); n != want || !src.Running(fixture) {
+				t.Fatalf("source restored %d times (want %d), running %t: %v", n, want, src.Running(fixture), err)
+			}
+			if len(dst.Containers) != 0 {
+				t.Fatalf("the target kept %v", dst.Containers)
+			}
+			var me *MoveError
+			if p.op == "pull" && (!errors.As(err, &me) || !me.Resumed) {
+				t.Fatalf("a failed restore on the target must resume the source: %v", err)
+			}
+		})
+		checkpointed = checkpointed || (p.op == "push" && p.name == "checkpoint")
+	}
+}
+
+func TestMoveResumesOnceWhenTheTargetFails(t *testing.T) {
+	src, dst := source(t), target()
+	dst.Fail["RestoreImport"] = &podman.Error{Op: "restoring", Status: 500, Err: errors.New("criu failed")}
+	dst.KeepOnFailure = true
+	r, err := moveOne(t, src, dst)
+	var me *MoveError
+	if !errors.As(err, &me) || !me.Resumed || r.Err == nil {
+		t.Fatalf("error %v, want a MoveError that resumed the source", err)
+	}
+	if fault.KindOf(err) != fault.Podman {
+		t.Errorf("kind %s, want podman", fault.KindOf(err))
+	}
+	if src.Count("RestoreKept") != 1 || !src.Running(fixture) || len(dst.Containers) != 0 {
+		t.Fatalf("source restored %d times, running %t; target has %v", src.Count("RestoreKept"), src.Running(fixture), dst.Containers)
+	}
+	if !strings.Contains(err.Error(), "running again on the source host") {
+		t.Errorf("error %q does not say the source runs again", err)
+	}
+}
+
+func TestMoveSeveralReportsEach(t *testing.T) {
+	src, dst := source(t), target()
+	o := moveOpts(t)
+	o.Containers = []string{fixture, "missing"}
+	var got []string
+	err := Move(context.Background(), src, dst, o, func(r MoveResult) { got = append(got, fmt.Sprintf("%s:%t", r.Container, r.Err == nil)) })
+	slices.Sort(got)
+	if !errors.Is(err, ErrSomeFailed) || !slices.Equal(got, []string{"fixture:true", "missing:false"}) {
+		t.Fatalf("error %v, results %v", err, got)
+	}
+	if fault.KindOf(err) != fault.Input {
+		t.Errorf("kind %s: a missing container is bad input", fault.KindOf(err))
+	}
+}
+
+var _ = time.Second
