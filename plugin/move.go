@@ -13,6 +13,7 @@ import (
 	podman "github.com/podman-migrate/podman-migrate/bindings"
 	"github.com/podman-migrate/podman-migrate/export"
 	restore "github.com/podman-migrate/podman-migrate/import"
+	"github.com/podman-migrate/podman-migrate/internal/ckpt"
 	"github.com/podman-migrate/podman-migrate/internal/transfer"
 	"github.com/podman-migrate/podman-migrate/migrate"
 )
@@ -106,61 +107,97 @@ func endpoint(v, identity string) (podman.Destination, error) {
 }
 
 func (o *moveOptions) run(ctx context.Context, args []string, stdout io.Writer) error {
-	// A template runs once per container, as podman ps's does.
-	if err := o.out.check(&migrate.MoveResult{}); err != nil {
+	lim, err := o.check(args)
+	if err != nil {
 		return err
 	}
+	src, dst, err := o.connect(ctx)
+	if err != nil {
+		return err
+	}
+	var rep moveReport
+	var mu sync.Mutex
+	var werr error // the first failed template
+	err = migrate.Move(ctx, src, dst, o.moveOptions(ctx, args, lim), func(r migrate.MoveResult) {
+		mu.Lock()
+		defer mu.Unlock()
+		if err := o.report(stdout, &rep, r); err != nil && werr == nil {
+			werr = err
+		}
+	})
+	if o.out.format == "json" {
+		werr = o.out.write(stdout, rep)
+	}
+	if err == nil {
+		err = werr
+	}
+	return err
+}
+
+// check refuses a command line that cannot work, before any connection.
+func (o *moveOptions) check(args []string) (ckpt.Limits, error) {
+	// A template runs once per container, as podman ps's does.
+	if err := o.out.check(&migrate.MoveResult{}); err != nil {
+		return ckpt.Limits{}, err
+	}
 	if o.to == "" {
-		return usageError{errors.New("--to is required; see --help")}
+		return ckpt.Limits{}, usageError{errors.New("--to is required; see --help")}
 	}
 	lim, err := o.limits.limits()
 	if err != nil {
-		return err
+		return ckpt.Limits{}, err
 	}
 	sealDest := "oci:staging"
 	if o.via != "" {
 		sealDest = o.via + ":probe"
+		if _, err := transfer.ParseReference(sealDest); err != nil {
+			return ckpt.Limits{}, fmt.Errorf("--via %q: %w", o.via, err)
+		}
 	}
 	if err := o.seal.check(sealDest); err != nil {
-		return err
+		return ckpt.Limits{}, err
 	}
 	if err := o.trust.check(); err != nil {
-		return err
+		return ckpt.Limits{}, err
 	}
 	if o.restore.perContainer() && len(args) > 1 {
-		return usageError{errors.New("--name and --publish apply to a single container")}
+		return ckpt.Limits{}, usageError{errors.New("--name and --publish apply to a single container")}
 	}
-	var sd podman.Destination
+	if o.from != "" && (o.global.url != "" || o.global.connection != "") {
+		return ckpt.Limits{}, usageError{errors.New("give --from or --url/--connection, not both")}
+	}
+	return lim, nil
+}
+
+// connect reaches the source (--from, else --url/--connection) and the
+// target (--to).
+func (o *moveOptions) connect(ctx context.Context) (*podman.Client, *podman.Client, error) {
+	sd, err := o.global.destination()
 	if o.from != "" {
-		if o.global.url != "" || o.global.connection != "" {
-			return usageError{errors.New("give --from or --url/--connection, not both")}
-		}
 		sd, err = endpoint(o.from, o.global.identity)
-	} else {
-		sd, err = o.global.destination()
 	}
 	var src *podman.Client
 	if err == nil {
 		src, err = connectRootful(ctx, sd)
 	}
 	if err != nil {
-		return fmt.Errorf("source: %w", err)
+		return nil, nil, fmt.Errorf("source: %w", err)
 	}
 	d, err := endpoint(o.to, o.toIdentity)
 	if err != nil {
-		return fmt.Errorf("target: %w", err)
+		return nil, nil, fmt.Errorf("target: %w", err)
 	}
 	dst, err := connectRootful(ctx, d)
 	if err != nil {
-		return fmt.Errorf("target: %w", err)
+		return nil, nil, fmt.Errorf("target: %w", err)
 	}
-	if o.via != "" {
-		if _, err := transfer.ParseReference(o.via + ":probe"); err != nil {
-			return fmt.Errorf("--via %q: %w", o.via, err)
-		}
-	}
+	return src, dst, nil
+}
+
+// moveOptions fills the push and pull templates from the same flag
+// groups push and pull register.
+func (o *moveOptions) moveOptions(ctx context.Context, args []string, lim ckpt.Limits) migrate.MoveOptions {
 	mo := migrate.MoveOptions{Containers: args, Via: o.via, Parallel: o.parallel, Log: o.global.log()}
-	// Push and Pull are templates move fills in per container.
 	mo.Push = export.PushOptions{ToolVersion: Version, TmpDir: o.staging.dir, StopWaiting: secondInterrupt(ctx)}
 	o.checkpoint.fill(&mo.Push)
 	o.image.fill(&mo.Push)
@@ -171,35 +208,27 @@ func (o *moveOptions) run(ctx context.Context, args []string, stdout io.Writer) 
 	o.relocation.fill(&mo.Pull)
 	o.registry.fill(&mo.Pull.Transfer)
 	o.trust.fill(&mo.Pull.Transfer)
-	var mu sync.Mutex
-	var rep moveReport
-	var werr error // the first failed template
-	err = migrate.Move(ctx, src, dst, mo, func(r migrate.MoveResult) {
-		mu.Lock()
-		defer mu.Unlock()
-		switch {
-		case o.out.format == "json":
-			rep.Containers = append(rep.Containers, r)
-		case !o.out.text():
-			if err := o.out.write(stdout, r); err != nil && werr == nil {
-				werr = err
-			}
-		case r.Err != nil:
-			fmt.Fprintf(stdout, "%s\tfailed\t%s\n", r.Container, oneLine(r.Err.Error()))
-		default:
-			ref := r.Ref + "@" + r.Digest
-			if o.via == "" {
-				ref = "-"
-			}
-			fmt.Fprintf(stdout, "%s\tmoved\t%s\t%s\t%s\t%.1fs\n", r.Container, r.Name, r.ID, ref, r.Seconds)
-		}
-	})
-	if o.out.format == "json" {
-		werr = o.out.write(stdout, rep)
+	return mo
+}
+
+// report prints one container's result as it is known (text or a
+// template), or keeps it for the one JSON document.
+func (o *moveOptions) report(stdout io.Writer, rep *moveReport, r migrate.MoveResult) error {
+	switch {
+	case o.out.format == "json":
+		rep.Containers = append(rep.Containers, r)
+		return nil
+	case !o.out.text():
+		return o.out.write(stdout, r)
+	case r.Err != nil:
+		_, err := fmt.Fprintf(stdout, "%s\tfailed\t%s\n", r.Container, oneLine(r.Err.Error()))
+		return err
 	}
-	if err == nil {
-		err = werr
+	ref := r.Ref + "@" + r.Digest
+	if o.via == "" {
+		ref = "-"
 	}
+	_, err := fmt.Fprintf(stdout, "%s\tmoved\t%s\t%s\t%s\t%.1fs\n", r.Container, r.Name, r.ID, ref, r.Seconds)
 	return err
 }
 
