@@ -134,18 +134,11 @@ func one(ctx context.Context, from podman.Source, to podman.Target, ctr string, 
 	m.push = o.Push
 	m.push.Container, m.push.LeaveRunning, m.push.Log = ctr, false, m.log
 	m.push.Transfer.Report = nil
-	err := func() (err error) {
-		defer func() {
-			if err != nil && m.pushed {
-				err = m.resume(ctx, err)
-			}
-		}()
-		return runPhases(ctx, "move", []phase{
-			{"stage", m.stage},
-			{"push", m.pushPhase},
-			{"pull", m.pull},
-		})
-	}()
+	err := runOp(ctx, "move", []phase{
+		{"stage", m.stage},
+		{"push", m.pushPhase},
+		{"pull", m.pull},
+	}, func(err error) error { return m.resume(ctx, err) })
 	if m.staging != "" {
 		os.RemoveAll(m.staging)
 	}
@@ -198,6 +191,9 @@ func (m *moving) pull(ctx context.Context) error {
 // resume is move's one way back: the source container is restored from
 // the checkpoint push kept.
 func (m *moving) resume(ctx context.Context, cause error) error {
+	if !m.pushed {
+		return cause // push restored it itself, or never stopped it
+	}
 	ctr := m.push.Container
 	me := &MoveError{Container: ctr, Err: cause}
 	fmt.Fprintf(m.log, "Restore on the target failed; restoring %s on the source host\n", ctr)

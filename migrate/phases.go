@@ -37,5 +37,16 @@ func runPhases(ctx context.Context, op string, phases []phase) error {
 	return nil
 }
 
+// runOp runs the phases of op and, when one fails, its one way back:
+// undo sees the error and returns what op reports.
+func runOp(ctx context.Context, op string, phases []phase, undo func(error) error) (err error) {
+	defer func() {
+		if err != nil {
+			err = undo(err)
+		}
+	}()
+	return runPhases(ctx, op, phases)
+}
+
 // since is seconds elapsed, to the millisecond (no float noise in JSON).
 func since(t time.Time) float64 { return math.Round(time.Since(t).Seconds()*1000) / 1000 }

@@ -43,7 +43,7 @@ type pulling struct {
 // PlanPull reads only the manifest, config and metadata layer of the
 // checkpoint and works out what a pull would do on the host c serves,
 // creating nothing. Plan.Err says whether the restore can proceed.
-func PlanPull(ctx context.Context, c podman.Target, o restore.PullOptions) (_ *restore.Plan, err error) {
+func PlanPull(ctx context.Context, c podman.Target, o restore.PullOptions) (*restore.Plan, error) {
 	p := &pulling{c: c, o: o, log: io.Discard, began: time.Now(),
 		res: &restore.PullResult{Seconds: map[string]float64{}, Bytes: map[string]int64{}}}
 	defer p.close()
@@ -57,16 +57,11 @@ func PlanPull(ctx context.Context, c podman.Target, o restore.PullOptions) (_ *r
 // container. It plans first (as PlanPull) and stops before fetching the
 // CRIU images if the plan has blockers. If the restore fails, whatever it
 // created is removed again, in one place.
-func Pull(ctx context.Context, c podman.Target, o restore.PullOptions) (_ *restore.PullResult, err error) {
+func Pull(ctx context.Context, c podman.Target, o restore.PullOptions) (*restore.PullResult, error) {
 	p := &pulling{c: c, o: o, log: logOrDiscard(o.Log), began: time.Now(),
 		res: &restore.PullResult{Seconds: map[string]float64{}, Bytes: map[string]int64{}}}
 	defer p.close()
-	defer func() {
-		if err != nil {
-			err = p.undo(ctx, err)
-		}
-	}()
-	err = runPhases(ctx, "pull", []phase{
+	err := runOp(ctx, "pull", []phase{
 		{"metadata", p.metadata},
 		{"plan", p.makePlan},
 		{"check", p.checkPlan},
@@ -75,7 +70,7 @@ func Pull(ctx context.Context, c podman.Target, o restore.PullOptions) (_ *resto
 		{"verify", p.verifyImage},
 		{"base", p.ensureBase},
 		{"restore", p.restore},
-	})
+	}, func(err error) error { return p.undo(ctx, err) })
 	if err != nil {
 		return nil, err
 	}

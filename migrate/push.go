@@ -44,16 +44,11 @@ type pushing struct {
 // OCI image and copies it to o.Dest. Any failure after the checkpoint
 // restores the container on this host from the kept checkpoint: the
 // error is then an *export.PushError saying what became of it.
-func Push(ctx context.Context, c podman.Source, o export.PushOptions) (_ *export.PushResult, err error) {
+func Push(ctx context.Context, c podman.Source, o export.PushOptions) (*export.PushResult, error) {
 	p := &pushing{c: c, o: o, log: logOrDiscard(o.Log), began: time.Now(),
 		res: &export.PushResult{Seconds: map[string]float64{}, Bytes: map[string]int64{}}}
 	defer p.removeStaging()
-	defer func() {
-		if err != nil && p.answered {
-			err = p.rollback(ctx, err)
-		}
-	}()
-	err = runPhases(ctx, "push", []phase{
+	err := runOp(ctx, "push", []phase{
 		{"inspect", p.inspect},
 		{"preflight", p.preflight},
 		{"stage", p.stage},
@@ -61,7 +56,7 @@ func Push(ctx context.Context, c podman.Source, o export.PushOptions) (_ *export
 		{"checkpoint", p.checkpoint},
 		{"build", p.build},
 		{"upload", p.upload},
-	})
+	}, func(err error) error { return p.rollback(ctx, err) })
 	if err != nil {
 		return nil, err
 	}
@@ -222,6 +217,9 @@ func (p *pushing) upload(ctx context.Context) error {
 // the container is restored from the checkpoint podman kept, even if ctx
 // was cancelled (an interrupted push).
 func (p *pushing) rollback(ctx context.Context, cause error) error {
+	if !p.answered {
+		return cause // the container was not touched, or podman still holds it
+	}
 	ctr := p.src.Container
 	perr := &export.PushError{Container: ctr.Name, Err: cause, LeftRunning: p.o.LeaveRunning}
 	if p.o.LeaveRunning {

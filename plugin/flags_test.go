@@ -337,13 +337,21 @@ func TestBadFormatStopsEarly(t *testing.T) {
 // OCI layout and returns its reference and a policy that accepts it.
 func checkpointImage(t *testing.T) (ref, policy string) {
 	t.Helper()
-	ctx := context.Background()
 	dir := t.TempDir()
 	policy = filepath.Join(dir, "policy.json")
 	if err := os.WriteFile(policy, []byte(`{"default":[{"type":"insecureAcceptAnything"}]}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	img, err := layout.NewReference(filepath.Join(dir, "image"), "checkpoint")
+	plain := fixtureImage(t, filepath.Join(dir, "image"))
+	return "oci:" + plain.StringWithinTransport(), policy
+}
+
+// fixtureImage builds a checkpoint image of ckpttest's fixture into an OCI
+// layout at dir, tag checkpoint.
+func fixtureImage(t *testing.T, dir string) types.ImageReference {
+	t.Helper()
+	ctx := context.Background()
+	img, err := layout.NewReference(dir, "checkpoint")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -362,7 +370,7 @@ func checkpointImage(t *testing.T) (ref, policy string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return "oci:" + filepath.Join(dir, "image") + ":checkpoint", policy
+	return img
 }
 
 // TestInspectFormats runs inspect in-process: text, json, a field

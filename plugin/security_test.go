@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"os"
 	"path/filepath"
@@ -11,9 +10,6 @@ import (
 	"github.com/containers/image/v5/oci/layout"
 	encutils "github.com/containers/ocicrypt/utils"
 
-	"github.com/podman-migrate/podman-migrate/internal/ckpt"
-	"github.com/podman-migrate/podman-migrate/internal/ckpttest"
-	"github.com/podman-migrate/podman-migrate/internal/dump"
 	"github.com/podman-migrate/podman-migrate/internal/transfer"
 )
 
@@ -45,25 +41,7 @@ func encryptedImage(t *testing.T) (ref, priv, other, pub, policy string) {
 		}
 	}
 
-	plain, err := layout.NewReference(filepath.Join(dir, "plain"), "checkpoint")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dest, err := plain.NewImageDestination(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = ckpt.Build(ctx, bytes.NewReader(ckpttest.Tar(t, ckpttest.Archive(t))), dest, ckpt.BuildOptions{
-		Annotate: func(cfg *dump.Config) (map[string]string, error) {
-			return map[string]string{ckpt.AnnFormat: ckpt.FormatVersion, ckpt.AnnName: cfg.Name(), ckpt.AnnRuntimeName: "runc"}, nil
-		},
-	})
-	if cerr := dest.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	plain := fixtureImage(t, filepath.Join(dir, "plain"))
 	ec, err := transfer.EncryptionConfig([]string{"jwe:" + pub})
 	if err != nil {
 		t.Fatal(err)

@@ -321,23 +321,23 @@ func (f *Fake) RemoveContainer(_ context.Context, nameOrID string) error {
 
 // RemoveVolume implements podman.Remover.
 func (f *Fake) RemoveVolume(_ context.Context, name string) error {
-	if err := f.call("RemoveVolume"); err != nil {
-		return err
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	delete(f.Volumes, name)
-	return nil
+	return removeFrom(f, "RemoveVolume", f.Volumes, name)
 }
 
 // RemoveImage implements podman.Remover.
 func (f *Fake) RemoveImage(_ context.Context, nameOrID string) error {
-	if err := f.call("RemoveImage"); err != nil {
+	return removeFrom(f, "RemoveImage", f.Images, nameOrID)
+}
+
+// removeFrom records method and deletes key from m, unless the test made
+// method fail.
+func removeFrom[V any](f *Fake, method string, m map[string]V, key string) error {
+	if err := f.call(method); err != nil {
 		return err
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	delete(f.Images, nameOrID)
+	delete(m, key)
 	return nil
 }
 
