@@ -16,8 +16,11 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/containers/podman/v4/pkg/bindings"
+
+	"github.com/podman-migrate/podman-migrate/internal/fault"
 )
 
 // APIVersion is the libpod API version requested: the oldest server this
@@ -40,6 +43,26 @@ func (e *Error) Error() string {
 }
 
 func (e *Error) Unwrap() error { return e.Err }
+
+// Kind is fault.Podman: a failure of podman, its runtime or CRIU (exit 3),
+// unless what it wraps is of a higher kind.
+func (e *Error) Kind() fault.Kind { return fault.Podman }
+
+// serviceHint is the fix when the podman service was not reached.
+const serviceHint = "start the service with `podman system service --time=0` or point --url at its socket"
+
+// Hint is the fix: the cause's own (CRIU stuck), else, when podman was not
+// reached, how to start the service. A cause of this machine's (no space,
+// no permission to the socket) is left to the CLI's hint for it.
+func (e *Error) Hint() string {
+	if h := fault.HintOf(e.Err); h != "" {
+		return h
+	}
+	if e.Status != 0 || errors.Is(e.Err, syscall.ENOSPC) || errors.Is(e.Err, os.ErrPermission) {
+		return ""
+	}
+	return serviceHint
+}
 
 // Client talks to one podman service.
 type Client struct {

@@ -10,10 +10,13 @@ import (
 	"strings"
 
 	"github.com/containers/common/pkg/config"
+
+	"github.com/podman-migrate/podman-migrate/internal/fault"
 )
 
-// ErrNoConnection is wrapped when a named connection is not configured.
-var ErrNoConnection = errors.New("no such connection")
+// ErrNoConnection is wrapped when a named connection is not configured: a
+// usage error (exit 2), as a mistyped flag is.
+var ErrNoConnection = fault.New(fault.Usage, "no such connection")
 
 // Destination is a podman service to talk to: a URI and, for ssh, the
 // identity file.

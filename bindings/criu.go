@@ -1,7 +1,6 @@
 package podman
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,12 +9,14 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/podman-migrate/podman-migrate/internal/fault"
 )
 
 // ErrCRIUStuck is wrapped when a checkpoint or restore did not finish in
 // time. On VM guests whose hardware breakpoints never fire, CRIU < 4.2
-// waits for one forever in every dump.
-var ErrCRIUStuck = errors.New("CRIU did not finish in time")
+// waits for one forever in every dump. A podman failure, with StuckHint.
+var ErrCRIUStuck = fault.Hinted(fault.New(fault.Podman, "CRIU did not finish in time"), StuckHint)
 
 // StuckHint is what fixes the usual cause of ErrCRIUStuck.
 const StuckHint = "run `podman-migrate check` on that host; on VM guests CRIU < 4.2 hangs in every dump (hardware breakpoints never fire): install CRIU >= 4.2, or export CRIU_FAULT=130 in a criu wrapper earlier on the service's PATH (podman does not pass its own environment to the runtime)"

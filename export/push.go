@@ -1,14 +1,11 @@
 package export
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"syscall"
 	"time"
@@ -131,7 +128,7 @@ func bindKinds(c podman.Host, ctr *podman.Container) string {
 	if err != nil {
 		return ""
 	}
-	kinds := map[string]string{}
+	kinds := ckpt.BindKinds{}
 	for _, m := range ctr.Mounts {
 		if m.Type != "bind" {
 			continue
@@ -140,16 +137,12 @@ func bindKinds(c podman.Host, ctr *podman.Container) string {
 		if err != nil {
 			continue
 		}
-		kinds[m.Destination] = "file"
+		kinds[m.Destination] = ckpt.BindFile
 		if fi.IsDir() {
-			kinds[m.Destination] = "dir"
+			kinds[m.Destination] = ckpt.BindDir
 		}
 	}
-	if len(kinds) == 0 {
-		return ""
-	}
-	b, _ := json.Marshal(kinds)
-	return string(b)
+	return kinds.Annotation()
 }
 
 // ErrStagingTooSmall is wrapped when the staging file system cannot hold
@@ -254,109 +247,40 @@ func Streamed(info types.BlobInfo) bool {
 	return ckpt.Role(info.Annotations[ckpt.AnnLayerRole]) == ckpt.RoleCRIU
 }
 
+// annotations is the provenance push records of the container, its host
+// and the checkpoint's options.
 func annotations(cfg *dump.Config, ctr *podman.Container, info *podman.Info, baseDigest string, created time.Time, o PushOptions) map[string]string {
 	runtimeName := ctr.OCIRuntime // what the container really ran with
 	if runtimeName == "" {
 		runtimeName = info.Host.OCIRuntime.Name
 	}
-	a := map[string]string{
-		ckpt.AnnName:             cfg.Name(),
-		ckpt.AnnRawImageName:     cfg.RawImageName(),
-		ckpt.AnnRootfsImageID:    cfg.RootfsImageID(),
-		ckpt.AnnRootfsImageName:  cfg.RootfsImageName(),
-		ckpt.AnnPodmanVersion:    info.Version.Version,
-		ckpt.AnnRuntimeName:      runtimeName,
-		ckpt.AnnRuntimeVersion:   info.Host.OCIRuntime.Version,
-		ckpt.AnnConmonVersion:    info.Host.Conmon.Version,
-		ckpt.AnnHostArch:         info.Host.Arch,
-		ckpt.AnnHostKernel:       info.Host.Kernel,
-		ckpt.AnnCgroupVersion:    info.Host.CgroupsVersion,
-		ckpt.AnnDistributionVer:  info.Host.Distribution.Version,
-		ckpt.AnnDistributionName: info.Host.Distribution.Distribution,
-		ckpt.AnnBaseName:         cfg.RootfsImageName(),
-		ckpt.AnnFormat:           ckpt.FormatVersion,
-		ckpt.AnnToolVersion:      o.ToolVersion,
-		ckpt.AnnSourceID:         ctr.ID,
-		ckpt.AnnCreated:          created.Format(time.RFC3339),
-	}
-	opts := ckpt.Options{TCPEstablished: o.TCPEstablished, FileLocks: o.FileLocks, LeaveRunning: o.LeaveRunning}
-	for k, v := range opts.ToAnnotations() {
-		a[k] = v
-	}
-	if baseDigest != "" {
-		a[ckpt.AnnBaseDigest] = baseDigest
+	p := ckpt.Provenance{
+		Name:                cfg.Name(),
+		RawImageName:        cfg.RawImageName(),
+		RootfsImageID:       cfg.RootfsImageID(),
+		RootfsImageName:     cfg.RootfsImageName(),
+		PodmanVersion:       info.Version.Version,
+		RuntimeName:         runtimeName,
+		RuntimeVersion:      info.Host.OCIRuntime.Version,
+		ConmonVersion:       info.Host.Conmon.Version,
+		HostArch:            info.Host.Arch,
+		HostKernel:          info.Host.Kernel,
+		CgroupVersion:       info.Host.CgroupsVersion,
+		DistributionName:    info.Host.Distribution.Distribution,
+		DistributionVersion: info.Host.Distribution.Version,
+		BaseName:            cfg.RootfsImageName(),
+		BaseDigest:          baseDigest,
+		Format:              ckpt.FormatVersion,
+		ToolVersion:         o.ToolVersion,
+		SourceID:            ctr.ID,
+		Created:             created.Format(time.RFC3339),
+		Options:             &ckpt.Options{TCPEstablished: o.TCPEstablished, FileLocks: o.FileLocks, LeaveRunning: o.LeaveRunning},
 	}
 	if !o.NoCRIOAnnotations {
-		a[ckpt.AnnCRIOName] = cfg.Name()
+		p.CRIOName = cfg.Name()
 	}
-	for k, v := range a {
-		if v == "" {
-			delete(a, k)
-		}
-	}
-	return a
+	return p.ToAnnotations()
 }
 
-// crioRewrites are the edits of the archive that CRI-O needs to restore
-// the image as it is (measured with CRI-O 1.36): spec.dump must carry the
-// container's CRI annotations as JSON, and config.dump must name the base
-// image by ID (rootfsImageRef), which CRI-O finds under any name it pulled
-// it by; by name it looks only for the source host's name. podman ignores
-// both.
-func crioRewrites() map[string]func([]byte) ([]byte, error) {
-	return map[string]func([]byte) ([]byte, error){
-		ckpt.SpecDump:   crioSpecDump,
-		ckpt.ConfigDump: crioConfigDump,
-	}
-}
-
-// crioSpecDump adds an empty set of CRI annotations to spec.dump, unless it
-// has a valid one: the container had no kubelet to give it any.
-func crioSpecDump(b []byte) ([]byte, error) {
-	var spec map[string]json.RawMessage
-	if err := json.Unmarshal(b, &spec); err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", ckpt.ErrBadArchive, ckpt.SpecDump, err)
-	}
-	ann := map[string]string{}
-	if raw := spec["annotations"]; len(raw) > 0 {
-		if err := json.Unmarshal(raw, &ann); err != nil {
-			return nil, fmt.Errorf("%w: %s annotations: %w", ckpt.ErrBadArchive, ckpt.SpecDump, err)
-		}
-		if ann == nil {
-			ann = map[string]string{}
-		}
-	}
-	if v, ok := ann[ckpt.SpecAnnCRIOAnnotations]; ok && json.Valid([]byte(v)) {
-		return b, nil
-	}
-	ann[ckpt.SpecAnnCRIOAnnotations] = "{}"
-	raw, err := json.Marshal(ann)
-	if err != nil {
-		return nil, err
-	}
-	spec["annotations"] = raw
-	return json.Marshal(spec)
-}
-
-// crioConfigDump records the base image's ID as rootfsImageRef, which
-// CRI-O prefers to rootfsImageName.
-func crioConfigDump(b []byte) ([]byte, error) {
-	cfg, err := dump.ReadConfig(bytes.NewReader(b))
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ckpt.ErrBadArchive, err)
-	}
-	id := cfg.RootfsImageID()
-	if cfg.String("rootfsImageRef") != "" || !imageID.MatchString(id) {
-		return b, nil
-	}
-	raw, err := json.Marshal(id)
-	if err != nil {
-		return nil, err
-	}
-	cfg.SetRaw("rootfsImageRef", raw)
-	return cfg.Bytes()
-}
-
-// imageID is a containers/storage image ID, the form CRI-O parses
-// rootfsImageRef in.
-var imageID = regexp.MustCompile(`^[0-9a-f]{64}$`)
+// crioRewrites are the edits of the archive that CRI-O needs (ckpt.ToCRIO).
+func crioRewrites() map[string]func([]byte) ([]byte, error) { return ckpt.ToCRIO() }

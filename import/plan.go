@@ -230,28 +230,28 @@ func (t *target) criuVersion(ctx context.Context) string {
 // hostFacts compares the source host, as the annotations record it, with
 // the target: a different architecture blocks, other differences warn.
 func (p *Plan) hostFacts(ctx context.Context, t *target, meta *ckpt.Metadata, cfg *dump.Config) {
-	a := meta.Manifest.Annotations
-	arch := a[ckpt.AnnHostArch]
+	src := meta.Provenance()
+	arch := src.HostArch
 	if arch == "" {
 		arch = meta.ImageConfig.Architecture
 	}
-	runtimeName := a[ckpt.AnnRuntimeName]
+	runtimeName := src.RuntimeName
 	if r := cfg.Runtime(); r != "" {
 		runtimeName = r
 	}
 	criu := t.criuVersion(ctx)
 	p.Host = []HostFact{
 		{"Arch", arch, t.info.Host.Arch},
-		{"Kernel", a[ckpt.AnnHostKernel], t.info.Host.Kernel},
-		{"Podman", a[ckpt.AnnPodmanVersion], t.info.Version.Version},
+		{"Kernel", src.HostKernel, t.info.Host.Kernel},
+		{"Podman", src.PodmanVersion, t.info.Version.Version},
 		{"Runtime", runtimeName, t.info.Host.OCIRuntime.Name},
-		{"CRIU", a[ckpt.AnnCriuVersion], criu},
-		{"Cgroups", a[ckpt.AnnCgroupVersion], t.info.Host.CgroupsVersion},
+		{"CRIU", src.CRIUVersion, criu},
+		{"Cgroups", src.CgroupVersion, t.info.Host.CgroupsVersion},
 	}
 	if arch != "" && t.info.Host.Arch != "" && arch != t.info.Host.Arch {
 		p.block("the checkpoint was taken on %s and this host is %s: CRIU cannot restore across architectures", arch, t.info.Host.Arch)
 	}
-	if k := a[ckpt.AnnHostKernel]; k != "" && k != t.info.Host.Kernel {
+	if k := src.HostKernel; k != "" && k != t.info.Host.Kernel {
 		p.warn("kernel %s on the source, %s here: CRIU may refuse features the older kernel lacks", k, t.info.Host.Kernel)
 	}
 	if runtimeName != "" && t.info.Host.OCIRuntime.Name != "" && runtimeName != t.info.Host.OCIRuntime.Name {
@@ -262,8 +262,8 @@ func (p *Plan) hostFacts(ctx context.Context, t *target, meta *ckpt.Metadata, cf
 		p.block("the checkpoint was taken under %s, and this host's podman restores with its default runtime %s: restore it on a host whose default runtime is %s (containers.conf [engine] runtime)",
 			runtimeName, t.info.Host.OCIRuntime.Name, runtimeName)
 	}
-	if src := a[ckpt.AnnCriuVersion]; src != "" && criu != "" && versionLess(criu, src) {
-		p.warn("CRIU %s here is older than the source's %s", criu, src)
+	if v := src.CRIUVersion; v != "" && criu != "" && versionLess(criu, v) {
+		p.warn("CRIU %s here is older than the source's %s", criu, v)
 	}
 }
 
@@ -315,7 +315,7 @@ func (p *Plan) basePlan(ctx context.Context, t *target, meta *ckpt.Metadata, cfg
 	have, err := t.c.InspectImage(ctx, name)
 	if err == nil {
 		hint := name
-		if d := meta.Manifest.Annotations[ckpt.AnnBaseDigest]; d != "" {
+		if d := meta.Provenance().BaseDigest; d != "" {
 			hint = fmt.Sprintf("%s (digest %s)", name, d)
 		}
 		p.block("%s: %s here is image %s, the checkpoint was made from image %s; make the source's %s available on this host (podman pull, or podman save/load), or restore elsewhere",
@@ -325,10 +325,11 @@ func (p *Plan) basePlan(ctx context.Context, t *target, meta *ckpt.Metadata, cfg
 	if !errors.Is(err, podman.ErrNotFound) {
 		return err
 	}
-	if ref := originRef(name, meta.Manifest.Annotations[ckpt.AnnBaseDigest]); ref != "" {
+	prov := meta.Provenance()
+	if ref := originRef(name, prov.BaseDigest); ref != "" {
 		p.Base.From = append(p.Base.From, ref)
 	}
-	if inc := meta.Manifest.Annotations[ckpt.AnnBaseIncluded]; inc != "" {
+	if inc := prov.BaseIncluded; inc != "" {
 		p.Base.From = append(p.Base.From, inc)
 	}
 	if len(p.Base.From) == 0 {

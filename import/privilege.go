@@ -78,8 +78,7 @@ func privilegeProblems(configDump, specDump []byte) []string {
 			cfg.NsCtr[typ] = s
 		}
 	}
-	var spec specs.Spec
-	specErr := json.Unmarshal(specDump, &spec)
+	spec, specErr := ckpt.RuntimeSpec(specDump)
 	if cfg.Privileged || strings.EqualFold(spec.Annotations["io.podman.annotations.privileged"], "TRUE") {
 		add("privileged mode (--privileged)")
 	}
@@ -93,8 +92,8 @@ func privilegeProblems(configDump, specDump []byte) []string {
 	if spec.Process == nil {
 		spec.Process = &specs.Process{}
 	}
-	namespaces(&cfg, &spec, add)
-	devices(&cfg, &spec, add)
+	namespaces(&cfg, spec, add)
+	devices(&cfg, spec, add)
 	if caps := extraCapabilities(spec.Process.Capabilities); len(caps) > 0 {
 		add("capabilities beyond podman's defaults: %s", shortList(caps))
 	}

@@ -17,11 +17,6 @@ import (
 	"github.com/podman-migrate/podman-migrate/internal/mountmap"
 )
 
-// ErrBadMap is wrapped when a --mount-map, --volume-map or --network-map
-// value is malformed or names something the checkpoint does not have; the
-// same error as mountmap's, so one test covers both.
-var ErrBadMap = mountmap.ErrBadMap
-
 // relocated is what the plan decided to change in podman's archive.
 type relocated struct {
 	edits   ckpt.Edits
@@ -38,13 +33,13 @@ func parseNameMaps(flag string, vals []string) (map[string]string, error) {
 	for _, v := range vals {
 		old, nw, ok := strings.Cut(v, "=")
 		if !ok || !validName(old) || !validName(nw) {
-			return nil, fmt.Errorf("%w: %s %q: want OLD=NEW, names of letters, digits, '_', '.' and '-'", ErrBadMap, flag, v)
+			return nil, fmt.Errorf("%w: %s %q: want OLD=NEW, names of letters, digits, '_', '.' and '-'", mountmap.ErrBadMap, flag, v)
 		}
 		if _, dup := out[old]; dup {
-			return nil, fmt.Errorf("%w: %s %s given twice", ErrBadMap, flag, old)
+			return nil, fmt.Errorf("%w: %s %s given twice", mountmap.ErrBadMap, flag, old)
 		}
 		if prev, dup := to[nw]; dup {
-			return nil, fmt.Errorf("%w: %s maps both %s and %s to %s", ErrBadMap, flag, prev, old, nw)
+			return nil, fmt.Errorf("%w: %s maps both %s and %s to %s", mountmap.ErrBadMap, flag, prev, old, nw)
 		}
 		out[old], to[nw] = nw, old
 	}
@@ -63,48 +58,6 @@ func validName(s string) bool {
 		}
 	}
 	return true
-}
-
-// mounts is a list of OCI mounts edited in place, unknown fields kept.
-type mounts []map[string]json.RawMessage
-
-func (m mounts) str(i int, key string) string {
-	var s string
-	_ = json.Unmarshal(m[i][key], &s)
-	return s
-}
-
-func (m mounts) set(i int, key, val string) {
-	b, _ := json.Marshal(val)
-	m[i][key] = b
-}
-
-func (m mounts) readOnly(i int) bool {
-	var opts []string
-	_ = json.Unmarshal(m[i]["options"], &opts)
-	for _, o := range opts {
-		if o == "ro" {
-			return true
-		}
-	}
-	return false
-}
-
-// specMounts reads the "mounts" list of an OCI spec held as raw JSON.
-func specMounts(spec map[string]json.RawMessage) (mounts, error) {
-	var m mounts
-	if raw, ok := spec["mounts"]; ok {
-		if err := json.Unmarshal(raw, &m); err != nil {
-			return nil, fmt.Errorf("%w: reading the spec's mounts: %w", ckpt.ErrNotCheckpoint, err)
-		}
-	}
-	// A null entry would be a nil map, which set cannot write to.
-	for i := range m {
-		if m[i] == nil {
-			return nil, fmt.Errorf("%w: reading the spec's mounts: mount %d is not an object", ckpt.ErrNotCheckpoint, i)
-		}
-	}
-	return m, nil
 }
 
 // relocate works out the edits to config.dump, spec.dump, network.status
@@ -129,27 +82,28 @@ func (p *Plan) relocate(ctx context.Context, t *target, meta *ckpt.Metadata, o P
 	}
 	r := &relocated{edits: ckpt.Edits{Replace: map[string][]byte{}, Rename: map[string]string{}}}
 	r.cleared = cfg.Neutralize()
-	var spec map[string]json.RawMessage
-	if err := json.Unmarshal(meta.SpecDump, &spec); err != nil || spec == nil {
+	spec, err := ckpt.ParseSpec(meta.SpecDump)
+	if err != nil {
 		return fmt.Errorf("%w: %s is not a JSON object", ckpt.ErrNotCheckpoint, ckpt.SpecDump)
 	}
-	sm, err := specMounts(spec)
+	sm, err := spec.Mounts()
 	if err != nil {
-		return err
+		return fmt.Errorf("%w: reading the spec's mounts: %w", ckpt.ErrNotCheckpoint, err)
 	}
 	// config.dump keeps the spec the container was created with: its
 	// mounts must move with spec.dump's, matched by destination.
-	var cspec map[string]json.RawMessage
-	_ = json.Unmarshal(cfg.Raw("spec"), &cspec)
-	cm, err := specMounts(cspec)
-	if err != nil {
-		return err
+	var cm []ckpt.SpecMount
+	cspec, _ := ckpt.ParseSpec(cfg.Raw("spec"))
+	if cspec != nil {
+		if cm, err = cspec.Mounts(); err != nil {
+			return fmt.Errorf("%w: reading the spec's mounts: %w", ckpt.ErrNotCheckpoint, err)
+		}
 	}
 	setSource := func(dest, src string) {
-		for _, m := range []mounts{sm, cm} {
-			for i := range m {
-				if m.str(i, "destination") == dest {
-					m.set(i, "source", src)
+		for _, ms := range [][]ckpt.SpecMount{sm, cm} {
+			for i := range ms {
+				if ms[i].Destination == dest {
+					ms[i].SetSource(src)
 				}
 			}
 		}
@@ -157,11 +111,11 @@ func (p *Plan) relocate(ctx context.Context, t *target, meta *ckpt.Metadata, o P
 
 	// Named volumes: podman 4.3.1 keeps spec.dump's source, which lies in
 	// the source host's volume directory; point it at this host's.
-	volDests := map[string]bool{}
+	volumeAt := map[string]string{}
 	known := map[string]bool{}
 	for _, v := range cfg.NamedVolumeMounts() {
 		known[v.Name] = true
-		volDests[v.Destination] = true
+		volumeAt[v.Destination] = v.Name
 		nw := v.Name
 		if m, ok := volMap[v.Name]; ok {
 			nw = m
@@ -192,7 +146,7 @@ func (p *Plan) relocate(ctx context.Context, t *target, meta *ckpt.Metadata, o P
 	}
 	for old := range volMap {
 		if !known[old] {
-			return fmt.Errorf("%w: --volume-map %s: the checkpoint has no volume %q (it has %s)", ErrBadMap, old, old, listOrNone(keys(known)))
+			return fmt.Errorf("%w: --volume-map %s: the checkpoint has no volume %q (it has %s)", mountmap.ErrBadMap, old, old, listOrNone(keys(known)))
 		}
 	}
 	if len(volMap) > 0 {
@@ -202,15 +156,19 @@ func (p *Plan) relocate(ctx context.Context, t *target, meta *ckpt.Metadata, o P
 		p.checkVolumeMembers(meta, volMap)
 	}
 
-	// Bind mounts the user gave the container.
+	// Bind mounts the user gave the container, as they are now: a
+	// relocation applies to every mount at its destination. push records
+	// whether each source was a file or a directory (podman's images do
+	// not, and then only existence is checked).
+	kinds := meta.Provenance().BindKinds
 	used := map[string]bool{}
 	for i := range sm {
-		dest, src := sm.str(i, "destination"), sm.str(i, "source")
-		if sm.str(i, "type") != "bind" || volDests[dest] || ckpt.PodmanManaged(dest, src) {
+		if !sm[i].UserBind(volumeAt) {
 			continue
 		}
+		dest, src := sm[i].Destination, sm[i].Source
 		nw, _ := mountMaps.Apply(src, used)
-		mp := MountPlan{Destination: dest, Old: src, New: nw, ReadOnly: sm.readOnly(i)}
+		mp := MountPlan{Destination: dest, Old: src, New: nw, ReadOnly: sm[i].ReadOnly()}
 		if nw != src {
 			setSource(dest, nw)
 			r.changes = append(r.changes, fmt.Sprintf("bind mount %s -> %s at %s", src, nw, dest))
@@ -230,10 +188,8 @@ func (p *Plan) relocate(ctx context.Context, t *target, meta *ckpt.Metadata, o P
 		default:
 			mp.Dir = fi.IsDir()
 			mp.State = "ok"
-			// The checkpoint cannot say whether the source was a file or
-			// a directory; CRIU needs the same kind, and the destination
-			// in the image's root file system shows which it was.
-			if want, known := wantDir(meta, dest); known && want != fi.IsDir() {
+			// CRIU needs the kind of source the checkpoint had.
+			if want, known := kinds.Dir(dest); known && want != fi.IsDir() {
 				mp.State = "wrong type"
 				p.block("bind mount source %s (mounted at %s) is a %s here, the checkpoint had a %s", nw, dest, kind(fi.IsDir()), kind(want))
 			}
@@ -251,14 +207,14 @@ func (p *Plan) relocate(ctx context.Context, t *target, meta *ckpt.Metadata, o P
 		return err
 	}
 
-	if err := setRaw(spec, "mounts", sm); err != nil {
+	if err := spec.SetMounts(sm); err != nil {
 		return err
 	}
 	if cspec != nil && cm != nil {
-		if err := setRaw(cspec, "mounts", cm); err != nil {
+		if err := cspec.SetMounts(cm); err != nil {
 			return err
 		}
-		b, err := json.Marshal(cspec)
+		b, err := cspec.Bytes()
 		if err != nil {
 			return err
 		}
@@ -268,7 +224,7 @@ func (p *Plan) relocate(ctx context.Context, t *target, meta *ckpt.Metadata, o P
 	if err != nil {
 		return err
 	}
-	sb, err := json.Marshal(spec)
+	sb, err := spec.Bytes()
 	if err != nil {
 		return err
 	}
@@ -279,23 +235,6 @@ func (p *Plan) relocate(ctx context.Context, t *target, meta *ckpt.Metadata, o P
 	}
 	p.relocated = r
 	return nil
-}
-
-// wantDir says whether the checkpoint's bind mount at dest had a directory
-// as its source. push records it (AnnBindKinds); podman's images do not,
-// and then only existence is checked.
-func wantDir(meta *ckpt.Metadata, dest string) (dir, known bool) {
-	var kinds map[string]string
-	if json.Unmarshal([]byte(meta.Manifest.Annotations[ckpt.AnnBindKinds]), &kinds) != nil {
-		return false, false
-	}
-	switch kinds[dest] {
-	case "dir":
-		return true, true
-	case "file":
-		return false, true
-	}
-	return false, false
 }
 
 func kind(dir bool) string {
@@ -330,7 +269,7 @@ func renameVolumes(cfg *dump.Config, volMap map[string]string) error {
 // checkVolumeMembers makes sure a renamed volume's content travels: our
 // images name volume layers by volume.
 func (p *Plan) checkVolumeMembers(meta *ckpt.Metadata, volMap map[string]string) {
-	if meta.Manifest.Annotations[ckpt.AnnFormat] == "" {
+	if meta.Provenance().Format == "" {
 		return // podman's single layer: the rename finds the member or fails loudly
 	}
 	have := map[string]bool{}
@@ -344,20 +283,6 @@ func (p *Plan) checkVolumeMembers(meta *ckpt.Metadata, volMap map[string]string)
 			p.warn("volume %s has no content layer in the checkpoint; %s will be created empty", old, volMap[old])
 		}
 	}
-}
-
-func setRaw(obj map[string]json.RawMessage, key string, v any) error {
-	if v == nil {
-		return nil
-	}
-	b, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	if _, had := obj[key]; had || string(b) != "null" {
-		obj[key] = b
-	}
-	return nil
 }
 
 func keys(m map[string]bool) []string {
@@ -383,18 +308,17 @@ func listOrNone(s []string) string {
 func (p *Plan) relocateNetworks(ctx context.Context, t *target, meta *ckpt.Metadata, cfg *dump.Config, netMap map[string]string, o PullOptions, r *relocated) ([]byte, error) {
 	var nets map[string]json.RawMessage
 	_ = json.Unmarshal(cfg.Raw("newNetworks"), &nets)
-	var status map[string]json.RawMessage
-	_ = json.Unmarshal(meta.NetworkStatus, &status)
+	status, _ := ckpt.ParseNetStatus(meta.NetworkStatus) // nil: none recorded
 	names := map[string]bool{}
 	for n := range nets {
 		names[n] = true
 	}
-	for n := range status {
+	for _, n := range status.Names() {
 		names[n] = true
 	}
 	for old := range netMap {
 		if !names[old] {
-			return nil, fmt.Errorf("%w: --network-map %s: the container was not on network %q (it was on %s)", ErrBadMap, old, old, listOrNone(keys(names)))
+			return nil, fmt.Errorf("%w: --network-map %s: the container was not on network %q (it was on %s)", mountmap.ErrBadMap, old, old, listOrNone(keys(names)))
 		}
 	}
 	// What podman 4.3.1 asks its IPAM for (measured): under the
@@ -409,7 +333,7 @@ func (p *Plan) relocateNetworks(ctx context.Context, t *target, meta *ckpt.Metad
 			nw = m
 		}
 		np := NetworkPlan{Old: old, New: nw}
-		ips, mac := statusAddrs(status[old])
+		ips, mac := statusAddrs(status, old)
 		if o.Name != "" {
 			ips = staticIPs(nets[old])
 		}
@@ -447,10 +371,7 @@ func (p *Plan) relocateNetworks(ctx context.Context, t *target, meta *ckpt.Metad
 				delete(nets, old)
 				nets[nw] = v
 			}
-			if v, ok := status[old]; ok {
-				delete(status, old)
-				status[nw] = v
-			}
+			status.Rename(old, nw)
 			r.changes = append(r.changes, fmt.Sprintf("network %s -> %s", old, nw))
 		}
 		p.Networks = append(p.Networks, np)
@@ -481,7 +402,7 @@ func (p *Plan) relocateNetworks(ctx context.Context, t *target, meta *ckpt.Metad
 	if status == nil {
 		return nil, nil
 	}
-	return json.Marshal(status)
+	return status.Bytes()
 }
 
 // staticIPs reads the static_ips of one newNetworks entry.
@@ -494,26 +415,16 @@ func staticIPs(raw json.RawMessage) []string {
 	return opts.StaticIPs
 }
 
-// statusAddrs reads the addresses of one network.status entry.
-func statusAddrs(raw json.RawMessage) ([]string, string) {
-	var st struct {
-		Interfaces map[string]struct {
-			Subnets []struct {
-				IPNet string `json:"ipnet"`
-			} `json:"subnets"`
-			MAC string `json:"mac_address"`
-		} `json:"interfaces"`
-	}
-	_ = json.Unmarshal(raw, &st)
+// statusAddrs reads the addresses network.status records of one network,
+// sorted, and its MAC address.
+func statusAddrs(status *ckpt.NetStatus, name string) ([]string, string) {
+	att, _ := status.Network(name)
+	cidrs, mac := att.Addresses()
 	var ips []string
-	var mac string
-	for _, ifc := range st.Interfaces {
-		for _, s := range ifc.Subnets {
-			if ip, _, err := net.ParseCIDR(s.IPNet); err == nil {
-				ips = append(ips, ip.String())
-			}
+	for _, c := range cidrs {
+		if ip, _, err := net.ParseCIDR(c); err == nil {
+			ips = append(ips, ip.String())
 		}
-		mac = ifc.MAC
 	}
 	sort.Strings(ips)
 	return ips, mac

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	podman "github.com/podman-migrate/podman-migrate/bindings"
-	"github.com/podman-migrate/podman-migrate/internal/podmantest"
+	"github.com/podman-migrate/podman-migrate/bindings/podmantest"
 )
 
 const halfMadeID = "f00dfeed0000000000000000000000000000000000000000000000000000cafe"

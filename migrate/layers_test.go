@@ -13,9 +13,11 @@ import (
 const module = "github.com/podman-migrate/podman-migrate/"
 
 // floors are the top-level folders from the top down: a package imports
-// only from floors below its own (internal/ is one floor whose packages
-// share it).
-var floors = map[string]int{"plugin": 5, "migrate": 4, "export": 3, "import": 3, "internal": 2, "bindings": 1}
+// only from floors below its own. internal/ (small shared pieces: the
+// format, tar checks, transfers, error kinds) is the ground floor, one
+// floor whose packages share it; bindings, our podman client, stands on
+// it, and its fake (bindings/podmantest) with it.
+var floors = map[string]int{"plugin": 5, "migrate": 4, "export": 3, "import": 3, "bindings": 2, "internal": 1}
 
 // TestImportsRunDown: no package imports one on its own floor or above
 // (test files included, but for the e2e tier and the test program).
@@ -46,7 +48,7 @@ func TestImportsRunDown(t *testing.T) {
 			}
 			to := strings.Split(strings.TrimPrefix(p, module), "/")[0]
 			checked++
-			if to == top && top == "internal" {
+			if to == top && (top == "internal" || top == "bindings") {
 				continue
 			}
 			if floors[to] >= from {

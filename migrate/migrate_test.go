@@ -17,11 +17,11 @@ import (
 	"github.com/google/go-containerregistry/pkg/registry"
 
 	podman "github.com/podman-migrate/podman-migrate/bindings"
+	"github.com/podman-migrate/podman-migrate/bindings/podmantest"
 	"github.com/podman-migrate/podman-migrate/export"
 	restore "github.com/podman-migrate/podman-migrate/import"
 	"github.com/podman-migrate/podman-migrate/internal/ckpttest"
 	"github.com/podman-migrate/podman-migrate/internal/fault"
-	"github.com/podman-migrate/podman-migrate/internal/podmantest"
 	"github.com/podman-migrate/podman-migrate/internal/transfer"
 )
 

@@ -11,8 +11,8 @@ import (
 	"time"
 
 	podman "github.com/podman-migrate/podman-migrate/bindings"
+	"github.com/podman-migrate/podman-migrate/bindings/podmantest"
 	"github.com/podman-migrate/podman-migrate/export"
-	"github.com/podman-migrate/podman-migrate/internal/podmantest"
 )
 
 // stuckID is the fake container's ID: no real runtime names it.

@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	podman "github.com/podman-migrate/podman-migrate/bindings"
+	"github.com/podman-migrate/podman-migrate/internal/fault"
 )
 
 // Bounds of the steps other than checkpoint and restore (--timeout).
@@ -40,7 +41,7 @@ var listenCommand = []string{"sh", "-c", "httpd -f -p 8080 || nc -lk -p 8080 || 
 
 // errNoImage is wrapped when there is no image to test with: --image is
 // not on the host, or no image there runs a TCP listener (exit 5).
-var errNoImage = errors.New("no image to test with")
+var errNoImage = fault.New(fault.Input, "no image to test with")
 
 // stuckFix is StuckHint without its advice to run check.
 var stuckFix = strings.TrimPrefix(podman.StuckHint, "run `podman-migrate check` on that host; ")
@@ -164,18 +165,6 @@ type checkStep struct {
 	Fix     string  `json:"fix,omitempty"`
 }
 
-// checkError is a failed step; its Hint is the step's fix.
-type checkError struct {
-	fix string
-	err error
-}
-
-func (e *checkError) Error() string { return e.err.Error() }
-func (e *checkError) Unwrap() error { return e.err }
-
-// Hint is what fixes the failure, printed after the message.
-func (e *checkError) Hint() string { return e.fix }
-
 type checker struct {
 	c       *podman.Client
 	probe   hostProbe
@@ -200,10 +189,11 @@ func (k *checker) step(name string, began time.Time, status, detail, fix string)
 	}
 }
 
-// fail records a failed step and returns its error.
+// fail records a failed step and returns its error, hinted with the
+// step's fix.
 func (k *checker) fail(name string, began time.Time, err error, fix string) error {
 	k.step(name, began, "FAIL", err.Error(), fix)
-	return &checkError{fix: fix, err: err}
+	return fault.Hinted(err, fix)
 }
 
 func (k *checker) run(ctx context.Context, image string) error {

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	podman "github.com/podman-migrate/podman-migrate/bindings"
-	"github.com/podman-migrate/podman-migrate/internal/podmantest"
+	"github.com/podman-migrate/podman-migrate/bindings/podmantest"
 )
 
 // fakeLibpod is the part of podman's libpod API that check uses, behind a

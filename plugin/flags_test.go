@@ -20,12 +20,12 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/podman-migrate/podman-migrate/bindings/podmantest"
 	"github.com/podman-migrate/podman-migrate/export"
 	restore "github.com/podman-migrate/podman-migrate/import"
 	"github.com/podman-migrate/podman-migrate/internal/ckpt"
 	"github.com/podman-migrate/podman-migrate/internal/ckpttest"
 	"github.com/podman-migrate/podman-migrate/internal/dump"
-	"github.com/podman-migrate/podman-migrate/internal/podmantest"
 	"github.com/podman-migrate/podman-migrate/internal/transfer"
 	"github.com/podman-migrate/podman-migrate/migrate"
 )

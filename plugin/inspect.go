@@ -84,12 +84,12 @@ func printDescription(w io.Writer, d *ckpt.Description) {
 	if d.Created != "" {
 		fmt.Fprintf(w, "Created:     %s\n", d.Created)
 	}
-	fmt.Fprintf(w, "Container:   %s (%s)\n", d.Container.Name, shortID(d.Container.ID))
+	fmt.Fprintf(w, "Container:   %s (%s)\n", d.Container.Name, ckpt.ShortID(d.Container.ID))
 	if k := d.Kubernetes; k != nil {
 		fmt.Fprintf(w, "Kubernetes:  pod %s, namespace %s, container %s\n", orDash(k.Pod), orDash(k.Namespace), orDash(k.Container))
 	}
 	fmt.Fprintf(w, "Command:     %s\n", strings.Join(d.Container.Command, " "))
-	fmt.Fprintf(w, "Base image:  %s (%s)", d.Base.Name, shortID(d.Base.ID))
+	fmt.Fprintf(w, "Base image:  %s (%s)", d.Base.Name, ckpt.ShortID(d.Base.ID))
 	if d.Base.Digest != "" {
 		fmt.Fprintf(w, " digest %s", d.Base.Digest)
 	}
@@ -139,11 +139,4 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
-}
-
-func shortID(id string) string {
-	if len(id) > 12 {
-		return id[:12]
-	}
-	return id
 }

@@ -9,6 +9,8 @@ import (
 	"io"
 	"os"
 	"strings"
+
+	"github.com/podman-migrate/podman-migrate/internal/fault"
 )
 
 // Version is stamped at build time with -ldflags "-X main.Version=…".
@@ -30,13 +32,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err == nil {
 		return ExitOK
 	}
-	msg := strings.ReplaceAll(err.Error(), "\n", " ")
 	if ctx.Err() != nil {
-		fmt.Fprintf(stderr, "Error: interrupted: %s\n", msg)
-		return ExitInterrupted
+		// Whatever failed after SIGINT or SIGTERM failed because of it.
+		err = fault.Wrap(fault.Interrupted, err)
 	}
+	return report(stderr, err)
+}
+
+// report prints err as the one "Error:" line, with its hint, and returns
+// the exit code of its kind.
+func report(stderr io.Writer, err error) int {
 	// One line, so scripts and journald keep it whole.
-	if hint := hintFor(err); hint != "" {
+	msg := strings.ReplaceAll(err.Error(), "\n", " ")
+	if fault.KindOf(err) == fault.Interrupted {
+		// The user stopped it: no fix to suggest.
+		msg = "interrupted: " + msg
+	} else if hint := hintFor(err); hint != "" {
 		msg += " (hint: " + hint + ")"
 	}
 	fmt.Fprintf(stderr, "Error: %s\n", msg)

@@ -42,7 +42,7 @@ func (img *Image) WriteArchive(ctx context.Context, w io.Writer, e Edits) (retEr
 		}
 		// Read again, so held to the same limits as when verified.
 		budget := img.limits.budget()
-		err = walk(ctxReader{ctx, budget.Reader(rc)}, tarsafe.ErrUnsafe, budget, func(name string, h *tar.Header, body io.Reader) error {
+		err = tarsafe.NewChecker(tarsafe.Plain).Walk(ctxReader{ctx, budget.Reader(rc)}, tarsafe.ErrUnsafe, budget, func(name string, h *tar.Header, body io.Reader) error {
 			size := h.Size
 			if b, ok := e.Replace[name]; ok && h.Typeflag != tar.TypeDir {
 				body, size = bytes.NewReader(b), int64(len(b))

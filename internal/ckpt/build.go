@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"runtime"
@@ -21,11 +20,13 @@ import (
 
 	"github.com/podman-migrate/podman-migrate/internal/asyncw"
 	"github.com/podman-migrate/podman-migrate/internal/dump"
+	"github.com/podman-migrate/podman-migrate/internal/fault"
+	"github.com/podman-migrate/podman-migrate/internal/tarsafe"
 )
 
 // ErrBadArchive is wrapped when podman's archive is not what a checkpoint
 // export should be.
-var ErrBadArchive = errors.New("unexpected checkpoint archive")
+var ErrBadArchive = fault.New(fault.Podman, "unexpected checkpoint archive")
 
 // BuildOptions control the image written by Build.
 type BuildOptions struct {
@@ -232,7 +233,7 @@ func Build(ctx context.Context, r io.Reader, dest types.ImageDestination, o Buil
 	var cfg *dump.Config
 	var cleared []string
 	seenCRIU := false
-	err = walk(ctxReader{ctx, r}, ErrBadArchive, nil, func(name string, h *tar.Header, body io.Reader) error {
+	err = tarsafe.NewChecker(tarsafe.Plain).Walk(ctxReader{ctx, r}, ErrBadArchive, nil, func(name string, h *tar.Header, body io.Reader) error {
 		role, volume, ok := RoleOf(name)
 		if !ok {
 			return fmt.Errorf("%w: member %q is not part of the checkpoint format this tool knows", ErrBadArchive, h.Name)

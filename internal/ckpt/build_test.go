@@ -72,7 +72,7 @@ func TestRoundTrip(t *testing.T) {
 			if b.Manifest.Annotations[AnnName] != "fixture" {
 				t.Errorf("annotations: %v", b.Manifest.Annotations)
 			}
-			if len(b.Cleared) == 0 || !b.Config.IsNeutral() {
+			if len(b.Cleared) == 0 || !neutral(b.Config) {
 				t.Errorf("config.dump not neutralised: cleared %v", b.Cleared)
 			}
 

@@ -8,15 +8,13 @@ package ckpt
 
 import (
 	"archive/tar"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"path"
-	"slices"
 	"strings"
 
 	metadata "github.com/checkpoint-restore/checkpointctl/lib"
+
+	"github.com/podman-migrate/podman-migrate/internal/fault"
 )
 
 // Members of podman's export archive (checkpointctl's names where it has them).
@@ -100,9 +98,6 @@ const (
 const (
 	CRIOPrefix             = "io.kubernetes.cri-o.annotations.checkpoint."
 	AnnCRIOName            = CRIOPrefix + "name"
-	AnnCRIORawImageName    = CRIOPrefix + "rawImageName"
-	AnnCRIORootfsImageID   = CRIOPrefix + "rootfsImageID"
-	AnnCRIORootfsImageName = CRIOPrefix + "rootfsImageName"
 	AnnCRIOVersion         = CRIOPrefix + "cri-o.version"
 	AnnCRIOCriuVersion     = CRIOPrefix + "criu.version"
 	SpecAnnCRIOAnnotations = "io.kubernetes.cri-o.Annotations"
@@ -146,14 +141,6 @@ func RoleOf(name string) (role Role, volume string, ok bool) {
 	return "", "", false
 }
 
-// Clean turns a tar entry name into the slash-separated form RoleOf takes:
-// "./a/b/" becomes "a/b". It does not make a hostile name safe; tarsafe
-// rejects those first.
-func Clean(name string) string {
-	c := path.Clean("/" + name)
-	return strings.TrimPrefix(c, "/")
-}
-
 // IsCheckpointAnnotations reports whether manifest annotations mark an image
 // as a container checkpoint, ours, podman's or one made for CRI-O.
 func IsCheckpointAnnotations(a map[string]string) bool {
@@ -165,7 +152,7 @@ func IsCheckpointAnnotations(a map[string]string) bool {
 }
 
 // ErrNotCheckpoint is wrapped when an image is not a container checkpoint.
-var ErrNotCheckpoint = errors.New("not a checkpoint image")
+var ErrNotCheckpoint = fault.New(fault.Input, "not a checkpoint image")
 
 // WriteMember writes one archive member under its clean name (as
 // tarsafe.Checker.Check returns it) with a header built afresh from the
@@ -193,23 +180,11 @@ func WriteMember(tw *tar.Writer, name string, h *tar.Header, body io.Reader, siz
 	return nil
 }
 
-// SpecMount is a mount as spec.dump, the container's OCI runtime spec,
-// records it.
-type SpecMount struct {
-	Destination string   `json:"destination"`
-	Type        string   `json:"type"`
-	Source      string   `json:"source"`
-	Options     []string `json:"options"`
-}
-
-// ReadOnly reports whether the mount has the "ro" option.
-func (m SpecMount) ReadOnly() bool { return slices.Contains(m.Options, "ro") }
-
-// SpecMounts reads the mounts of spec.dump.
-func SpecMounts(specDump []byte) ([]SpecMount, error) {
-	var spec struct {
-		Mounts []SpecMount `json:"mounts"`
+// ShortID is the 12-character form podman shows of container and image
+// IDs.
+func ShortID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
 	}
-	err := json.Unmarshal(specDump, &spec)
-	return spec.Mounts, err
+	return id
 }

@@ -21,7 +21,8 @@ const (
 	specAnnRepoDigests  = "io.kubernetes.cri-o.ImageRepoDigests"
 )
 
-// imageIDPattern is a containers/storage image ID.
+// imageIDPattern is a containers/storage image ID, the form CRI-O parses
+// rootfsImageRef in.
 var imageIDPattern = regexp.MustCompile(`^[0-9a-f]{64}$`)
 
 // MadeByCRIO reports whether CRI-O checkpointed the container: its spec.dump
@@ -30,12 +31,14 @@ func MadeByCRIO(specDump []byte) bool {
 	return specAnnotations(specDump)[specAnnManager] == "cri-o"
 }
 
+// specAnnotations reads what it can of spec.dump's annotations.
 func specAnnotations(specDump []byte) map[string]string {
-	var spec struct {
-		Annotations map[string]string `json:"annotations"`
+	s, err := ParseSpec(specDump)
+	if err != nil {
+		return nil
 	}
-	_ = json.Unmarshal(specDump, &spec)
-	return spec.Annotations
+	a, _ := s.Annotations()
+	return a
 }
 
 // KubeNames are the Kubernetes names of a container CRI-O checkpointed.
@@ -89,6 +92,11 @@ func FromCRIO(m *Metadata) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrNotCheckpoint, err)
 	}
+	spec, err := ParseSpec(m.SpecDump)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s is not a JSON object", ErrNotCheckpoint, SpecDump)
+	}
+	specAnn, _ := spec.Annotations()
 	var changed []string
 	set := func(key string, v any, why string) error {
 		b, err := json.Marshal(v)
@@ -124,12 +132,10 @@ func FromCRIO(m *Metadata) ([]string, error) {
 	}
 	if cfg.Raw("userVolumes") == nil {
 		// podman lists these as the container's mounts (inspect).
-		specMounts, _ := SpecMounts(m.SpecDump)
+		mounts, _ := spec.Mounts()
 		var dests []string
-		for _, mt := range specMounts {
-			if mt.Type == "bind" && !PodmanManaged(mt.Destination, mt.Source) {
-				dests = append(dests, mt.Destination)
-			}
+		for _, mt := range UserBinds(mounts, nil) {
+			dests = append(dests, mt.Destination)
 		}
 		if len(dests) > 0 {
 			if err := set("userVolumes", dests, fmt.Sprintf("config.dump: bind mounts %s listed as the user's", strings.Join(dests, ", "))); err != nil {
@@ -137,7 +143,7 @@ func FromCRIO(m *Metadata) ([]string, error) {
 			}
 		}
 	}
-	digests := specAnnotations(m.SpecDump)[specAnnRepoDigests]
+	digests := specAnn[specAnnRepoDigests]
 	if m.Manifest.Annotations[AnnBaseDigest] == "" {
 		if d := repoDigest(cfg.RootfsImageName(), digests); d != "" {
 			if m.Manifest.Annotations == nil {
@@ -147,34 +153,14 @@ func FromCRIO(m *Metadata) ([]string, error) {
 		}
 	}
 
-	var spec map[string]json.RawMessage
-	if err := json.Unmarshal(m.SpecDump, &spec); err != nil || spec == nil {
-		return nil, fmt.Errorf("%w: %s is not a JSON object", ErrNotCheckpoint, SpecDump)
+	dropped, err := spec.DropNamespacePaths()
+	if err != nil {
+		return nil, err
 	}
-	var linux map[string]json.RawMessage
-	if err := json.Unmarshal(spec["linux"], &linux); err == nil && linux != nil {
-		var nss []map[string]json.RawMessage
-		if err := json.Unmarshal(linux["namespaces"], &nss); err == nil {
-			dropped := 0
-			for _, ns := range nss {
-				if _, ok := ns["path"]; ok {
-					delete(ns, "path")
-					dropped++
-				}
-			}
-			if dropped > 0 {
-				if linux["namespaces"], err = json.Marshal(nss); err != nil {
-					return nil, err
-				}
-				if spec["linux"], err = json.Marshal(linux); err != nil {
-					return nil, err
-				}
-				changed = append(changed, fmt.Sprintf("spec.dump: %d namespace path(s) of CRI-O's dropped", dropped))
-			}
-		}
+	if dropped > 0 {
+		changed = append(changed, fmt.Sprintf("spec.dump: %d namespace path(s) of CRI-O's dropped", dropped))
 	}
-	var ann map[string]string
-	if err := json.Unmarshal(spec["annotations"], &ann); err == nil && ann != nil {
+	if ann, err := spec.Annotations(); err == nil && ann != nil {
 		n := 0
 		for k := range ann {
 			if strings.HasPrefix(k, "io.kubernetes.cri-o.") || k == "platform-runtime-path.crio.io" {
@@ -183,13 +169,13 @@ func FromCRIO(m *Metadata) ([]string, error) {
 			}
 		}
 		if n > 0 {
-			if spec["annotations"], err = json.Marshal(ann); err != nil {
+			if err := spec.SetAnnotations(ann); err != nil {
 				return nil, err
 			}
 			changed = append(changed, fmt.Sprintf("spec.dump: %d CRI-O annotation(s) dropped", n))
 		}
 	}
-	sb, err := json.Marshal(spec)
+	sb, err := spec.Bytes()
 	if err != nil {
 		return nil, err
 	}
@@ -224,4 +210,60 @@ func repoDigest(name, list string) string {
 		}
 	}
 	return ""
+}
+
+// ToCRIO returns the edits of podman's archive (BuildOptions.Rewrite) that
+// CRI-O needs to restore the image as it is (measured with CRI-O 1.36):
+// spec.dump must carry the container's CRI annotations as JSON, and
+// config.dump must name the base image by ID (rootfsImageRef), which
+// CRI-O finds under any name it pulled it by; by name it looks only for
+// the source host's name. podman ignores both.
+func ToCRIO() map[string]func([]byte) ([]byte, error) {
+	return map[string]func([]byte) ([]byte, error){
+		SpecDump:   crioSpecDump,
+		ConfigDump: crioConfigDump,
+	}
+}
+
+// crioSpecDump adds an empty set of CRI annotations to spec.dump, unless it
+// has a valid one: the container had no kubelet to give it any.
+func crioSpecDump(b []byte) ([]byte, error) {
+	spec, err := ParseSpec(b)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrBadArchive, SpecDump, err)
+	}
+	ann, err := spec.Annotations()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s annotations: %w", ErrBadArchive, SpecDump, err)
+	}
+	if v, ok := ann[SpecAnnCRIOAnnotations]; ok && json.Valid([]byte(v)) {
+		return b, nil
+	}
+	if ann == nil {
+		ann = map[string]string{}
+	}
+	ann[SpecAnnCRIOAnnotations] = "{}"
+	if err := spec.SetAnnotations(ann); err != nil {
+		return nil, err
+	}
+	return spec.Bytes()
+}
+
+// crioConfigDump records the base image's ID as rootfsImageRef, which
+// CRI-O prefers to rootfsImageName.
+func crioConfigDump(b []byte) ([]byte, error) {
+	cfg, err := dump.ReadConfig(bytes.NewReader(b))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadArchive, err)
+	}
+	id := cfg.RootfsImageID()
+	if cfg.String("rootfsImageRef") != "" || !imageIDPattern.MatchString(id) {
+		return b, nil
+	}
+	raw, err := json.Marshal(id)
+	if err != nil {
+		return nil, err
+	}
+	cfg.SetRaw("rootfsImageRef", raw)
+	return cfg.Bytes()
 }

@@ -2,7 +2,6 @@ package ckpt
 
 import (
 	"encoding/json"
-	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -108,9 +107,9 @@ type OptionFacts struct {
 
 // Describe summarises a checkpoint image from its metadata alone.
 func Describe(m *Metadata) *Description {
-	a := m.Manifest.Annotations
-	d := &Description{Format: "podman", Digest: m.ManifestDigest.String(), Created: a[AnnCreated]}
-	if a[AnnFormat] != "" {
+	p := m.Provenance()
+	d := &Description{Format: "podman", Digest: m.ManifestDigest.String(), Created: p.Created}
+	if p.Format != "" {
 		d.Format = "podman-migrate"
 	}
 	if d.Created == "" && m.ImageConfig.Created != nil {
@@ -118,11 +117,11 @@ func Describe(m *Metadata) *Description {
 	}
 	cfg := m.Config
 	d.Container = ContainerFacts{Name: cfg.Name(), ID: cfg.ID(), Image: cfg.RawImageName()}
-	d.Base = BaseFacts{Name: cfg.RootfsImageName(), ID: cfg.RootfsImageID(), Digest: a[AnnBaseDigest], Included: a[AnnBaseIncluded]}
+	d.Base = BaseFacts{Name: cfg.RootfsImageName(), ID: cfg.RootfsImageID(), Digest: p.BaseDigest, Included: p.BaseIncluded}
 	d.Source = SourceHost{
-		Kernel: a[AnnHostKernel], Arch: a[AnnHostArch], Podman: a[AnnPodmanVersion],
-		Runtime: a[AnnRuntimeName], CRIU: a[AnnCriuVersion], Cgroups: a[AnnCgroupVersion],
-		Distribution: strings.TrimSpace(a[AnnDistributionName] + " " + a[AnnDistributionVer]),
+		Kernel: p.HostKernel, Arch: p.HostArch, Podman: p.PodmanVersion,
+		Runtime: p.RuntimeName, CRIU: p.CRIUVersion, Cgroups: p.CgroupVersion,
+		Distribution: strings.TrimSpace(p.DistributionName + " " + p.DistributionVersion),
 	}
 	for _, l := range m.Manifest.Layers {
 		role := l.Annotations[AnnLayerRole]
@@ -131,23 +130,17 @@ func Describe(m *Metadata) *Description {
 		}
 		d.Layers = append(d.Layers, LayerFacts{Role: role, Volume: l.Annotations[AnnLayerVolume], MediaType: l.MediaType, Digest: l.Digest.String(), Size: l.Size})
 	}
-	var spec struct {
-		Process struct {
-			Args []string `json:"args"`
-		} `json:"process"`
-		Mounts []SpecMount `json:"mounts"`
+	var mounts []SpecMount
+	if spec, err := ParseSpec(m.SpecDump); err == nil {
+		d.Container.Command = spec.Args()
+		mounts, _ = spec.Mounts() // what can be read of them
 	}
-	_ = json.Unmarshal(m.SpecDump, &spec)
-	d.Container.Command = spec.Process.Args
-	volumeDests := map[string]string{}
+	volumeAt := map[string]string{}
 	for _, v := range cfg.NamedVolumeMounts() {
-		volumeDests[v.Destination] = v.Name
+		volumeAt[v.Destination] = v.Name
 		d.Volumes = append(d.Volumes, VolumeFacts{Name: v.Name, Destination: v.Destination})
 	}
-	for _, mt := range spec.Mounts {
-		if mt.Type != "bind" || volumeDests[mt.Destination] != "" || PodmanManaged(mt.Destination, mt.Source) {
-			continue
-		}
+	for _, mt := range UserBinds(mounts, volumeAt) {
 		d.Binds = append(d.Binds, BindFacts{Source: mt.Source, Destination: mt.Destination, ReadOnly: mt.ReadOnly()})
 	}
 	d.Networks = networks(m)
@@ -155,47 +148,19 @@ func Describe(m *Metadata) *Description {
 	if MadeByCRIO(m.SpecDump) {
 		describeCRIO(d, m)
 	}
-	if _, ok := a[AnnTCPEstablished]; ok {
-		d.Options = OptionFacts{Recorded: true, TCPEstablished: m.Options.TCPEstablished, FileLocks: m.Options.FileLocks, LeaveRunning: m.Options.LeaveRunning}
+	if o := p.Options; o != nil {
+		d.Options = OptionFacts{Recorded: true, TCPEstablished: o.TCPEstablished, FileLocks: o.FileLocks, LeaveRunning: o.LeaveRunning}
 	}
 	return d
 }
 
-// PodmanManaged reports whether a mount is one podman makes for every
-// container (and remakes on the target): /etc/hosts, resolv.conf,
-// hostname, .containerenv, secrets, /dev/shm, or anything from the
-// container's own userdata directory
-// (…/DRIVER-containers/ID/userdata/…); a user's own directory that
-// happens to be called userdata is not.
-func PodmanManaged(dest, source string) bool {
-	switch dest {
-	case "/etc/hosts", "/etc/resolv.conf", "/etc/hostname", "/run/.containerenv", "/run/secrets", "/dev/shm":
-		return true
-	}
-	return userdataPath.MatchString(source)
-}
-
-var userdataPath = regexp.MustCompile(`/[a-z0-9]+-containers/[0-9a-f]{64}/userdata(/|$)`)
-
 func networks(m *Metadata) []NetFacts {
 	byName := map[string]*NetFacts{}
-	var status map[string]struct {
-		Interfaces map[string]struct {
-			Subnets []struct {
-				IPNet string `json:"ipnet"`
-			} `json:"subnets"`
-			MAC string `json:"mac_address"`
-		} `json:"interfaces"`
-	}
-	_ = json.Unmarshal(m.NetworkStatus, &status)
-	for name, st := range status {
+	status, _ := ParseNetStatus(m.NetworkStatus)
+	for _, name := range status.Names() {
+		att, _ := status.Network(name)
 		n := &NetFacts{Name: name}
-		for _, ifc := range st.Interfaces {
-			for _, s := range ifc.Subnets {
-				n.IPs = append(n.IPs, s.IPNet)
-			}
-			n.MAC = ifc.MAC
-		}
+		n.IPs, n.MAC = att.Addresses()
 		byName[name] = n
 	}
 	for _, name := range m.Config.NetworkNames() {
@@ -243,7 +208,7 @@ func ports(raw json.RawMessage) []PortFacts {
 
 // describeCRIO fills in what CRI-O records elsewhere than podman.
 func describeCRIO(d *Description, m *Metadata) {
-	a, cfg := m.Manifest.Annotations, m.Config
+	p, cfg := m.Provenance(), m.Config
 	d.Format = "cri-o"
 	names := CRIONames(m.SpecDump)
 	d.Kubernetes = &names
@@ -256,6 +221,6 @@ func describeCRIO(d *Description, m *Metadata) {
 		d.Base.Digest = repoDigest(d.Base.Name, specAnnotations(m.SpecDump)[specAnnRepoDigests])
 	}
 	d.Source.Runtime = orDefault(d.Source.Runtime, cfg.Runtime())
-	d.Source.CRIU = orDefault(d.Source.CRIU, a[AnnCRIOCriuVersion])
-	d.Source.CRIO = a[AnnCRIOVersion]
+	d.Source.CRIU = orDefault(d.Source.CRIU, p.CRIOCRIUVersion)
+	d.Source.CRIO = p.CRIOVersion
 }

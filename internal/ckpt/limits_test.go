@@ -103,7 +103,7 @@ func TestLimitsDeclaredSize(t *testing.T) {
 	tw := tar.NewWriter(&buf)
 	_ = tw.WriteHeader(&tar.Header{Name: "checkpoint/pages-1.img", Typeflag: tar.TypeReg, Size: 3 << 20, Mode: 0o644})
 	b := Limits{MaxLayerSize: 1 << 20}.budget()
-	err := walk(bytes.NewReader(buf.Bytes()), tarsafe.ErrUnsafe, b, func(string, *tar.Header, io.Reader) error { return nil })
+	err := tarsafe.NewChecker(tarsafe.Plain).Walk(bytes.NewReader(buf.Bytes()), tarsafe.ErrUnsafe, b, func(string, *tar.Header, io.Reader) error { return nil })
 	if !errors.Is(err, tarsafe.ErrTooLarge) {
 		t.Fatalf("err = %v, want ErrTooLarge", err)
 	}

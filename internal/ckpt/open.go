@@ -256,7 +256,7 @@ func (v *verifier) check(i int, compressed io.Reader) (*layerFinds, error) {
 	budget := v.limits.budget()
 	f := &layerFinds{}
 	files := map[string]bool{}
-	err = walk(io.TeeReader(budget.Reader(rc), dh), tarsafe.ErrUnsafe, budget, func(name string, h *tar.Header, body io.Reader) error {
+	err = tarsafe.NewChecker(tarsafe.Plain).Walk(io.TeeReader(budget.Reader(rc), dh), tarsafe.ErrUnsafe, budget, func(name string, h *tar.Header, body io.Reader) error {
 		if strings.HasPrefix(pathBase(name), ".wh.") {
 			return &tarsafe.EntryError{Name: h.Name, Reason: "whiteouts have no place in a checkpoint image"}
 		}

@@ -7,7 +7,9 @@ import (
 	"errors"
 	"io"
 	"os"
+	"path"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -278,13 +280,19 @@ func sameAsOpen(t *testing.T, got *Image, ref types.ImageReference) {
 	}
 }
 
+// cleanName turns a tar entry name into the slash-separated form RoleOf
+// takes: "./a/b/" becomes "a/b", and a hostile name some harmless one.
+func cleanName(name string) string {
+	return strings.TrimPrefix(path.Clean("/"+name), "/")
+}
+
 // roleLayers splits archive entries into one layer per role, in the order
 // and with the annotations Build gives them.
 func roleLayers(t *testing.T, entries []ckpttest.Entry) []ckpttest.Layer {
 	t.Helper()
 	byRole := map[Role][]ckpttest.Entry{}
 	for _, e := range entries {
-		name := Clean(e.Name)
+		name := cleanName(e.Name)
 		if name == "" {
 			continue
 		}

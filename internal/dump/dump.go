@@ -4,7 +4,6 @@
 package dump
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -111,14 +110,4 @@ func (c *Config) Neutralize() []string {
 		}
 	}
 	return cleared
-}
-
-// IsNeutral reports whether none of the host path fields remain.
-func (c *Config) IsNeutral() bool {
-	for _, k := range HostPathFields {
-		if c.String(k) != "" {
-			return false
-		}
-	}
-	return !bytes.Contains(c.raw["mounts"], []byte("/userdata/shm"))
 }

@@ -24,6 +24,7 @@ const (
 
 var kindNames = [...]string{"unknown", "podman", "registry", "input", "usage", "interrupted"}
 
+// String is the kind's name: "podman", "input", ….
 func (k Kind) String() string {
 	if k < 0 || int(k) >= len(kindNames) {
 		return fmt.Sprintf("Kind(%d)", int(k))
@@ -49,8 +50,10 @@ type Error struct {
 	Err  error
 }
 
+// Error is Err's message: kind, side and hint do not change what is printed.
 func (e *Error) Error() string { return e.Err.Error() }
 
+// Unwrap is Err, so that errors.Is and errors.As see through e.
 func (e *Error) Unwrap() error { return e.Err }
 
 // New is errors.New for a sentinel of kind k: errors.Is finds it by
@@ -66,9 +69,10 @@ func Wrap(k Kind, err error) error {
 }
 
 // Hinted gives err a hint: the fix, when it is known where err is born.
+// An empty hint leaves err as it is.
 func Hinted(err error, hint string) error {
-	if err == nil {
-		return nil
+	if err == nil || hint == "" {
+		return err
 	}
 	return &Error{Err: err, Hint: hint}
 }
@@ -136,10 +140,15 @@ func HintOf(err error) string {
 	return h
 }
 
+// maxDepth bounds walk, against an error whose As hands back itself.
+const maxDepth = 100
+
 // walk calls fn on err and everything it wraps, depth first, until fn
 // returns false.
-func walk(err error, fn func(error) bool) bool {
-	if err == nil {
+func walk(err error, fn func(error) bool) bool { return walkFrom(err, fn, 0) }
+
+func walkFrom(err error, fn func(error) bool, depth int) bool {
+	if err == nil || depth > maxDepth {
 		return true
 	}
 	if !fn(err) {
@@ -147,12 +156,20 @@ func walk(err error, fn func(error) bool) bool {
 	}
 	switch u := err.(type) {
 	case interface{ Unwrap() error }:
-		return walk(u.Unwrap(), fn)
+		return walkFrom(u.Unwrap(), fn, depth+1)
 	case interface{ Unwrap() []error }:
 		for _, e := range u.Unwrap() {
-			if !walk(e, fn) {
+			if !walkFrom(e, fn, depth+1) {
 				return false
 			}
+		}
+	case interface{ As(any) bool }:
+		// An error that hides its cause from Unwrap (to keep some
+		// errors.Is answers false) but lends it to errors.As: asked for
+		// any error at all, errors.As hands over the cause itself.
+		var cause error
+		if u.As(&cause) {
+			return walkFrom(cause, fn, depth+1)
 		}
 	}
 	return true

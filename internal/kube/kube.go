@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/podman-migrate/podman-migrate/internal/ckpt"
+	"github.com/podman-migrate/podman-migrate/internal/fault"
 	"github.com/podman-migrate/podman-migrate/internal/mountmap"
 	"github.com/podman-migrate/podman-migrate/internal/tarsafe"
 	"github.com/podman-migrate/podman-migrate/internal/transfer"
@@ -29,14 +30,10 @@ import (
 // ErrNotRestorable is wrapped when CRI-O could not restore the image from
 // the manifest: the image lacks what CRI-O needs, or the base image cannot
 // be pulled by digest.
-var ErrNotRestorable = errors.New("CRI-O cannot restore this checkpoint image")
-
-// ErrBadMap is wrapped when a --mount-map value is malformed or matches no
-// mount of the checkpoint (mountmap's error, as pull's).
-var ErrBadMap = mountmap.ErrBadMap
+var ErrNotRestorable = fault.New(fault.Input, "CRI-O cannot restore this checkpoint image")
 
 // ErrBadName is wrapped when a pod name is not a DNS label.
-var ErrBadName = errors.New("invalid pod name")
+var ErrBadName = fault.New(fault.Input, "invalid pod name")
 
 // InitContainerName is the init container that makes the kubelet pull the
 // base image: CRI-O needs it present and does not pull it itself.
@@ -78,27 +75,25 @@ var CRIOIgnoredMounts = map[string]bool{
 // with a network namespace of its own.
 const KubeletHosts = "/etc/hosts"
 
-// Mount is one spec.dump mount as CRI-O's restore sees it.
-type Mount struct {
-	Destination string
-	Type        string
-	Source      string
-	ReadOnly    bool
-}
-
 // RequiredMounts lists the spec.dump mounts CRI-O's restore wants the
-// container to define, by destination, in the order spec.dump has them.
-func RequiredMounts(specDump []byte) ([]Mount, error) {
-	mounts, err := ckpt.SpecMounts(specDump)
+// container to define, by destination (cleaned, as CRI-O compares them),
+// in the order spec.dump has them.
+func RequiredMounts(specDump []byte) ([]ckpt.SpecMount, error) {
+	spec, err := ckpt.ParseSpec(specDump)
 	if err != nil {
 		return nil, fmt.Errorf("%w: reading %s: %w", ErrNotRestorable, ckpt.SpecDump, err)
 	}
-	var out []Mount
+	mounts, err := spec.Mounts()
+	if err != nil {
+		return nil, fmt.Errorf("%w: reading %s: %w", ErrNotRestorable, ckpt.SpecDump, err)
+	}
+	var out []ckpt.SpecMount
 	for _, m := range mounts {
-		if CRIOIgnoredMounts[path.Clean(m.Destination)] {
+		m.Destination = path.Clean(m.Destination)
+		if CRIOIgnoredMounts[m.Destination] {
 			continue
 		}
-		out = append(out, Mount{Destination: path.Clean(m.Destination), Type: m.Type, Source: m.Source, ReadOnly: m.ReadOnly()})
+		out = append(out, m)
 	}
 	return out, nil
 }
@@ -106,8 +101,7 @@ func RequiredMounts(specDump []byte) ([]Mount, error) {
 // Generate makes the Pod manifest that restores the checkpoint meta
 // describes.
 func Generate(meta *ckpt.Metadata, o Options) (*Result, error) {
-	a := meta.Manifest.Annotations
-	if a[ckpt.AnnCRIOName] == "" {
+	if meta.Provenance().CRIOName == "" {
 		return nil, fmt.Errorf("%w: its manifest has no %s annotation, so CRI-O would run it as an ordinary image (hint: push it with podman-migrate push, without --no-cri-o-annotations)", ErrNotRestorable, ckpt.AnnCRIOName)
 	}
 	if err := checkSpecAnnotations(meta.SpecDump); err != nil {
@@ -230,13 +224,15 @@ func FromSource(ctx context.Context, source string, to transfer.Options, lim ckp
 // checkSpecAnnotations checks that spec.dump carries the CRI annotations
 // CRI-O reads: without them it fails with "unexpected end of JSON input".
 func checkSpecAnnotations(specDump []byte) error {
-	var spec struct {
-		Annotations map[string]string `json:"annotations"`
-	}
-	if err := json.Unmarshal(specDump, &spec); err != nil {
+	spec, err := ckpt.ParseSpec(specDump)
+	if err != nil {
 		return fmt.Errorf("%w: reading %s: %w", ErrNotRestorable, ckpt.SpecDump, err)
 	}
-	if v, ok := spec.Annotations[ckpt.SpecAnnCRIOAnnotations]; !ok || !json.Valid([]byte(v)) {
+	ann, err := spec.Annotations()
+	if err != nil {
+		return fmt.Errorf("%w: reading %s: %w", ErrNotRestorable, ckpt.SpecDump, err)
+	}
+	if v, ok := ann[ckpt.SpecAnnCRIOAnnotations]; !ok || !json.Valid([]byte(v)) {
 		return fmt.Errorf("%w: its %s has no valid %s annotation (hint: push it with podman-migrate push, without --no-cri-o-annotations)", ErrNotRestorable, ckpt.SpecDump, ckpt.SpecAnnCRIOAnnotations)
 	}
 	return nil
@@ -245,14 +241,14 @@ func checkSpecAnnotations(specDump []byte) error {
 // baseImage is the reference the node pulls the base image by: the copy
 // push --include-base made, else the origin by digest.
 func baseImage(meta *ckpt.Metadata) (string, error) {
-	a := meta.Manifest.Annotations
-	if inc := a[ckpt.AnnBaseIncluded]; inc != "" {
+	prov := meta.Provenance()
+	if inc := prov.BaseIncluded; inc != "" {
 		if _, err := reference.ParseNormalizedNamed(inc); err != nil {
 			return "", fmt.Errorf("%w: annotation %s=%q: %w", ErrNotRestorable, ckpt.AnnBaseIncluded, inc, err)
 		}
 		return inc, nil
 	}
-	name := a[ckpt.AnnBaseName]
+	name := prov.BaseName
 	if name == "" {
 		name = meta.Config.RootfsImageName()
 	}
@@ -270,7 +266,7 @@ func baseImage(meta *ckpt.Metadata) (string, error) {
 			return c.String(), nil
 		}
 	}
-	return "", fmt.Errorf("%w: its base image %q (ID %s) cannot be pulled by digest from any registry (hint: push with --include-base, or name a copy with --base-image REF@sha256:…)", ErrNotRestorable, name, shortID(meta.Config.RootfsImageID()))
+	return "", fmt.Errorf("%w: its base image %q (ID %s) cannot be pulled by digest from any registry (hint: push with --include-base, or name a copy with --base-image REF@sha256:…)", ErrNotRestorable, name, ckpt.ShortID(meta.Config.RootfsImageID()))
 }
 
 // mounts defines every mount CRI-O requires in ctr and returns the pod's
@@ -284,8 +280,7 @@ func (r *Result) mounts(meta *ckpt.Metadata, maps mountmap.Maps, ctr *v1.Contain
 	for _, v := range meta.Config.NamedVolumeMounts() {
 		volumeAt[path.Clean(v.Destination)] = v.Name
 	}
-	var kinds map[string]string
-	_ = json.Unmarshal([]byte(meta.Manifest.Annotations[ckpt.AnnBindKinds]), &kinds)
+	kinds := meta.Provenance().BindKinds
 	used := map[string]bool{}
 	names := map[string]bool{}
 	var vols []v1.Volume
@@ -308,26 +303,27 @@ func (r *Result) mounts(meta *ckpt.Metadata, maps mountmap.Maps, ctr *v1.Contain
 				r.Notes = append(r.Notes, fmt.Sprintf("podman volume %q at %s: CRI-O does not restore volume content (the image's volumes/%s.tar): the pod gets an empty directory; put the content on the node and give --mount-map %s=NODE_PATH.", v, m.Destination, v, m.Source))
 				break
 			}
-			if ckpt.PodmanManaged(m.Destination, m.Source) && !mapped {
+			// A bind mount of podman's own has no node path to take
+			// unless one is given.
+			if !m.UserBind(volumeAt) && !mapped {
 				return nil, fmt.Errorf("%w: %s comes from podman's own files (%s) and has no Kubernetes equivalent; give it a node path with --mount-map %s=NODE_PATH", ErrNotRestorable, m.Destination, m.Source, m.Source)
 			}
 			hp := &v1.HostPathVolumeSource{Path: src}
-			switch kinds[m.Destination] {
-			case "dir":
-				t := v1.HostPathDirectory
-				hp.Type = &t
-			case "file":
+			if dir, known := kinds.Dir(m.Destination); known {
 				t := v1.HostPathFile
+				if dir {
+					t = v1.HostPathDirectory
+				}
 				hp.Type = &t
 			}
 			vol.HostPath = hp
 		}
 		vols = append(vols, vol)
-		ctr.VolumeMounts = append(ctr.VolumeMounts, v1.VolumeMount{Name: vol.Name, MountPath: m.Destination, ReadOnly: m.ReadOnly})
+		ctr.VolumeMounts = append(ctr.VolumeMounts, v1.VolumeMount{Name: vol.Name, MountPath: m.Destination, ReadOnly: m.ReadOnly()})
 	}
 	for _, m := range maps {
 		if !used[m.Src] {
-			return nil, fmt.Errorf("%w: --mount-map %s=%s matches no mount of the checkpoint", ErrBadMap, m.Src, m.Dst)
+			return nil, fmt.Errorf("%w: --mount-map %s=%s matches no mount of the checkpoint", mountmap.ErrBadMap, m.Src, m.Dst)
 		}
 	}
 	return vols, nil
@@ -421,11 +417,4 @@ func volumeName(dest string, taken map[string]bool) string {
 	}
 	taken[name] = true
 	return name
-}
-
-func shortID(id string) string {
-	if len(id) > 12 {
-		return id[:12]
-	}
-	return id
 }

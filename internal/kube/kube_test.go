@@ -17,6 +17,7 @@ import (
 	"github.com/podman-migrate/podman-migrate/internal/ckpt"
 	"github.com/podman-migrate/podman-migrate/internal/ckpttest"
 	"github.com/podman-migrate/podman-migrate/internal/dump"
+	"github.com/podman-migrate/podman-migrate/internal/mountmap"
 )
 
 const (
@@ -337,8 +338,8 @@ func TestGenerateRefusals(t *testing.T) {
 					"source": "/run/containers/storage/overlay-containers/d3450e54e1ec2a965bd671e3a95ecbb471c4fd667afd7f05bf7ffc080c4d427c/userdata/extra"})
 			})
 		}, Options{}, ErrNotRestorable, "/run/extra comes from podman's own files"},
-		{"unused map", func() *ckpt.Metadata { return fixture(t, nil, nil) }, Options{MountMap: []string{"/nowhere=/x"}}, ErrBadMap, "--mount-map /nowhere=/x matches no mount"},
-		{"relative map", func() *ckpt.Metadata { return fixture(t, nil, nil) }, Options{MountMap: []string{"srv=/x"}}, ErrBadMap, "want SRC=DST, both absolute paths"},
+		{"unused map", func() *ckpt.Metadata { return fixture(t, nil, nil) }, Options{MountMap: []string{"/nowhere=/x"}}, mountmap.ErrBadMap, "--mount-map /nowhere=/x matches no mount"},
+		{"relative map", func() *ckpt.Metadata { return fixture(t, nil, nil) }, Options{MountMap: []string{"srv=/x"}}, mountmap.ErrBadMap, "want SRC=DST, both absolute paths"},
 		{"bad name", func() *ckpt.Metadata { return fixture(t, nil, nil) }, Options{Name: "Web_1"}, ErrBadName, `invalid pod name "Web_1"`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

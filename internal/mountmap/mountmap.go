@@ -4,15 +4,17 @@
 package mountmap
 
 import (
-	"errors"
 	"fmt"
 	"path"
 	"sort"
 	"strings"
+
+	"github.com/podman-migrate/podman-migrate/internal/fault"
 )
 
-// ErrBadMap is wrapped when a mapping is malformed.
-var ErrBadMap = errors.New("invalid mapping")
+// ErrBadMap is wrapped when a mapping is malformed or names what the
+// checkpoint does not have (pull and kube wrap it too): bad input.
+var ErrBadMap = fault.New(fault.Input, "invalid mapping")
 
 // Map is one SRC=DST.
 type Map struct{ Src, Dst string }

@@ -2,17 +2,19 @@ package tarsafe
 
 import (
 	"archive/tar"
-	"errors"
 	"fmt"
 	"io"
 
 	"github.com/docker/go-units"
+
+	"github.com/podman-migrate/podman-migrate/internal/fault"
 )
 
 // ErrTooLarge is wrapped when an archive grows past its Limits: a
 // compression bomb, or an archive of millions of entries. Such errors are
 // ErrUnsafe too.
-var ErrTooLarge = errors.New("archive exceeds its limits")
+var ErrTooLarge = fault.Hinted(fault.New(fault.Input, "archive exceeds its limits"),
+	"if the image is genuine and this large, raise --max-layer-size or --max-layer-entries")
 
 // Limits bound what an archive may expand to, so that a small hostile blob
 // cannot use up memory, disk or time. A zero field is no bound.

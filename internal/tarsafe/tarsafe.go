@@ -6,16 +6,19 @@ package tarsafe
 
 import (
 	"archive/tar"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"path"
 	"strings"
+
+	"github.com/podman-migrate/podman-migrate/internal/fault"
 )
 
 // ErrUnsafe is wrapped by every rejection, so callers can tell hostile or
 // broken input apart from I/O failures.
-var ErrUnsafe = errors.New("unsafe archive entry")
+var ErrUnsafe = fault.New(fault.Input, "unsafe archive entry")
 
 // Policy says which kinds of entry an archive may hold.
 type Policy int
@@ -170,26 +173,62 @@ func (c *Checker) BeneathLink(name string) bool {
 // a tee.
 func Verify(r io.Reader, p Policy, b *Budget) (*Checker, error) {
 	c := NewChecker(p)
-	r = b.Reader(r)
+	if err := c.Walk(b.Reader(r), ErrUnsafe, b, nil); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Walk reads one tar stream, checks every entry with c and counts it
+// against budget (nil: unbounded), and passes each entry but the root to
+// fn (nil: none) under its clean name, with its body. Errors of the stream
+// itself wrap bad (ErrUnsafe for pulled content); fn's come back as they
+// are, but for a body cut short, which is the stream's fault; an
+// interrupted read (context.Canceled) is not the stream's fault either.
+// After the last entry Walk reads r to its end, so that a hash teed from r
+// covers the trailing padding that GNU tar and Python's tarfile write. The
+// caller bounds the bytes of r (Budget.Reader).
+func (c *Checker) Walk(r io.Reader, bad error, budget *Budget, fn func(name string, h *tar.Header, body io.Reader) error) error {
 	tr := tar.NewReader(r)
 	for {
 		h, err := tr.Next()
 		if errors.Is(err, io.EOF) {
-			// Trailing padding after the end-of-archive blocks is harmless.
-			_, err = io.Copy(io.Discard, r)
-			return c, err
+			if _, err := io.Copy(io.Discard, r); err != nil {
+				if errors.Is(err, ErrTooLarge) {
+					return err
+				}
+				return fmt.Errorf("%w: reading past the end of the archive: %w", bad, err)
+			}
+			return nil
 		}
 		if errors.Is(err, ErrTooLarge) {
-			return nil, err
+			return err
 		}
 		if err != nil {
-			return nil, fmt.Errorf("reading archive: %w", errors.Join(ErrUnsafe, err))
+			if errors.Is(err, context.Canceled) {
+				return err // interrupted, not a bad archive
+			}
+			return fmt.Errorf("%w: reading: %w", bad, err)
 		}
-		if err := b.Entry(h); err != nil {
-			return nil, err
+		if err := budget.Entry(h); err != nil {
+			return err
 		}
-		if _, err := c.Check(h); err != nil {
-			return nil, err
+		name, err := c.Check(h)
+		if err != nil {
+			if !errors.Is(err, bad) {
+				err = fmt.Errorf("%w: %w", bad, err)
+			}
+			return err
+		}
+		if name == "." || fn == nil {
+			continue
+		}
+		if err := fn(name, h, tr); err != nil {
+			// A member cut short is the archive's fault, whoever read it.
+			if errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, bad) {
+				err = fmt.Errorf("%w: %s: %w", bad, name, err)
+			}
+			return err
 		}
 	}
 }

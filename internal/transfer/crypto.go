@@ -24,12 +24,14 @@ import (
 	encconfig "github.com/containers/ocicrypt/config"
 	enchelpers "github.com/containers/ocicrypt/helpers"
 	imgspecv1 "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/podman-migrate/podman-migrate/internal/fault"
 )
 
 // ErrKey is matched (errors.Is) by every KeyError: a key the user gave, or
 // did not give, keeps the image from being encrypted, decrypted or signed.
 // It is bad input.
-var ErrKey = errors.New("key cannot be used")
+var ErrKey = fault.New(fault.Input, "key cannot be used")
 
 // KeyError is a problem with the keys given by one flag.
 type KeyError struct {
@@ -49,6 +51,9 @@ func (e *KeyError) Unwrap() error { return e.Err }
 
 // Is makes errors.Is(err, ErrKey) true for every KeyError.
 func (e *KeyError) Is(target error) bool { return target == ErrKey }
+
+// Kind is fault.Input: ErrKey's, which e matches without wrapping it.
+func (e *KeyError) Kind() fault.Kind { return fault.Input }
 
 // encryptionProtocols are the PROTOCOL parts ocicrypt understands.
 var encryptionProtocols = []string{"jwe", "pkcs7", "pgp", "pkcs11", "provider"}

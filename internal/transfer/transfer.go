@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/containers/image/v5/copy"
@@ -27,10 +28,12 @@ import (
 	encconfig "github.com/containers/ocicrypt/config"
 	"github.com/docker/distribution/registry/api/errcode"
 	"github.com/opencontainers/go-digest"
+
+	"github.com/podman-migrate/podman-migrate/internal/fault"
 )
 
 // ErrBadReference is wrapped when a reference cannot be parsed.
-var ErrBadReference = errors.New("invalid image reference")
+var ErrBadReference = fault.New(fault.Input, "invalid image reference")
 
 // Error is a failure in reaching or using the other side of a transfer
 // (a registry, or a local layout or archive).
@@ -45,6 +48,26 @@ func (e *Error) Error() string {
 }
 
 func (e *Error) Unwrap() error { return e.Err }
+
+// Kind is fault.Registry (exit 4), unless what it wraps is of a higher
+// kind: classify made a policy refusal or a digest mismatch bad input.
+func (e *Error) Kind() fault.Kind { return fault.Registry }
+
+// registryHint is what to look at when the other side cannot be used.
+const registryHint = "check the reference, that the registry is reachable, `podman login` for credentials, and --tls-verify=false for a plain-HTTP registry"
+
+// Hint is the fix: the cause's own (the policy, a tampered blob), else what
+// to check of the registry. A cause of this machine's (no space, no
+// permission) is left to the CLI's hint for it.
+func (e *Error) Hint() string {
+	if h := fault.HintOf(e.Err); h != "" {
+		return h
+	}
+	if errors.Is(e.Err, syscall.ENOSPC) || errors.Is(e.Err, os.ErrPermission) {
+		return ""
+	}
+	return registryHint
+}
 
 // ParseReference parses a destination or source as users write it: a
 // registry reference (host[:port]/repo[:tag|@digest]) or any containers/image

@@ -59,7 +59,7 @@ func NewFake(name, imageID string, archive []byte) *Fake {
 }
 
 func fakeID(name string) string {
-	return fmt.Sprintf("%064x", []byte(name+strings.Repeat("\x00", 32))[:32])
+	return fmt.Sprintf("%064x", []byte(name + strings.Repeat("\x00", 32))[:32])
 }
 
 // call records method and returns the failure the test asked for.
