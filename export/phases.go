@@ -60,7 +60,7 @@ func InspectSource(ctx context.Context, c podman.Source, o PushOptions) (*Source
 func Convert(ctx context.Context, archive io.Reader, dest types.ImageDestination, s *Source, o PushOptions, created time.Time) (*ckpt.Built, error) {
 	var rewrite map[string]func([]byte) ([]byte, error)
 	if !o.NoCRIOAnnotations {
-		rewrite = crioRewrites()
+		rewrite = ckpt.ToCRIO()
 	}
 	return build(ctx, archive, dest, ckpt.BuildOptions{
 		Rewrite:     rewrite,

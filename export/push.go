@@ -48,7 +48,7 @@ type PushOptions struct {
 	NoStream bool
 	Transfer transfer.Options
 	// NoCRIOAnnotations leaves out what CRI-O needs to restore the image
-	// (see crioRewrites); by default the image restores in CRI-O too.
+	// (see ckpt.ToCRIO); by default the image restores in CRI-O too.
 	NoCRIOAnnotations bool
 	// TmpDir holds the image between checkpoint and upload; "" means
 	// $TMPDIR or /var/tmp (CRIU images can be far larger than a tmpfs).
@@ -282,5 +282,3 @@ func annotations(cfg *dump.Config, ctr *podman.Container, info *podman.Info, bas
 	return p.ToAnnotations()
 }
 
-// crioRewrites are the edits of the archive that CRI-O needs (ckpt.ToCRIO).
-func crioRewrites() map[string]func([]byte) ([]byte, error) { return ckpt.ToCRIO() }

@@ -102,13 +102,13 @@ func RequiredMounts(specDump []byte) ([]ckpt.SpecMount, error) {
 // describes.
 func Generate(meta *ckpt.Metadata, o Options) (*Result, error) {
 	if meta.Provenance().CRIOName == "" {
-		return nil, fmt.Errorf("%w: its manifest has no %s annotation, so CRI-O would run it as an ordinary image (hint: push it with podman-migrate push, without --no-cri-o-annotations)", ErrNotRestorable, ckpt.AnnCRIOName)
+		return nil, fault.Hinted(fmt.Errorf("%w: its manifest has no %s annotation, so CRI-O would run it as an ordinary image", ErrNotRestorable, ckpt.AnnCRIOName), "push it with podman-migrate push, without --no-cri-o-annotations")
 	}
 	if err := checkSpecAnnotations(meta.SpecDump); err != nil {
 		return nil, err
 	}
 	if meta.Config.String("rootfsImageRef") == "" {
-		return nil, fmt.Errorf("%w: its %s has no rootfsImageRef, so CRI-O would look for the base image under the source host's name %q (hint: push it with podman-migrate push, without --no-cri-o-annotations)", ErrNotRestorable, ckpt.ConfigDump, meta.Config.RootfsImageName())
+		return nil, fault.Hinted(fmt.Errorf("%w: its %s has no rootfsImageRef, so CRI-O would look for the base image under the source host's name %q", ErrNotRestorable, ckpt.ConfigDump, meta.Config.RootfsImageName()), "push it with podman-migrate push, without --no-cri-o-annotations")
 	}
 	maps, err := mountmap.Parse(o.MountMap)
 	if err != nil {
@@ -174,7 +174,7 @@ func FromSource(ctx context.Context, source string, to transfer.Options, lim ckp
 		return nil, err
 	}
 	if !transfer.IsRegistry(ref) || ref.DockerReference() == nil {
-		return nil, fmt.Errorf("%w: %s is not in a registry, and the node pulls the image from one (hint: push it to a registry first)", transfer.ErrBadReference, transfer.Display(ref))
+		return nil, fault.Hinted(fmt.Errorf("%w: %s is not in a registry, and the node pulls the image from one", transfer.ErrBadReference, transfer.Display(ref)), "push it to a registry first")
 	}
 	src, err := transfer.OpenSource(ctx, ref, to)
 	if err != nil {
@@ -189,7 +189,7 @@ func FromSource(ctx context.Context, source string, to transfer.Options, lim ckp
 			} `json:"layers"`
 		}
 		if json.Unmarshal(mb, &m) == nil && len(m.Layers) > 0 && strings.HasSuffix(m.Layers[0].MediaType, "+encrypted") {
-			return nil, fmt.Errorf("%w: the metadata layer of %s is encrypted, and kube reads it (hint: push with --encrypt-layer for the other layers only; CRI-O decrypts them with the keys in its decryption_keys_path)", ErrNotRestorable, transfer.Display(ref))
+			return nil, fault.Hinted(fmt.Errorf("%w: the metadata layer of %s is encrypted, and kube reads it", ErrNotRestorable, transfer.Display(ref)), "push with --encrypt-layer for the other layers only; CRI-O decrypts them with the keys in its decryption_keys_path")
 		}
 		err = nil // ReadMetadata reads the metadata layer only
 	}
@@ -233,7 +233,7 @@ func checkSpecAnnotations(specDump []byte) error {
 		return fmt.Errorf("%w: reading %s: %w", ErrNotRestorable, ckpt.SpecDump, err)
 	}
 	if v, ok := ann[ckpt.SpecAnnCRIOAnnotations]; !ok || !json.Valid([]byte(v)) {
-		return fmt.Errorf("%w: its %s has no valid %s annotation (hint: push it with podman-migrate push, without --no-cri-o-annotations)", ErrNotRestorable, ckpt.SpecDump, ckpt.SpecAnnCRIOAnnotations)
+		return fault.Hinted(fmt.Errorf("%w: its %s has no valid %s annotation", ErrNotRestorable, ckpt.SpecDump, ckpt.SpecAnnCRIOAnnotations), "push it with podman-migrate push, without --no-cri-o-annotations")
 	}
 	return nil
 }
@@ -266,7 +266,7 @@ func baseImage(meta *ckpt.Metadata) (string, error) {
 			return c.String(), nil
 		}
 	}
-	return "", fmt.Errorf("%w: its base image %q (ID %s) cannot be pulled by digest from any registry (hint: push with --include-base, or name a copy with --base-image REF@sha256:…)", ErrNotRestorable, name, ckpt.ShortID(meta.Config.RootfsImageID()))
+	return "", fault.Hinted(fmt.Errorf("%w: its base image %q (ID %s) cannot be pulled by digest from any registry", ErrNotRestorable, name, ckpt.ShortID(meta.Config.RootfsImageID())), "push with --include-base, or name a copy with --base-image REF@sha256:…")
 }
 
 // mounts defines every mount CRI-O requires in ctr and returns the pod's

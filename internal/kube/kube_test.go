@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/podman-migrate/podman-migrate/internal/ckpt"
+	"github.com/podman-migrate/podman-migrate/internal/fault"
 	"github.com/podman-migrate/podman-migrate/internal/ckpttest"
 	"github.com/podman-migrate/podman-migrate/internal/dump"
 	"github.com/podman-migrate/podman-migrate/internal/mountmap"
@@ -326,7 +327,7 @@ func TestGenerateRefusals(t *testing.T) {
 		}, Options{}, ErrNotRestorable, `under the source host's name "localhost/podman-migrate-test:latest"`},
 		{"local base image", func() *ckpt.Metadata {
 			return fixture(t, map[string]string{ckpt.AnnBaseIncluded: "", ckpt.AnnBaseDigest: "sha256:aa00000000000000000000000000000000000000000000000000000000000000"}, nil)
-		}, Options{}, ErrNotRestorable, "hint: push with --include-base"},
+		}, Options{}, ErrNotRestorable, "(hint: push with --include-base"},
 		{"mount of another kind", func() *ckpt.Metadata {
 			return fixture(t, nil, func(s map[string]any) {
 				s["mounts"] = append(s["mounts"].([]any), map[string]any{"destination": "/mnt/q", "type": "mqueue", "source": "mqueue"})
@@ -344,7 +345,8 @@ func TestGenerateRefusals(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := Generate(tt.meta(), Options{Image: ckptImage, MountMap: tt.o.MountMap, Name: tt.o.Name})
-			if !errors.Is(err, tt.want) || err == nil || !strings.Contains(err.Error(), tt.msg) {
+			// The message, and the hint the CLI prints after it.
+			if !errors.Is(err, tt.want) || err == nil || !strings.Contains(err.Error()+" (hint: "+fault.HintOf(err)+")", tt.msg) {
 				t.Fatalf("err = %v, want %v containing %q", err, tt.want, tt.msg)
 			}
 		})
