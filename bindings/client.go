@@ -90,13 +90,9 @@ func DefaultURI() string {
 	return "unix:///run/podman/podman.sock"
 }
 
-// Connect opens a connection to the podman service at uri ("" means
-// DefaultURI) and checks that it answers.
-func Connect(ctx context.Context, uri string) (*Client, error) {
-	return ConnectTo(ctx, Destination{URI: uri})
-}
-
-// ConnectTo is Connect with an ssh identity file, for ssh:// URIs.
+// ConnectTo opens a connection to the podman service d names (URI ""
+// means DefaultURI; Identity is the ssh key for ssh:// URIs) and checks
+// that it answers.
 func ConnectTo(ctx context.Context, d Destination) (*Client, error) {
 	uri := d.URI
 	if uri == "" {

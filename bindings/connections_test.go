@@ -65,7 +65,7 @@ func TestRequireRootful(t *testing.T) {
 			w.Write([]byte(body))
 		})}
 		go srv.Serve(ln)
-		c, err := Connect(context.Background(), "unix://"+sock)
+		c, err := ConnectTo(context.Background(), Destination{URI: "unix://" + sock})
 		if err != nil {
 			t.Fatal(err)
 		}

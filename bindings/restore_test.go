@@ -33,7 +33,7 @@ func TestRestoreImportSendsTheArchiveOnce(t *testing.T) {
 	})}
 	go srv.Serve(ln)
 	defer srv.Close()
-	c, err := Connect(context.Background(), "unix://"+sock)
+	c, err := ConnectTo(context.Background(), Destination{URI: "unix://" + sock})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -36,7 +36,7 @@ func fuzzTarget(f *testing.F) *target {
 	})}
 	go func() { _ = srv.Serve(ln) }()
 	f.Cleanup(func() { srv.Close() })
-	c, err := podman.Connect(context.Background(), "unix://"+sock)
+	c, err := podman.ConnectTo(context.Background(), podman.Destination{URI: "unix://" + sock})
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -55,7 +55,7 @@ func fakePodman(t *testing.T, volumes []string, networks map[string]string) *pod
 	srv := &http.Server{Handler: mux}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
-	c, err := podman.Connect(context.Background(), "unix://"+sock)
+	c, err := podman.ConnectTo(context.Background(), podman.Destination{URI: "unix://" + sock})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -345,6 +345,10 @@ func TestMoveFailsAtEachPhase(t *testing.T) {
 			if p.op == "pull" && (!errors.As(err, &me) || !me.Resumed) {
 				t.Fatalf("a failed restore on the target must resume the source: %v", err)
 			}
+			side := map[string]fault.Side{"push": fault.Source, "pull": fault.Target}[p.op]
+			if got := fault.SideOf(err); got != side {
+				t.Errorf("failed at %s/%s: side %q, want %q", p.op, p.name, got, side)
+			}
 		})
 		checkpointed = checkpointed || (p.op == "push" && p.name == "checkpoint")
 	}

@@ -166,7 +166,7 @@ func (m *moving) stage(context.Context) error {
 func (m *moving) pushPhase(ctx context.Context) error {
 	pushed, err := Push(ctx, m.from, m.push)
 	if err != nil {
-		return fmt.Errorf("pushing: %w", err)
+		return fault.OnSide(fault.Source, fmt.Errorf("pushing: %w", err))
 	}
 	m.pushed = true
 	m.r.Ref, m.r.Digest, m.r.Pushed = pushed.Reference, pushed.Digest, pushed
@@ -182,7 +182,7 @@ func (m *moving) pull(ctx context.Context) error {
 	}
 	pulled, err := Pull(ctx, m.to, pull)
 	if err != nil {
-		return fmt.Errorf("restoring on %s: %w", m.to.Address(), err)
+		return fault.OnSide(fault.Target, fmt.Errorf("restoring on %s: %w", m.to.Address(), err))
 	}
 	m.r.ID, m.r.Name, m.r.Pulled = pulled.ID, pulled.Name, pulled
 	return nil
