@@ -226,11 +226,3 @@ func (c *Client) doJSON(ctx context.Context, op, method, endpoint string, query 
 	}
 	return nil
 }
-
-// ShortID is the 12-character form podman shows of container and image IDs.
-func ShortID(id string) string {
-	if len(id) > 12 {
-		return id[:12]
-	}
-	return id
-}

@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+
+	"github.com/podman-migrate/podman-migrate/internal/ckpt"
 )
 
 // PullImage has the podman service pull ref (normally NAME@DIGEST) and
@@ -62,7 +64,7 @@ func (c *Client) TagImage(ctx context.Context, nameOrID, repo, tag string) error
 	q := url.Values{}
 	q.Set("repo", repo)
 	q.Set("tag", tag)
-	op := fmt.Sprintf("tagging image %s as %s:%s", ShortID(nameOrID), repo, tag)
+	op := fmt.Sprintf("tagging image %s as %s:%s", ckpt.ShortID(nameOrID), repo, tag)
 	return c.doJSON(ctx, op, http.MethodPost, "/images/%s/tag", q, nil, nameOrID)
 }
 

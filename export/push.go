@@ -181,11 +181,11 @@ func IncludeBase(ctx context.Context, c podman.Checkpointer, ctr *podman.Contain
 	if !transfer.IsRegistry(dest) {
 		return "", fmt.Errorf("%w, not %s", ErrIncludeBase, transfer.Display(dest))
 	}
-	to, err := transfer.SiblingTag(dest, "base-"+podman.ShortID(ctr.Image))
+	to, err := transfer.SiblingTag(dest, "base-"+ckpt.ShortID(ctr.Image))
 	if err != nil {
 		return "", err
 	}
-	fmt.Fprintf(logw, "Copying base image %s (%s) to %s\n", ctr.ImageName, podman.ShortID(ctr.Image), transfer.Display(to))
+	fmt.Fprintf(logw, "Copying base image %s (%s) to %s\n", ctr.ImageName, ckpt.ShortID(ctr.Image), transfer.Display(to))
 	file := filepath.Join(tmp, "base.tar")
 	if err := saveImage(ctx, c, ctr.Image, file); err != nil {
 		return "", err
@@ -222,7 +222,7 @@ func saveImage(ctx context.Context, c podman.Checkpointer, id, file string) (ret
 		}
 	}()
 	if _, err := io.Copy(f, rc); err != nil {
-		return fmt.Errorf("saving image %s from podman: %w", podman.ShortID(id), err)
+		return fmt.Errorf("saving image %s from podman: %w", ckpt.ShortID(id), err)
 	}
 	return nil
 }
@@ -281,4 +281,3 @@ func annotations(cfg *dump.Config, ctr *podman.Container, info *podman.Info, bas
 	}
 	return p.ToAnnotations()
 }
-

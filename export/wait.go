@@ -8,6 +8,7 @@ import (
 	"time"
 
 	podman "github.com/podman-migrate/podman-migrate/bindings"
+	"github.com/podman-migrate/podman-migrate/internal/ckpt"
 	"github.com/podman-migrate/podman-migrate/internal/fault"
 	"github.com/podman-migrate/podman-migrate/internal/progress"
 )
@@ -58,7 +59,7 @@ func AwaitCheckpoint(ctx context.Context, c podman.Source, ctr *podman.Container
 		a, err := c.Checkpoint(rctx, ctr.ID, copts)
 		answer <- checkpointAnswer{a, err}
 	}()
-	wait := progress.StartWaiting(logw, fmt.Sprintf("Checkpointing container %s (%s)", ctr.Name, podman.ShortID(ctr.ID)), progress.WaitOptions{
+	wait := progress.StartWaiting(logw, fmt.Sprintf("Checkpointing container %s (%s)", ctr.Name, ckpt.ShortID(ctr.ID)), progress.WaitOptions{
 		Stall: stallAfter(o),
 		Warn: func(d time.Duration) string {
 			return fmt.Sprintf("the checkpoint has taken %s; if it hangs, run `podman-migrate check` on that host", d)

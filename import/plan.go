@@ -114,11 +114,11 @@ func (p *Plan) Print(w io.Writer) {
 	fmt.Fprintf(w, "Image:       %s\n", p.Image)
 	switch {
 	case p.Base.Present:
-		fmt.Fprintf(w, "Base image:  %s (%s), present on this host\n", p.Base.Name, podman.ShortID(p.Base.ID))
+		fmt.Fprintf(w, "Base image:  %s (%s), present on this host\n", p.Base.Name, ckpt.ShortID(p.Base.ID))
 	case len(p.Base.From) > 0:
-		fmt.Fprintf(w, "Base image:  %s (%s), will be pulled from %s\n", p.Base.Name, podman.ShortID(p.Base.ID), strings.Join(p.Base.From, ", then "))
+		fmt.Fprintf(w, "Base image:  %s (%s), will be pulled from %s\n", p.Base.Name, ckpt.ShortID(p.Base.ID), strings.Join(p.Base.From, ", then "))
 	default:
-		fmt.Fprintf(w, "Base image:  %s (%s), not available\n", p.Base.Name, podman.ShortID(p.Base.ID))
+		fmt.Fprintf(w, "Base image:  %s (%s), not available\n", p.Base.Name, ckpt.ShortID(p.Base.ID))
 	}
 	for _, m := range p.Mounts {
 		kind := "file"
@@ -309,7 +309,7 @@ func (p *Plan) basePlan(ctx context.Context, t *target, meta *ckpt.Metadata, cfg
 		return err
 	}
 	if name == "" {
-		p.block("base image %s is not on this host and the checkpoint names none to pull", podman.ShortID(id))
+		p.block("base image %s is not on this host and the checkpoint names none to pull", ckpt.ShortID(id))
 		return nil
 	}
 	have, err := t.c.InspectImage(ctx, name)
@@ -319,7 +319,7 @@ func (p *Plan) basePlan(ctx context.Context, t *target, meta *ckpt.Metadata, cfg
 			hint = fmt.Sprintf("%s (digest %s)", name, d)
 		}
 		p.block("%s: %s here is image %s, the checkpoint was made from image %s; make the source's %s available on this host (podman pull, or podman save/load), or restore elsewhere",
-			ErrBaseImage, name, podman.ShortID(have.ID), podman.ShortID(id), hint)
+			ErrBaseImage, name, ckpt.ShortID(have.ID), ckpt.ShortID(id), hint)
 		return nil
 	}
 	if !errors.Is(err, podman.ErrNotFound) {
@@ -333,7 +333,7 @@ func (p *Plan) basePlan(ctx context.Context, t *target, meta *ckpt.Metadata, cfg
 		p.Base.From = append(p.Base.From, inc)
 	}
 	if len(p.Base.From) == 0 {
-		p.block("base image %s (%s) is not on this host and cannot be pulled (it has no registry origin): push again with --include-base, or podman save/load it here", name, podman.ShortID(id))
+		p.block("base image %s (%s) is not on this host and cannot be pulled (it has no registry origin): push again with --include-base, or podman save/load it here", name, ckpt.ShortID(id))
 	}
 	return nil
 }

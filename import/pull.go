@@ -259,7 +259,7 @@ func (p *Plan) restore(ctx context.Context, c podman.Target, img *ckpt.Image, o 
 	}
 	if err == nil && ctx.Err() != nil {
 		// Restored, but the user asked to stop: undo it, as for a failure.
-		err = fmt.Errorf("restoring: %w; podman had restored container %s, which is removed again", ctx.Err(), podman.ShortID(id))
+		err = fmt.Errorf("restoring: %w; podman had restored container %s, which is removed again", ctx.Err(), ckpt.ShortID(id))
 	}
 	return id, err
 }
@@ -328,7 +328,7 @@ func criuReasons(r io.Reader) string {
 func EnsureBase(ctx context.Context, c podman.Target, p *Plan, o PullOptions, logw io.Writer) (string, error) {
 	if p.Base.Present {
 		if repo, tag := splitName(p.Base.Name); p.Base.Tag && repo != "" {
-			fmt.Fprintf(logw, "Naming base image %s %s\n", podman.ShortID(p.Base.ID), p.Base.Name)
+			fmt.Fprintf(logw, "Naming base image %s %s\n", ckpt.ShortID(p.Base.ID), p.Base.Name)
 			return "", c.TagImage(ctx, p.Base.ID, repo, tag)
 		}
 		return "", nil
@@ -347,7 +347,7 @@ func EnsureBase(ctx context.Context, c podman.Target, p *Plan, o PullOptions, lo
 			continue
 		}
 		if id != p.Base.ID && !strings.HasPrefix(p.Base.ID, id) {
-			failed = append(failed, fmt.Sprintf("%s: it is image %s, not %s", ref, podman.ShortID(id), podman.ShortID(p.Base.ID)))
+			failed = append(failed, fmt.Sprintf("%s: it is image %s, not %s", ref, ckpt.ShortID(id), ckpt.ShortID(p.Base.ID)))
 			continue
 		}
 		repo, tag := splitName(p.Base.Name)
@@ -359,7 +359,7 @@ func EnsureBase(ctx context.Context, c podman.Target, p *Plan, o PullOptions, lo
 		return id, nil
 	}
 	return "", fault.Hinted(fmt.Errorf("%w: base image %s (%s) is not on this host and could not be pulled: %s",
-		ErrBaseImage, p.Base.Name, podman.ShortID(p.Base.ID), strings.Join(failed, "; ")),
+		ErrBaseImage, p.Base.Name, ckpt.ShortID(p.Base.ID), strings.Join(failed, "; ")),
 		"push with --include-base, or podman save/load the image here")
 }
 
@@ -398,7 +398,7 @@ func Cleanup(ctx context.Context, c podman.Target, name string, volumes []string
 		}
 	}
 	if pulledBase != "" {
-		fmt.Fprintf(logw, "Removing base image %s, pulled for the failed restore\n", podman.ShortID(pulledBase))
+		fmt.Fprintf(logw, "Removing base image %s, pulled for the failed restore\n", ckpt.ShortID(pulledBase))
 		errs = append(errs, c.RemoveImage(cctx, pulledBase))
 	}
 	return errors.Join(errs...)

@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	podman "github.com/podman-migrate/podman-migrate/bindings"
+	"github.com/podman-migrate/podman-migrate/internal/ckpt"
 	"github.com/podman-migrate/podman-migrate/internal/fault"
 )
 
@@ -552,7 +553,7 @@ func (k *checker) remove(ctx context.Context, ids []string) error {
 	var firstErr error
 	for _, id := range ids {
 		if err := k.c.RemoveContainer(rctx, id); err != nil && !errors.Is(err, podman.ErrNotFound) {
-			left = append(left, podman.ShortID(id))
+			left = append(left, ckpt.ShortID(id))
 			if firstErr == nil {
 				firstErr = err
 			}
