@@ -48,6 +48,10 @@ type BasePlan struct {
 	From []string `json:"from,omitempty"`
 	// Tag: present by ID but not under Name, which pull gives it.
 	Tag bool `json:"tag,omitempty"`
+	// ByID: Name is a digest reference (as a kubelet pulls by), which no
+	// tag can give an image and which podman's restore would pull with its
+	// own settings; pull points the restore at the image's ID instead.
+	ByID bool `json:"byID,omitempty"`
 }
 
 // MountPlan is one bind mount, old source to new.
@@ -114,7 +118,7 @@ func (p *Plan) Print(w io.Writer) {
 	fmt.Fprintf(w, "Image:       %s\n", p.Image)
 	switch {
 	case p.Base.Present:
-		fmt.Fprintf(w, "Base image:  %s (%s), present on this host\n", p.Base.Name, ckpt.ShortID(p.Base.ID))
+		fmt.Fprintf(w, "Base image:  %s (%s), present on this host%s\n", p.Base.Name, ckpt.ShortID(p.Base.ID), map[bool]string{true: "; restored by its ID"}[p.Base.ByID])
 	case len(p.Base.From) > 0:
 		fmt.Fprintf(w, "Base image:  %s (%s), will be pulled from %s\n", p.Base.Name, ckpt.ShortID(p.Base.ID), strings.Join(p.Base.From, ", then "))
 	default:
@@ -289,7 +293,7 @@ func versionLess(a, b string) bool {
 // (by ID), its origin by digest, or the copy push --include-base made.
 func (p *Plan) basePlan(ctx context.Context, t *target, meta *ckpt.Metadata, cfg *dump.Config) error {
 	id, name := cfg.RootfsImageID(), cfg.RootfsImageName()
-	p.Base = BasePlan{Name: name, ID: id}
+	p.Base = BasePlan{Name: name, ID: id, ByID: id != "" && isDigested(name)}
 	if id == "" {
 		p.Base.Present = true // nothing to find: podman checks it itself
 		return nil
@@ -299,7 +303,7 @@ func (p *Plan) basePlan(ctx context.Context, t *target, meta *ckpt.Metadata, cfg
 		// podman's restore pulls the base image by name when the name is
 		// missing, whatever the ID (CRI-O's checkpoints name it as their
 		// node pulled it).
-		if name != "" {
+		if name != "" && !p.Base.ByID {
 			if _, err := t.c.InspectImage(ctx, name); errors.Is(err, podman.ErrNotFound) {
 				p.Base.Tag = true
 			}
@@ -349,4 +353,14 @@ func originRef(name, dgst string) string {
 		return ""
 	}
 	return reference.TrimNamed(named).String() + "@" + dgst
+}
+
+// isDigested says whether name is a digest reference (REPO@sha256:…).
+func isDigested(name string) bool {
+	named, err := reference.ParseNormalizedNamed(name)
+	if err != nil {
+		return false
+	}
+	_, ok := named.(reference.Digested)
+	return ok
 }

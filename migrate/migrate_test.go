@@ -2,6 +2,7 @@ package migrate
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,7 +13,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/google/go-containerregistry/pkg/registry"
 
@@ -389,4 +389,55 @@ func TestMoveSeveralReportsEach(t *testing.T) {
 	}
 }
 
-var _ = time.Second
+// TestPullPointsTheRestoreAtTheLocalBaseImage: podman's restore pulls the
+// base image config.dump names unless it finds it here. A name the target
+// lacks is given to its copy of the image (a tag), but a digest reference,
+// as a kubelet pulls by, cannot be a tag: the restore is pointed at the
+// image's ID instead, and nothing is tagged.
+func TestPullPointsTheRestoreAtTheLocalBaseImage(t *testing.T) {
+	digested := "registry.example:5000/base@sha256:" + strings.Repeat("ab", 32)
+	for _, tc := range []struct {
+		name, recorded, wantRestored string
+		tags                         int
+	}{
+		{"tag", "localhost/podman-migrate-test:latest", "localhost/podman-migrate-test:latest", 1},
+		{"digest", digested, baseID, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			entries := ckpttest.Archive(t)
+			for i, e := range entries {
+				if e.Name == "config.dump" {
+					var cfg map[string]any
+					if err := json.Unmarshal(e.Body, &cfg); err != nil {
+						t.Fatal(err)
+					}
+					cfg["rootfsImageName"] = tc.recorded
+					b, err := json.Marshal(cfg)
+					if err != nil {
+						t.Fatal(err)
+					}
+					entries[i].Body = b
+				}
+			}
+			src := podmantest.NewFake(fixture, baseID, ckpttest.Tar(t, entries))
+			o := pushOpts(t)
+			if _, err := Push(context.Background(), src, o); err != nil {
+				t.Fatal(err)
+			}
+			dst := target()
+			if _, err := Pull(context.Background(), dst, restore.PullOptions{Source: o.Dest, TmpDir: t.TempDir()}); err != nil {
+				t.Fatal(err)
+			}
+			var restored struct{ RootfsImageName, RootfsImageID string }
+			if err := json.Unmarshal(dst.RestoredConfig, &restored); err != nil {
+				t.Fatal(err)
+			}
+			if restored.RootfsImageName != tc.wantRestored || restored.RootfsImageID != baseID {
+				t.Errorf("podman was asked for base image %q (ID %s), want %q", restored.RootfsImageName, restored.RootfsImageID, tc.wantRestored)
+			}
+			if n := dst.Count("TagImage"); n != tc.tags || dst.Count("PullImage") != 0 {
+				t.Errorf("tagged %d times (want %d), pulled %d times", n, tc.tags, dst.Count("PullImage"))
+			}
+		})
+	}
+}

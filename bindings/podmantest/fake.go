@@ -34,7 +34,10 @@ type Fake struct {
 	// KeepOnFailure: a failed RestoreImport leaves its container behind,
 	// as podman 4.3.1 does (state Created).
 	KeepOnFailure bool
-	calls         []string
+	// RestoredConfig is the config.dump of the last archive RestoreImport
+	// read.
+	RestoredConfig []byte
+	calls          []string
 }
 
 // NewFake is a fake podman with one running container, name, of image
@@ -245,7 +248,7 @@ func (f *Fake) SaveImage(context.Context, string) (io.ReadCloser, error) {
 // RestoreImport implements podman.Restorer: it reads the archive to its
 // end and creates the running container config.dump (or o.Name) names.
 func (f *Fake) RestoreImport(_ context.Context, archive io.Reader, o podman.RestoreOptions) (string, error) {
-	name, rerr := nameInArchive(archive)
+	name, cfg, rerr := nameInArchive(archive)
 	if o.Name != "" {
 		name = o.Name
 	}
@@ -258,6 +261,7 @@ func (f *Fake) RestoreImport(_ context.Context, archive io.Reader, o podman.Rest
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.RestoredConfig = cfg
 	ctr := &podman.Container{ID: fakeID(name), Name: name}
 	ctr.State.Running, ctr.State.Status = err == nil, map[bool]string{true: "running", false: "created"}[err == nil]
 	f.Containers[name] = ctr
@@ -265,30 +269,29 @@ func (f *Fake) RestoreImport(_ context.Context, archive io.Reader, o podman.Rest
 }
 
 // nameInArchive reads a checkpoint archive to its end and returns the
-// container name its config.dump records.
-func nameInArchive(r io.Reader) (string, error) {
+// container name its config.dump records, and the config.dump.
+func nameInArchive(r io.Reader) (string, []byte, error) {
 	tr := tar.NewReader(r)
-	name := ""
+	var cfg []byte
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
-			return "", err
+			return "", nil, err
 		}
 		if path.Clean(h.Name) == "config.dump" {
-			var cfg struct{ Name string }
-			if err := json.NewDecoder(tr).Decode(&cfg); err != nil {
-				return "", err
+			if cfg, err = io.ReadAll(io.LimitReader(tr, 16<<20)); err != nil {
+				return "", nil, err
 			}
-			name = cfg.Name
 		}
 	}
-	if name == "" {
-		return "", errors.New("the archive has no config.dump naming the container")
+	var c struct{ Name string }
+	if err := json.Unmarshal(cfg, &c); err != nil || c.Name == "" {
+		return "", nil, errors.New("the archive has no config.dump naming the container")
 	}
-	return name, nil
+	return c.Name, cfg, nil
 }
 
 // PullImage implements podman.Restorer.

@@ -328,44 +328,39 @@ var (
 	kubeletReadonlyPaths = []string{"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"}
 )
 
-// TestCRIOCheckpointToPodman: the reverse direction. A container in a
-// CRI-O pod, set up as the kubelet sets one up, is checkpointed with
-// `crictl checkpoint --export` and made into a checkpoint image the way
-// Kubernetes documents it (buildah, the checkpoint.name annotation).
-// inspect names its pod, namespace and container; pull restores it with
-// podman 4.3.1 on isolated host B and with podman 5.4.2 on host C, the
-// process carrying on, after the plan has named what it asks for.
-func TestCRIOCheckpointToPodman(t *testing.T) {
-	c := startCRIO(t)
-	base := hosts.Registry + "/e2e/crio-base:v1"
-	podman(t, hosts.HostAURL, "push", "--tls-verify=false", hosts.TestImage, base)
-	c.run(t, "pull", base)
-
+// crioCheckpoint runs the workload in a CRI-O pod, set up as the kubelet
+// sets one up, from image (a tag or a digest reference, as the kubelet
+// pulls by), checkpoints it with `crictl checkpoint --export` and makes a
+// checkpoint image of it at ref the way Kubernetes documents it (buildah,
+// the checkpoint.name annotation). It returns the bind-mounted data
+// directory and the workload's status when checkpointed.
+func crioCheckpoint(t *testing.T, c *crio, image, name, ref string) (data string, before status) {
+	t.Helper()
 	dir := t.TempDir()
-	data := filepath.Join(dir, "data")
+	data = filepath.Join(dir, "data")
 	if err := os.Mkdir(data, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	hostsFile := filepath.Join(dir, "etc-hosts")
-	if err := os.WriteFile(hostsFile, []byte("127.0.0.1 localhost rev\n"), 0o644); err != nil {
+	if err := os.WriteFile(hostsFile, []byte("127.0.0.1 localhost "+name+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	ns := map[string]int{"network": 0, "pid": 1}
 	podCfg := writeConfig(t, dir, "pod.json", map[string]any{
-		"metadata":      map[string]any{"name": "rev-pod", "namespace": "rev-ns", "uid": "rev-uid", "attempt": 0},
-		"hostname":      "rev-pod",
+		"metadata":      map[string]any{"name": name + "-pod", "namespace": name + "-ns", "uid": name + "-uid", "attempt": 0},
+		"hostname":      name + "-pod",
 		"log_directory": dir,
 		"linux":         map[string]any{"security_context": map[string]any{"namespace_options": ns}},
 	})
 	podID := c.run(t, "runp", podCfg)
 	t.Cleanup(func() { c.try(t, "rmp", "-f", podID) })
 	ctrCfg := writeConfig(t, dir, "ctr.json", map[string]any{
-		"metadata": map[string]any{"name": "rev-ctr"},
-		"image":    map[string]any{"image": base},
+		"metadata": map[string]any{"name": name + "-ctr"},
+		"image":    map[string]any{"image": image},
 		"command":  []string{"/bin/workload", "-mem", "32", "-sum-every", "5"},
-		"labels": map[string]string{"io.kubernetes.pod.name": "rev-pod", "io.kubernetes.pod.namespace": "rev-ns",
-			"io.kubernetes.container.name": "rev-ctr", "io.kubernetes.pod.uid": "rev-uid"},
-		"log_path": "rev-ctr.log",
+		"labels": map[string]string{"io.kubernetes.pod.name": name + "-pod", "io.kubernetes.pod.namespace": name + "-ns",
+			"io.kubernetes.container.name": name + "-ctr", "io.kubernetes.pod.uid": name + "-uid"},
+		"log_path": name + "-ctr.log",
 		"mounts": []map[string]any{
 			{"container_path": "/data", "host_path": data},
 			{"container_path": "/etc/hosts", "host_path": hostsFile},
@@ -377,19 +372,18 @@ func TestCRIOCheckpointToPodman(t *testing.T) {
 	id := c.run(t, "create", podID, ctrCfg, podCfg)
 	c.run(t, "start", id)
 	c.waitStatus(t, id, func(s status) bool { return s.Counter >= 5 })
-	before := c.waitStatus(t, id, func(status) bool { return true })
+	before = c.waitStatus(t, id, func(status) bool { return true })
 	archive := filepath.Join(dir, "checkpoint.tar")
 	c.run(t, "checkpoint", "--export="+archive, id)
 
 	// The image, as https://kubernetes.io/docs/reference/node/kubelet-checkpoint-api/
 	// and CRI-O's documentation make it.
-	ref := hosts.Registry + "/e2e/crio-made:v1"
-	local := "localhost/e2e-crio-made:v1"
+	local := "localhost/e2e-" + name + ":v1"
 	bctr := strings.TrimSpace(runCmd(t, "buildah", "from", "scratch").stdout)
 	t.Cleanup(func() { runCmd(t, "buildah", "rm", bctr); runCmd(t, "buildah", "rmi", "-f", local) })
 	for _, args := range [][]string{
 		{"add", bctr, archive, "/"},
-		{"config", "--annotation=io.kubernetes.cri-o.annotations.checkpoint.name=rev-ctr", bctr},
+		{"config", "--annotation=io.kubernetes.cri-o.annotations.checkpoint.name=" + name + "-ctr", bctr},
 		{"commit", "-q", bctr, local},
 		{"push", "-q", "--tls-verify=false", local, "docker://" + ref},
 	} {
@@ -397,6 +391,21 @@ func TestCRIOCheckpointToPodman(t *testing.T) {
 			t.Fatalf("buildah %s: exit %d: %s", strings.Join(args, " "), r.code, r.stderr)
 		}
 	}
+	return data, before
+}
+
+// TestCRIOCheckpointToPodman: the reverse direction. A checkpoint CRI-O
+// made (crioCheckpoint) is described by inspect, which names its pod,
+// namespace and container; pull restores it with podman 4.3.1 on isolated
+// host B and with podman 5.4.2 on host C, the process carrying on, after
+// the plan has named what it asks for.
+func TestCRIOCheckpointToPodman(t *testing.T) {
+	c := startCRIO(t)
+	base := hosts.Registry + "/e2e/crio-base:v1"
+	podman(t, hosts.HostAURL, "push", "--tls-verify=false", hosts.TestImage, base)
+	c.run(t, "pull", base)
+	ref := hosts.Registry + "/e2e/crio-made:v1"
+	data, before := crioCheckpoint(t, c, base, "rev", ref)
 
 	r := migrate(t, "inspect", "--format", "json", "--tls-verify=false", ref)
 	var d struct {
@@ -453,4 +462,38 @@ func TestCRIOCheckpointToPodman(t *testing.T) {
 		t.Fatalf("pull of CRI-O's checkpoint on C failed: %s", r.stderr)
 	}
 	checkContinued(t, hosts.HostCURL, "rev-ctr", before)
+}
+
+// TestCRIODigestCheckpointToPodman: a kubelet pulls images by digest, so
+// CRI-O's checkpoint names its base image REPO@sha256:…, which no tag can
+// give host B's copy of it and which podman's restore would pull with its
+// own settings (HTTPS, here refused by the plain-HTTP registry). pull
+// points the restore at B's copy by its ID, tags nothing, and the process
+// carries on.
+func TestCRIODigestCheckpointToPodman(t *testing.T) {
+	c := startCRIO(t)
+	tagged := hosts.Registry + "/e2e/crio-dbase:v1"
+	podman(t, hosts.HostAURL, "push", "--tls-verify=false", hosts.TestImage, tagged)
+	digest := strings.TrimSpace(runCmd(t, "skopeo", "inspect", "--tls-verify=false", "--format", "{{.Digest}}", "docker://"+tagged).stdout)
+	if !strings.HasPrefix(digest, "sha256:") {
+		t.Fatalf("no digest for %s: %q", tagged, digest)
+	}
+	// By digest only: an image CRI-O also has by tag is named by its tag.
+	base := hosts.Registry + "/e2e/crio-dbase@" + digest
+	c.run(t, "pull", base)
+	ref := hosts.Registry + "/e2e/crio-dmade:v1"
+	data, before := crioCheckpoint(t, c, base, "dig", ref)
+
+	r := migrate(t, "inspect", "--format", "{{.Base.Name}}", "--tls-verify=false", ref)
+	if r.code != 0 || strings.TrimSpace(r.stdout) != base {
+		t.Fatalf("inspect: exit %d, base image %q, want %s: %s", r.code, r.stdout, base, r.stderr)
+	}
+	bData := filepath.Join(t.TempDir(), "b-data")
+	onB(t, "mkdir -p "+bData)
+	rmB(t, "dig-ctr")
+	r = migrate(t, "--url", hosts.HostBURL, "pull", "--tls-verify=false", "--allow-privileged", "--mount-map", data+"="+bData, ref)
+	if r.code != 0 || !strings.Contains(r.stderr, "is named by digest; restoring from image") || strings.Contains(r.stderr, "Naming base image") {
+		t.Fatalf("pull on B: exit %d; want the restore pointed at B's copy by ID, nothing tagged: %s", r.code, r.stderr)
+	}
+	checkContinued(t, hosts.HostBURL, "dig-ctr", before)
 }
