@@ -1,63 +1,15 @@
 package podman
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
-	"strconv"
 
 	"github.com/podman-migrate/podman-migrate/internal/ckpt"
 )
-
-// PullImage has the podman service pull ref (normally NAME@DIGEST) and
-// returns the image's ID. tlsVerify is passed on when not nil.
-func (c *Client) PullImage(ctx context.Context, ref string, tlsVerify *bool) (string, error) {
-	q := url.Values{}
-	q.Set("reference", ref)
-	q.Set("quiet", "true")
-	if tlsVerify != nil {
-		q.Set("tlsVerify", strconv.FormatBool(*tlsVerify))
-	}
-	op := fmt.Sprintf("pulling image %q", ref)
-	resp, err := c.do(ctx, op, http.MethodPost, "/images/pull", nil, q, nil)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	// A stream of JSON reports; a failure arrives as one with "error" set,
-	// under HTTP 200.
-	var id string
-	sc := bufio.NewScanner(io.LimitReader(resp.Body, 16<<20))
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		var r struct {
-			Error string   `json:"error"`
-			ID    string   `json:"id"`
-			IDs   []string `json:"images"`
-		}
-		if json.Unmarshal(sc.Bytes(), &r) != nil {
-			continue
-		}
-		if r.Error != "" {
-			return "", &Error{Op: op, Status: resp.StatusCode, Err: errors.New(r.Error)}
-		}
-		if r.ID != "" {
-			id = r.ID
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return "", &Error{Op: op, Err: err}
-	}
-	if id == "" {
-		return "", &Error{Op: op, Err: errors.New("podman reported no image ID")}
-	}
-	return id, nil
-}
 
 // TagImage adds the name repo:tag to an image.
 func (c *Client) TagImage(ctx context.Context, nameOrID, repo, tag string) error {
@@ -79,6 +31,22 @@ func (c *Client) SaveImage(ctx context.Context, nameOrID string) (io.ReadCloser,
 		return nil, err
 	}
 	return resp.Body, nil
+}
+
+// LoadImage loads an image archive (podman load) streamed from r and
+// returns the names podman reports for it.
+func (c *Client) LoadImage(ctx context.Context, r io.Reader) ([]string, error) {
+	op := "loading an image"
+	resp, err := c.doOnce(ctx, op, http.MethodPost, "/images/load", r, nil, http.Header{"Content-Type": {"application/x-tar"}})
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var rep struct{ Names []string }
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&rep); err != nil {
+		return nil, &Error{Op: op, Status: resp.StatusCode, Err: err}
+	}
+	return rep.Names, nil
 }
 
 // RemoveImage removes an image (used to undo a base image pull).

@@ -29,11 +29,12 @@ type Checkpointer interface {
 	SaveImage(ctx context.Context, nameOrID string) (io.ReadCloser, error)
 }
 
-// Restorer restores an archive as a new container, and fetches and names
-// the base image it needs.
+// Restorer restores an archive as a new container, and loads and names
+// the base image it needs (fetched by pull itself, with its own transfer
+// settings).
 type Restorer interface {
 	RestoreImport(ctx context.Context, archive io.Reader, o RestoreOptions) (string, error)
-	PullImage(ctx context.Context, ref string, tlsVerify *bool) (string, error)
+	LoadImage(ctx context.Context, archive io.Reader) ([]string, error)
 	TagImage(ctx context.Context, nameOrID, repo, tag string) error
 }
 

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/containers/image/v5/docker/reference"
+	ociarchive "github.com/containers/image/v5/oci/archive"
 	"github.com/containers/image/v5/types"
 
 	podman "github.com/podman-migrate/podman-migrate/bindings"
@@ -372,21 +373,12 @@ func EnsureBase(ctx context.Context, c podman.Target, p *Plan, o PullOptions, lo
 		}
 		return "", nil
 	}
-	var tls *bool
-	if o.Transfer.TLSVerify != types.OptionalBoolUndefined {
-		v := o.Transfer.TLSVerify == types.OptionalBoolTrue
-		tls = &v
-	}
 	var failed []string
 	for _, ref := range p.Base.From {
 		fmt.Fprintf(logw, "Pulling base image %s\n", ref)
-		id, err := c.PullImage(ctx, ref, tls)
+		id, err := fetchBase(ctx, c, ref, p.Base.ID, o)
 		if err != nil {
 			failed = append(failed, fmt.Sprintf("%s: %v", ref, err))
-			continue
-		}
-		if id != p.Base.ID && !strings.HasPrefix(p.Base.ID, id) {
-			failed = append(failed, fmt.Sprintf("%s: it is image %s, not %s", ref, ckpt.ShortID(id), ckpt.ShortID(p.Base.ID)))
 			continue
 		}
 		repo, tag := splitName(p.Base.Name)
@@ -400,6 +392,44 @@ func EnsureBase(ctx context.Context, c podman.Target, p *Plan, o PullOptions, lo
 	return "", fault.Hinted(fmt.Errorf("%w: base image %s (%s) is not on this host and could not be pulled: %s",
 		ErrBaseImage, p.Base.Name, ckpt.ShortID(p.Base.ID), strings.Join(failed, "; ")),
 		"push with --include-base, or podman save/load the image here")
+}
+
+// fetchBase copies the base image from ref with pull's own transfer
+// settings (TLS, credentials, retries, signature policy: podman's pull
+// would use its own) into an archive in the staging directory, loads it
+// into podman, and returns its ID, which must be want.
+func fetchBase(ctx context.Context, c podman.Target, ref, want string, o PullOptions) (id string, retErr error) {
+	src, err := transfer.ParseReference(ref)
+	if err != nil {
+		return "", err
+	}
+	dir, err := os.MkdirTemp(transfer.StagingDir(o.TmpDir), "podman-migrate-base-")
+	if err != nil {
+		return "", fmt.Errorf("creating a staging directory: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	file := filepath.Join(dir, "base.tar")
+	dst, err := ociarchive.NewReference(file, "")
+	if err != nil {
+		return "", err
+	}
+	if _, err := transfer.Copy(ctx, "pulling", dst, src, o.Transfer); err != nil {
+		return "", err
+	}
+	f, err := os.Open(file)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	names, err := c.LoadImage(ctx, f)
+	if err != nil {
+		return "", err
+	}
+	img, err := c.InspectImage(ctx, want)
+	if err != nil {
+		return "", fmt.Errorf("loaded %v, which is not image %s: %w", names, ckpt.ShortID(want), err)
+	}
+	return img.ID, nil
 }
 
 // splitName splits NAME[:TAG] into the repository and tag podman's tag

@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/registry"
+	digest "github.com/opencontainers/go-digest"
 
 	podman "github.com/podman-migrate/podman-migrate/bindings"
 	"github.com/podman-migrate/podman-migrate/bindings/podmantest"
@@ -435,8 +436,93 @@ func TestPullPointsTheRestoreAtTheLocalBaseImage(t *testing.T) {
 			if restored.RootfsImageName != tc.wantRestored || restored.RootfsImageID != baseID {
 				t.Errorf("podman was asked for base image %q (ID %s), want %q", restored.RootfsImageName, restored.RootfsImageID, tc.wantRestored)
 			}
-			if n := dst.Count("TagImage"); n != tc.tags || dst.Count("PullImage") != 0 {
-				t.Errorf("tagged %d times (want %d), pulled %d times", n, tc.tags, dst.Count("PullImage"))
+			if n := dst.Count("TagImage"); n != tc.tags || dst.Count("LoadImage") != 0 {
+				t.Errorf("tagged %d times (want %d), pulled %d times", n, tc.tags, dst.Count("LoadImage"))
+			}
+		})
+	}
+}
+
+// TestPullFetchesTheBaseImageItself: a base image the target lacks is
+// fetched by pull, with its own transfer settings (here a plain-HTTP
+// registry and --tls-verify=false, which podman's own pull would not
+// use), loaded into podman and named as the checkpoint names it.
+func TestPullFetchesTheBaseImageItself(t *testing.T) {
+	reg := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	defer reg.Close()
+	plain := transfer.Options{TLSVerify: transfer.TLSVerify(true, false), Retries: -1}
+	host := strings.TrimPrefix(reg.URL, "http://")
+	layoutRef := ckpttest.WriteImage(t, t.TempDir(), []ckpttest.Layer{{Tar: ckpttest.Tar(t, []ckpttest.Entry{{Name: "etc/base", Body: []byte("base\n")}})}}, nil)
+	baseRef, err := transfer.ParseReference(host + "/base:v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := transfer.Copy(context.Background(), "pushing", baseRef, layoutRef, plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := transfer.OpenSource(context.Background(), baseRef, plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb, _, err := src.GetManifest(context.Background(), nil)
+	src.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m struct {
+		Config struct{ Digest digest.Digest }
+	}
+	if err := json.Unmarshal(mb, &m); err != nil {
+		t.Fatal(err)
+	}
+	id := m.Config.Digest.Encoded() // podman's image ID
+
+	entries := ckpttest.Archive(t)
+	for i, e := range entries {
+		if e.Name == "config.dump" {
+			var cfg map[string]any
+			if err := json.Unmarshal(e.Body, &cfg); err != nil {
+				t.Fatal(err)
+			}
+			cfg["rootfsImageName"], cfg["rootfsImageID"] = host+"/base:v1", id
+			if entries[i].Body, err = json.Marshal(cfg); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	srcHost := podmantest.NewFake(fixture, id, ckpttest.Tar(t, entries))
+	srcHost.Images[id].Digest = d.String()
+	o := pushOpts(t)
+	if _, err := Push(context.Background(), srcHost, o); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name  string
+		serve bool // the target gets the image when it loads one
+		err   error
+	}{
+		{"fetched and loaded", true, nil},
+		{"loaded, but another image", false, restore.ErrBaseImage},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dst := target()
+			delete(dst.Images, baseID)
+			if tc.serve {
+				dst.OnLoad = &podman.Image{ID: id}
+			}
+			res, err := Pull(context.Background(), dst, restore.PullOptions{Source: o.Dest, TmpDir: t.TempDir(), Transfer: plain})
+			if dst.Count("LoadImage") != 1 {
+				t.Fatalf("loaded %d images, want 1: %v", dst.Count("LoadImage"), err)
+			}
+			if tc.err == nil {
+				if err != nil || !dst.Running(fixture) || dst.Count("TagImage") != 1 || res.Seconds["base"] == 0 {
+					t.Fatalf("pull: %v; running %t, tags %d, result %+v", err, dst.Running(fixture), dst.Count("TagImage"), res)
+				}
+				return
+			}
+			if !errors.Is(err, tc.err) || len(dst.Containers) != 0 || dst.Count("RestoreImport") != 0 {
+				t.Fatalf("error %v, want %v with nothing restored", err, tc.err)
 			}
 		})
 	}

@@ -34,6 +34,8 @@ type Fake struct {
 	// KeepOnFailure: a failed RestoreImport leaves its container behind,
 	// as podman 4.3.1 does (state Created).
 	KeepOnFailure bool
+	// OnLoad is the image LoadImage adds, if any.
+	OnLoad *podman.Image
 	// RestoredConfig is the config.dump of the last archive RestoreImport
 	// read.
 	RestoredConfig []byte
@@ -294,12 +296,22 @@ func nameInArchive(r io.Reader) (string, []byte, error) {
 	return c.Name, cfg, nil
 }
 
-// PullImage implements podman.Restorer.
-func (f *Fake) PullImage(_ context.Context, ref string, _ *bool) (string, error) {
-	if err := f.call("PullImage"); err != nil {
-		return "", err
+// LoadImage implements podman.Restorer: it reads the archive and adds
+// OnLoad to Images.
+func (f *Fake) LoadImage(_ context.Context, archive io.Reader) ([]string, error) {
+	if err := f.call("LoadImage"); err != nil {
+		return nil, err
 	}
-	return "", fmt.Errorf("pulling %s: the fake reaches no registry", ref)
+	if _, err := io.Copy(io.Discard, archive); err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.OnLoad == nil {
+		return []string{"sha256:" + strings.Repeat("0", 64)}, nil
+	}
+	f.Images[f.OnLoad.ID] = f.OnLoad
+	return []string{"sha256:" + f.OnLoad.ID}, nil
 }
 
 // TagImage implements podman.Restorer.
