@@ -64,176 +64,236 @@ func validName(s string) bool {
 // and the volume members, and records in the plan what each mount, volume
 // and network becomes and whether the target has it.
 func (p *Plan) relocate(ctx context.Context, t *target, meta *ckpt.Metadata, o PullOptions) error {
-	mountMaps, err := mountmap.Parse(o.MountMap)
-	if err != nil {
+	rl := &relocating{p: p, t: t, meta: meta, o: o,
+		r: &relocated{edits: ckpt.Edits{Replace: map[string][]byte{}, Rename: map[string]string{}}}}
+	for _, step := range []func(context.Context) error{
+		rl.parseMaps,
+		rl.readDumps,
+		rl.relocateVolumes,
+		rl.relocateBinds,
+		rl.relocateNetworks,
+		rl.writeDumps,
+	} {
+		if err := step(ctx); err != nil {
+			return err
+		}
+	}
+	p.relocated = rl.r
+	return nil
+}
+
+// relocating is one relocation: the dumps being edited and what each step
+// learned, for the next.
+type relocating struct {
+	p    *Plan
+	t    *target
+	meta *ckpt.Metadata
+	o    PullOptions
+	r    *relocated
+
+	mountMaps      mountmap.Maps
+	volMap, netMap map[string]string
+	cfg            *dump.Config
+	spec           *ckpt.Spec
+	cspec          *ckpt.Spec        // config.dump's spec; nil when unreadable
+	sm, cm         []ckpt.SpecMount  // the mounts of spec and cspec
+	volumeAt       map[string]string // volume name by destination
+	status         []byte            // the new network.status; nil: unchanged
+}
+
+// parseMaps reads the flags first: a mistyped one fails before any lookup.
+func (rl *relocating) parseMaps(context.Context) error {
+	var err error
+	if rl.mountMaps, err = mountmap.Parse(rl.o.MountMap); err != nil {
 		return err
 	}
-	volMap, err := parseNameMaps("--volume-map", o.VolumeMap)
-	if err != nil {
+	if rl.volMap, err = parseNameMaps("--volume-map", rl.o.VolumeMap); err != nil {
 		return err
 	}
-	netMap, err := parseNameMaps("--network-map", o.NetworkMap)
-	if err != nil {
+	rl.netMap, err = parseNameMaps("--network-map", rl.o.NetworkMap)
+	return err
+}
+
+// readDumps parses config.dump, without the source host's paths, and the
+// mounts of spec.dump and of the spec config.dump keeps.
+func (rl *relocating) readDumps(context.Context) error {
+	var err error
+	if rl.cfg, err = dump.ReadConfig(bytes.NewReader(rl.meta.ConfigDump)); err != nil {
 		return err
 	}
-	cfg, err := dump.ReadConfig(bytes.NewReader(meta.ConfigDump))
-	if err != nil {
-		return err
-	}
-	r := &relocated{edits: ckpt.Edits{Replace: map[string][]byte{}, Rename: map[string]string{}}}
-	r.cleared = cfg.Neutralize()
-	spec, err := ckpt.ParseSpec(meta.SpecDump)
-	if err != nil {
+	rl.r.cleared = rl.cfg.Neutralize()
+	if rl.spec, err = ckpt.ParseSpec(rl.meta.SpecDump); err != nil {
 		return fmt.Errorf("%w: %s is not a JSON object", ckpt.ErrNotCheckpoint, ckpt.SpecDump)
 	}
-	sm, err := spec.Mounts()
-	if err != nil {
+	if rl.sm, err = rl.spec.Mounts(); err != nil {
 		return fmt.Errorf("%w: reading the spec's mounts: %w", ckpt.ErrNotCheckpoint, err)
 	}
 	// config.dump keeps the spec the container was created with: its
 	// mounts must move with spec.dump's, matched by destination.
-	var cm []ckpt.SpecMount
-	cspec, _ := ckpt.ParseSpec(cfg.Raw("spec"))
-	if cspec != nil {
-		if cm, err = cspec.Mounts(); err != nil {
+	rl.cspec, _ = ckpt.ParseSpec(rl.cfg.Raw("spec"))
+	if rl.cspec != nil {
+		if rl.cm, err = rl.cspec.Mounts(); err != nil {
 			return fmt.Errorf("%w: reading the spec's mounts: %w", ckpt.ErrNotCheckpoint, err)
 		}
 	}
-	setSource := func(dest, src string) {
-		for _, ms := range [][]ckpt.SpecMount{sm, cm} {
-			for i := range ms {
-				if ms[i].Destination == dest {
-					ms[i].SetSource(src)
-				}
+	return nil
+}
+
+// setSource moves the mounts at dest in both specs.
+func (rl *relocating) setSource(dest, src string) {
+	for _, ms := range [][]ckpt.SpecMount{rl.sm, rl.cm} {
+		for i := range ms {
+			if ms[i].Destination == dest {
+				ms[i].SetSource(src)
 			}
 		}
 	}
+}
 
-	// Named volumes: podman 4.3.1 keeps spec.dump's source, which lies in
-	// the source host's volume directory; point it at this host's.
-	volumeAt := map[string]string{}
+// relocateVolumes plans each named volume, then renames those
+// --volume-map names in config.dump; a map naming no volume is a mistake.
+func (rl *relocating) relocateVolumes(ctx context.Context) error {
+	rl.volumeAt = map[string]string{}
 	known := map[string]bool{}
-	for _, v := range cfg.NamedVolumeMounts() {
+	for _, v := range rl.cfg.NamedVolumeMounts() {
 		known[v.Name] = true
-		volumeAt[v.Destination] = v.Name
-		nw := v.Name
-		if m, ok := volMap[v.Name]; ok {
-			nw = m
-		}
-		vp := VolumePlan{Name: v.Name, New: nw, Destination: v.Destination}
-		exists, err := t.c.VolumeExists(ctx, nw)
-		if err != nil {
+		rl.volumeAt[v.Destination] = v.Name
+		if err := rl.relocateVolume(ctx, v); err != nil {
 			return err
 		}
-		if exists {
-			vp.Collides = true
-			if nw == v.Name {
-				p.block("volume %q %s: restore it under another name with --volume-map %s=NEWNAME", nw, ErrConflict, v.Name)
-			} else {
-				p.block("volume %q %s: choose another name in --volume-map %s=NEWNAME", nw, ErrConflict, v.Name)
-			}
-		}
-		p.Volumes = append(p.Volumes, vp)
-		r.volumes = append(r.volumes, nw)
-		if t.info.Store.VolumePath != "" {
-			src := path.Join(t.info.Store.VolumePath, nw, "_data")
-			setSource(v.Destination, src)
-		}
-		if nw != v.Name {
-			r.edits.Rename[ckpt.VolumesDir+"/"+v.Name+".tar"] = ckpt.VolumesDir + "/" + nw + ".tar"
-			r.changes = append(r.changes, fmt.Sprintf("volume %s -> %s at %s", v.Name, nw, v.Destination))
-		}
 	}
-	for old := range volMap {
+	for old := range rl.volMap {
 		if !known[old] {
 			return fmt.Errorf("%w: --volume-map %s: the checkpoint has no volume %q (it has %s)", mountmap.ErrBadMap, old, old, listOrNone(keys(known)))
 		}
 	}
-	if len(volMap) > 0 {
-		if err := renameVolumes(cfg, volMap); err != nil {
+	if len(rl.volMap) > 0 {
+		if err := renameVolumes(rl.cfg, rl.volMap); err != nil {
 			return err
 		}
-		p.checkVolumeMembers(meta, volMap)
+		rl.p.checkVolumeMembers(rl.meta, rl.volMap)
 	}
+	return nil
+}
 
-	// Bind mounts the user gave the container, as they are now: a
-	// relocation applies to every mount at its destination. push records
-	// whether each source was a file or a directory (podman's images do
-	// not, and then only existence is checked).
-	kinds := meta.Provenance().BindKinds
-	used := map[string]bool{}
-	for i := range sm {
-		if !sm[i].UserBind(volumeAt) {
-			continue
-		}
-		dest, src := sm[i].Destination, sm[i].Source
-		nw, _ := mountMaps.Apply(src, used)
-		mp := MountPlan{Destination: dest, Old: src, New: nw, ReadOnly: sm[i].ReadOnly()}
-		if nw != src {
-			setSource(dest, nw)
-			r.changes = append(r.changes, fmt.Sprintf("bind mount %s -> %s at %s", src, nw, dest))
-		}
-		fi, err := t.stat(nw)
-		switch {
-		case errors.Is(err, podman.ErrRemote):
-			mp.State = "unknown"
-			p.warn("cannot check bind mount source %s: the podman service is not on this machine", nw)
-		case err != nil:
-			mp.State = "missing"
-			fix := fmt.Sprintf("--mount-map %s=/NEW/PATH", src)
-			if nw != src {
-				fix = "a --mount-map to a path that exists"
-			}
-			p.block("bind mount source %s (mounted at %s) does not exist on this host: create it, or relocate it with %s", nw, dest, fix)
-		default:
-			mp.Dir = fi.IsDir()
-			mp.State = "ok"
-			// CRIU needs the kind of source the checkpoint had.
-			if want, known := kinds.Dir(dest); known && want != fi.IsDir() {
-				mp.State = "wrong type"
-				p.block("bind mount source %s (mounted at %s) is a %s here, the checkpoint had a %s", nw, dest, kind(fi.IsDir()), kind(want))
-			}
-		}
-		p.Mounts = append(p.Mounts, mp)
+// relocateVolume plans one named volume, which the restore creates: it
+// must not exist here. podman 4.3.1 keeps spec.dump's source, which lies
+// in the source host's volume directory; it is pointed at this host's.
+func (rl *relocating) relocateVolume(ctx context.Context, v dump.VolumeMount) error {
+	nw := v.Name
+	if m, ok := rl.volMap[v.Name]; ok {
+		nw = m
 	}
-	for _, m := range mountMaps {
-		if !used[m.Src] {
-			p.warn("--mount-map %s=%s matches no bind mount of the checkpoint", m.Src, m.Dst)
-		}
-	}
-
-	status, err := p.relocateNetworks(ctx, t, meta, cfg, netMap, o, r)
+	vp := VolumePlan{Name: v.Name, New: nw, Destination: v.Destination}
+	exists, err := rl.t.c.VolumeExists(ctx, nw)
 	if err != nil {
 		return err
 	}
+	if exists {
+		vp.Collides = true
+		if nw == v.Name {
+			rl.p.block("volume %q %s: restore it under another name with --volume-map %s=NEWNAME", nw, ErrConflict, v.Name)
+		} else {
+			rl.p.block("volume %q %s: choose another name in --volume-map %s=NEWNAME", nw, ErrConflict, v.Name)
+		}
+	}
+	rl.p.Volumes = append(rl.p.Volumes, vp)
+	rl.r.volumes = append(rl.r.volumes, nw)
+	if rl.t.info.Store.VolumePath != "" {
+		rl.setSource(v.Destination, path.Join(rl.t.info.Store.VolumePath, nw, "_data"))
+	}
+	if nw != v.Name {
+		rl.r.edits.Rename[ckpt.VolumesDir+"/"+v.Name+".tar"] = ckpt.VolumesDir + "/" + nw + ".tar"
+		rl.r.changes = append(rl.r.changes, fmt.Sprintf("volume %s -> %s at %s", v.Name, nw, v.Destination))
+	}
+	return nil
+}
 
-	if err := spec.SetMounts(sm); err != nil {
+// relocateBinds applies --mount-map to the bind mounts the user gave the
+// container, as they are now: a relocation applies to every mount at its
+// destination. A map that matches none is likely a typo.
+func (rl *relocating) relocateBinds(context.Context) error {
+	// push records whether each source was a file or a directory
+	// (podman's images do not, and then only existence is checked).
+	kinds := rl.meta.Provenance().BindKinds
+	used := map[string]bool{}
+	for i := range rl.sm {
+		if !rl.sm[i].UserBind(rl.volumeAt) {
+			continue
+		}
+		dest, src := rl.sm[i].Destination, rl.sm[i].Source
+		nw, _ := rl.mountMaps.Apply(src, used)
+		mp := MountPlan{Destination: dest, Old: src, New: nw, ReadOnly: rl.sm[i].ReadOnly()}
+		if nw != src {
+			rl.setSource(dest, nw)
+			rl.r.changes = append(rl.r.changes, fmt.Sprintf("bind mount %s -> %s at %s", src, nw, dest))
+		}
+		rl.checkBindSource(&mp, kinds)
+		rl.p.Mounts = append(rl.p.Mounts, mp)
+	}
+	for _, m := range rl.mountMaps {
+		if !used[m.Src] {
+			rl.p.warn("--mount-map %s=%s matches no bind mount of the checkpoint", m.Src, m.Dst)
+		}
+	}
+	return nil
+}
+
+// checkBindSource blocks a restore whose bind mount source is missing
+// here, or of another kind than the checkpoint's: CRIU needs the kind it
+// had.
+func (rl *relocating) checkBindSource(mp *MountPlan, kinds ckpt.BindKinds) {
+	nw, dest := mp.New, mp.Destination
+	fi, err := rl.t.stat(nw)
+	switch {
+	case errors.Is(err, podman.ErrRemote):
+		mp.State = "unknown"
+		rl.p.warn("cannot check bind mount source %s: the podman service is not on this machine", nw)
+	case err != nil:
+		mp.State = "missing"
+		fix := fmt.Sprintf("--mount-map %s=/NEW/PATH", mp.Old)
+		if nw != mp.Old {
+			fix = "a --mount-map to a path that exists"
+		}
+		rl.p.block("bind mount source %s (mounted at %s) does not exist on this host: create it, or relocate it with %s", nw, dest, fix)
+	default:
+		mp.Dir = fi.IsDir()
+		mp.State = "ok"
+		if want, known := kinds.Dir(dest); known && want != fi.IsDir() {
+			mp.State = "wrong type"
+			rl.p.block("bind mount source %s (mounted at %s) is a %s here, the checkpoint had a %s", nw, dest, kind(fi.IsDir()), kind(want))
+		}
+	}
+}
+
+// writeDumps turns the edited dumps into the archive's edits.
+func (rl *relocating) writeDumps(context.Context) error {
+	if err := rl.spec.SetMounts(rl.sm); err != nil {
 		return err
 	}
-	if cspec != nil && cm != nil {
-		if err := cspec.SetMounts(cm); err != nil {
+	if rl.cspec != nil && rl.cm != nil {
+		if err := rl.cspec.SetMounts(rl.cm); err != nil {
 			return err
 		}
-		b, err := cspec.Bytes()
+		b, err := rl.cspec.Bytes()
 		if err != nil {
 			return err
 		}
-		cfg.SetRaw("spec", b)
+		rl.cfg.SetRaw("spec", b)
 	}
-	cb, err := cfg.Bytes()
+	cb, err := rl.cfg.Bytes()
 	if err != nil {
 		return err
 	}
-	sb, err := spec.Bytes()
+	sb, err := rl.spec.Bytes()
 	if err != nil {
 		return err
 	}
-	r.edits.Replace[ckpt.ConfigDump] = cb
-	r.edits.Replace[ckpt.SpecDump] = sb
-	if status != nil {
-		r.edits.Replace[ckpt.NetworkStatus] = status
+	rl.r.edits.Replace[ckpt.ConfigDump] = cb
+	rl.r.edits.Replace[ckpt.SpecDump] = sb
+	if rl.status != nil {
+		rl.r.edits.Replace[ckpt.NetworkStatus] = rl.status
 	}
-	p.relocated = r
 	return nil
 }
 
@@ -303,106 +363,163 @@ func listOrNone(s []string) string {
 
 // relocateNetworks renames the container's networks under --network-map
 // (config.dump's newNetworks and network.status), checks that each exists
-// here, and drops a kept address that would not fit its network. It
-// returns the new network.status, nil when unchanged.
-func (p *Plan) relocateNetworks(ctx context.Context, t *target, meta *ckpt.Metadata, cfg *dump.Config, netMap map[string]string, o PullOptions, r *relocated) ([]byte, error) {
-	var nets map[string]json.RawMessage
-	_ = json.Unmarshal(cfg.Raw("newNetworks"), &nets)
-	status, _ := ckpt.ParseNetStatus(meta.NetworkStatus) // nil: none recorded
-	names := map[string]bool{}
-	for n := range nets {
-		names[n] = true
-	}
-	for _, n := range status.Names() {
-		names[n] = true
-	}
-	for old := range netMap {
-		if !names[old] {
-			return nil, fmt.Errorf("%w: --network-map %s: the container was not on network %q (it was on %s)", mountmap.ErrBadMap, old, old, listOrNone(keys(names)))
+// here, and drops a kept address that would not fit its network. The new
+// network.status waits in rl.status for writeDumps.
+func (rl *relocating) relocateNetworks(ctx context.Context) error {
+	n := readNetworks(rl.cfg, rl.meta)
+	for old := range rl.netMap {
+		if !n.names[old] {
+			return fmt.Errorf("%w: --network-map %s: the container was not on network %q (it was on %s)", mountmap.ErrBadMap, old, old, listOrNone(keys(n.names)))
 		}
 	}
-	// What podman 4.3.1 asks its IPAM for (measured): under the
-	// checkpointed name, the addresses network.status recorded; under a new
-	// --name, the static_ips the container was created with. Neither with
-	// --ignore-static-ip.
-	keepIP := !o.IgnoreStaticIP
-	changed := false
-	for _, old := range keys(names) {
-		nw := old
-		if m, ok := netMap[old]; ok {
-			nw = m
+	for _, old := range keys(n.names) {
+		if err := rl.relocateNetwork(ctx, n, old); err != nil {
+			return err
 		}
-		np := NetworkPlan{Old: old, New: nw}
-		ips, mac := statusAddrs(status, old)
-		if o.Name != "" {
-			ips = staticIPs(nets[old])
+	}
+	if rl.r.dropIP {
+		n.dropStaticIPs()
+	}
+	var err error
+	rl.status, err = n.write(rl.cfg)
+	return err
+}
+
+// networks are the container's networks as both dumps record them, being
+// renamed.
+type networks struct {
+	nets    map[string]json.RawMessage // config.dump's newNetworks
+	status  *ckpt.NetStatus            // nil: none recorded
+	names   map[string]bool            // in either
+	changed bool
+}
+
+// readNetworks gathers the networks of both dumps: either may lack one.
+func readNetworks(cfg *dump.Config, meta *ckpt.Metadata) *networks {
+	n := &networks{names: map[string]bool{}}
+	_ = json.Unmarshal(cfg.Raw("newNetworks"), &n.nets)
+	n.status, _ = ckpt.ParseNetStatus(meta.NetworkStatus)
+	for name := range n.nets {
+		n.names[name] = true
+	}
+	for _, name := range n.status.Names() {
+		n.names[name] = true
+	}
+	return n
+}
+
+// relocateNetwork plans one network and renames it under --network-map.
+func (rl *relocating) relocateNetwork(ctx context.Context, n *networks, old string) error {
+	nw := old
+	if m, ok := rl.netMap[old]; ok {
+		nw = m
+	}
+	np, err := rl.planNetwork(ctx, n, old, nw)
+	if err != nil {
+		return err
+	}
+	if nw != old {
+		n.rename(old, nw)
+		rl.r.changes = append(rl.r.changes, fmt.Sprintf("network %s -> %s", old, nw))
+	}
+	rl.p.Networks = append(rl.p.Networks, np)
+	return nil
+}
+
+// planNetwork works out which address the restore keeps on network nw.
+// What podman 4.3.1 asks its IPAM for (measured): under the checkpointed
+// name, the addresses network.status recorded; under a new --name, the
+// static_ips the container was created with. Neither with
+// --ignore-static-ip.
+func (rl *relocating) planNetwork(ctx context.Context, n *networks, old, nw string) (NetworkPlan, error) {
+	np := NetworkPlan{Old: old, New: nw}
+	ips, mac := statusAddrs(n.status, old)
+	if rl.o.Name != "" {
+		ips = staticIPs(n.nets[old])
+	}
+	if len(ips) > 0 {
+		np.IP = strings.Join(ips, ",")
+	}
+	np.MAC = mac
+	np.KeepIP = !rl.o.IgnoreStaticIP && len(ips) > 0
+	if err := rl.checkNetwork(ctx, &np, ips); err != nil {
+		return np, err
+	}
+	if !np.KeepIP && len(ips) > 0 && np.Note == "" {
+		np.Note = "podman will assign a new address"
+	}
+	return np, nil
+}
+
+// checkNetwork blocks a restore onto a network this host lacks, and gives
+// up a kept address outside the network's subnets, which podman's IPAM
+// would refuse.
+func (rl *relocating) checkNetwork(ctx context.Context, np *NetworkPlan, ips []string) error {
+	old, nw := np.Old, np.New
+	n, err := rl.t.c.InspectNetwork(ctx, nw)
+	switch {
+	case errors.Is(err, podman.ErrNotFound):
+		if nw == old {
+			rl.p.block("network %q does not exist on this host: create it (podman network create %s) or attach another with --network-map %s=NETWORK", nw, nw, old)
+		} else {
+			rl.p.block("network %q (for %s) does not exist on this host: create it, or map %s to one that exists", nw, old, old)
 		}
-		if len(ips) > 0 {
-			np.IP = strings.Join(ips, ",")
-		}
-		np.MAC = mac
-		np.KeepIP = keepIP && len(ips) > 0
-		n, err := t.c.InspectNetwork(ctx, nw)
-		switch {
-		case errors.Is(err, podman.ErrNotFound):
-			if nw == old {
-				p.block("network %q does not exist on this host: create it (podman network create %s) or attach another with --network-map %s=NETWORK", nw, nw, old)
-			} else {
-				p.block("network %q (for %s) does not exist on this host: create it, or map %s to one that exists", nw, old, old)
+	case err != nil:
+		return err
+	default:
+		np.Exists = true
+		if np.KeepIP {
+			if outside := outsideSubnets(ips, n); len(outside) > 0 {
+				np.KeepIP = false
+				rl.r.dropIP = true
+				np.Note = fmt.Sprintf("address %s is outside %s's subnets (%s): podman will assign a new one", strings.Join(outside, ","), nw, subnetList(n))
 			}
-		case err != nil:
-			return nil, err
-		default:
-			np.Exists = true
-			if np.KeepIP {
-				if outside := outsideSubnets(ips, n); len(outside) > 0 {
-					np.KeepIP = false
-					r.dropIP = true
-					np.Note = fmt.Sprintf("address %s is outside %s's subnets (%s): podman will assign a new one", strings.Join(outside, ","), nw, subnetList(n))
-				}
-			}
-		}
-		if !np.KeepIP && len(ips) > 0 && np.Note == "" {
-			np.Note = "podman will assign a new address"
-		}
-		if nw != old {
-			changed = true
-			if v, ok := nets[old]; ok {
-				delete(nets, old)
-				nets[nw] = v
-			}
-			status.Rename(old, nw)
-			r.changes = append(r.changes, fmt.Sprintf("network %s -> %s", old, nw))
-		}
-		p.Networks = append(p.Networks, np)
-	}
-	if r.dropIP {
-		// The restore asks podman to ignore recorded addresses, and the
-		// creation-time request for one must go too.
-		for n, v := range nets {
-			var opts map[string]json.RawMessage
-			if json.Unmarshal(v, &opts) == nil && opts != nil {
-				delete(opts, "static_ips")
-				b, _ := json.Marshal(opts)
-				nets[n] = b
-				changed = true
-			}
 		}
 	}
-	if !changed {
+	return nil
+}
+
+// rename moves network old's entries in both dumps to nw.
+func (n *networks) rename(old, nw string) {
+	n.changed = true
+	if v, ok := n.nets[old]; ok {
+		delete(n.nets, old)
+		n.nets[nw] = v
+	}
+	n.status.Rename(old, nw)
+}
+
+// dropStaticIPs removes the creation-time address requests: the restore
+// asks podman to ignore recorded addresses, and these must go too.
+func (n *networks) dropStaticIPs() {
+	for name, v := range n.nets {
+		var opts map[string]json.RawMessage
+		if json.Unmarshal(v, &opts) == nil && opts != nil {
+			delete(opts, "static_ips")
+			b, _ := json.Marshal(opts)
+			n.nets[name] = b
+			n.changed = true
+		}
+	}
+}
+
+// write sets config.dump's newNetworks and returns the new network.status,
+// nil when neither changed.
+func (n *networks) write(cfg *dump.Config) ([]byte, error) {
+	if !n.changed {
 		return nil, nil
 	}
-	if nets != nil {
-		b, err := json.Marshal(nets)
+	if n.nets != nil {
+		b, err := json.Marshal(n.nets)
 		if err != nil {
 			return nil, err
 		}
 		cfg.SetRaw("newNetworks", b)
 	}
-	if status == nil {
+	if n.status == nil {
 		return nil, nil
 	}
-	return status.Bytes()
+	return n.status.Bytes()
 }
 
 // staticIPs reads the static_ips of one newNetworks entry.

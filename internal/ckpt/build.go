@@ -101,17 +101,22 @@ type putResult struct {
 	err  error
 }
 
+// layerAnnotations name what a layer holds, in its blob and its descriptor.
+func layerAnnotations(role Role, volume string) map[string]string {
+	ann := map[string]string{AnnLayerRole: string(role)}
+	if volume != "" {
+		ann[AnnLayerVolume] = volume
+	}
+	return ann
+}
+
 func newLayer(ctx context.Context, dest types.ImageDestination, algo compression.Algorithm, level *int, role Role, volume string) (*layer, error) {
 	pr, pw := io.Pipe()
 	l := &layer{role: role, volume: volume, diff: digest.Canonical.Digester(), pw: pw, done: make(chan putResult, 1)}
 	go func() {
 		// The role tells a destination what the blob holds (a push
 		// streams some roles to the registry while building).
-		ann := map[string]string{AnnLayerRole: string(role)}
-		if volume != "" {
-			ann[AnnLayerVolume] = volume
-		}
-		info, err := dest.PutBlob(ctx, pr, types.BlobInfo{Size: -1, Annotations: ann}, none.NoCache, false)
+		info, err := dest.PutBlob(ctx, pr, types.BlobInfo{Size: -1, Annotations: layerAnnotations(role, volume)}, none.NoCache, false)
 		pr.CloseWithError(err)
 		l.done <- putResult{info, err}
 	}()
@@ -193,168 +198,246 @@ func Build(ctx context.Context, r io.Reader, dest types.ImageDestination, o Buil
 	if err != nil {
 		return nil, err
 	}
-	layers := map[string]*layer{} // by role, or "volume/NAME"
-	var order []*layer
+	b := &building{dest: dest, o: o, mediaType: mediaType, algo: algo, layers: map[string]*layer{}}
 	defer func() {
 		if retErr != nil {
-			for _, l := range order {
-				if l.tw != nil {
-					l.abort(retErr)
-				}
-			}
+			b.abort(retErr)
 		}
 	}()
-	get := func(role Role, volume string) (*layer, error) {
-		key := string(role) + "/" + volume
-		if l, ok := layers[key]; ok {
-			return l, nil
-		}
-		l, err := newLayer(ctx, dest, algo, o.Level, role, volume)
-		if err != nil {
-			return nil, err
-		}
-		layers[key] = l
-		order = append(order, l)
-		if role == RoleVolume {
-			// Each volume layer carries the parent directory itself, so
-			// any one of them unpacks on its own.
-			if err := l.tw.WriteHeader(&tar.Header{Name: VolumesDir + "/", Typeflag: tar.TypeDir, Mode: 0o700, ModTime: stableTime}); err != nil {
-				return nil, err
-			}
-		}
-		return l, nil
-	}
 	// The metadata layer comes first even if podman's archive starts with
 	// something else.
-	if _, err := get(RoleMetadata, ""); err != nil {
+	if _, err := b.layerOf(ctx, RoleMetadata, ""); err != nil {
 		return nil, err
 	}
+	if err := b.split(ctx, r); err != nil {
+		return nil, err
+	}
+	if err := b.closeLayers(); err != nil {
+		return nil, err
+	}
+	if err := b.commit(ctx); err != nil {
+		return nil, err
+	}
+	return b.built, nil
+}
 
-	var cfg *dump.Config
-	var cleared []string
-	seenCRIU := false
-	err = tarsafe.NewChecker(tarsafe.Plain).Walk(ctxReader{ctx, r}, ErrBadArchive, nil, func(name string, h *tar.Header, body io.Reader) error {
-		role, volume, ok := RoleOf(name)
-		if !ok {
-			return fmt.Errorf("%w: member %q is not part of the checkpoint format this tool knows", ErrBadArchive, h.Name)
+// building is one Build: the layers open so far and what the archive
+// gave, for the manifest.
+type building struct {
+	dest      types.ImageDestination
+	o         BuildOptions
+	mediaType string
+	algo      compression.Algorithm
+
+	layers   map[string]*layer // by role, or "volume/NAME"
+	order    []*layer          // as opened
+	cfg      *dump.Config
+	cleared  []string
+	seenCRIU bool
+	built    *Built
+}
+
+// abort ends the layers still open, whose goroutines would otherwise wait
+// on their pipes.
+func (b *building) abort(err error) {
+	for _, l := range b.order {
+		if l.tw != nil {
+			l.abort(err)
 		}
-		if role == RoleVolume && volume == "" {
-			return nil // the volumes/ directory: each volume layer has its own
+	}
+}
+
+// layerOf returns the layer of role (and volume), opening it at its first
+// member.
+func (b *building) layerOf(ctx context.Context, role Role, volume string) (*layer, error) {
+	key := string(role) + "/" + volume
+	if l, ok := b.layers[key]; ok {
+		return l, nil
+	}
+	l, err := newLayer(ctx, b.dest, b.algo, b.o.Level, role, volume)
+	if err != nil {
+		return nil, err
+	}
+	b.layers[key] = l
+	b.order = append(b.order, l)
+	if role == RoleVolume {
+		// Each volume layer carries the parent directory itself, so
+		// any one of them unpacks on its own.
+		if err := l.tw.WriteHeader(&tar.Header{Name: VolumesDir + "/", Typeflag: tar.TypeDir, Mode: 0o700, ModTime: stableTime}); err != nil {
+			return nil, err
 		}
-		if role == RoleCRIU {
-			seenCRIU = true
-		}
-		l, err := get(role, volume)
-		if err != nil {
-			return err
-		}
-		size := h.Size
-		if name == ConfigDump {
-			if cfg, err = dump.ReadConfig(body); err != nil {
-				return fmt.Errorf("%w: %w", ErrBadArchive, err)
-			}
-			cleared = cfg.Neutralize()
-			b, err := cfg.Bytes()
-			if err != nil {
-				return err
-			}
-			if fn := o.Rewrite[name]; fn != nil {
-				if b, err = fn(b); err != nil {
-					return fmt.Errorf("rewriting %s: %w", name, err)
-				}
-				if cfg, err = dump.ReadConfig(bytes.NewReader(b)); err != nil {
-					return fmt.Errorf("rewriting %s: %w", name, err)
-				}
-			}
-			body, size = bytes.NewReader(b), int64(len(b))
-		} else if fn := o.Rewrite[name]; fn != nil && h.Typeflag == tar.TypeReg {
-			b, err := io.ReadAll(io.LimitReader(body, dump.MaxSize+1))
-			if err != nil {
-				return fmt.Errorf("%w: reading %s: %w", ErrBadArchive, name, err)
-			}
-			if len(b) > dump.MaxSize {
-				return fmt.Errorf("%w: %s is larger than %d bytes", ErrBadArchive, name, dump.MaxSize)
-			}
-			if b, err = fn(b); err != nil {
-				return fmt.Errorf("rewriting %s: %w", name, err)
-			}
-			body, size = bytes.NewReader(b), int64(len(b))
-		}
-		if role == RoleVolume || role == RoleRootfs {
-			// podman writes these tars afresh at every checkpoint: their
-			// time alone would make unchanged content a new blob.
-			hc := *h
-			hc.ModTime = stableTime
-			h = &hc
-		}
-		if err := WriteMember(l.tw, name, h, body, size); err != nil {
-			return fmt.Errorf("writing the %s layer: %w", l.role, err)
-		}
-		return nil
+	}
+	return l, nil
+}
+
+// split reads podman's archive once, writing each member into its role's
+// layer, and checks it had what a restore needs.
+func (b *building) split(ctx context.Context, r io.Reader) error {
+	err := tarsafe.NewChecker(tarsafe.Plain).Walk(ctxReader{ctx, r}, ErrBadArchive, nil, func(name string, h *tar.Header, body io.Reader) error {
+		return b.member(ctx, name, h, body)
 	})
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return ctx.Err()
 		}
-		return nil, err
+		return err
 	}
-	if cfg == nil {
-		return nil, fmt.Errorf("%w: no %s in it", ErrBadArchive, ConfigDump)
+	if b.cfg == nil {
+		return fmt.Errorf("%w: no %s in it", ErrBadArchive, ConfigDump)
 	}
-	if !seenCRIU {
-		return nil, fmt.Errorf("%w: no %s/ directory (CRIU images) in it", ErrBadArchive, CheckpointDir)
+	if !b.seenCRIU {
+		return fmt.Errorf("%w: no %s/ directory (CRIU images) in it", ErrBadArchive, CheckpointDir)
 	}
+	return nil
+}
 
-	// Close every layer, in manifest order: metadata, CRIU, rootfs, volumes.
-	sorted := sortLayers(order)
-	built = &Built{Config: cfg, Cleared: cleared}
-	for _, l := range sorted {
-		info, err := l.close()
-		l.tw = nil
-		if err != nil {
-			return nil, fmt.Errorf("storing the %s layer: %w", l.role, err)
-		}
-		ann := map[string]string{AnnLayerRole: string(l.role)}
-		if l.volume != "" {
-			ann[AnnLayerVolume] = l.volume
-		}
-		built.Layers = append(built.Layers, Layer{
-			Role: l.role, Volume: l.volume, DiffID: l.diff.Digest(),
-			Desc: imgspecv1.Descriptor{MediaType: mediaType, Digest: info.Digest, Size: info.Size, Annotations: ann},
-		})
+// member writes one archive member into its layer.
+func (b *building) member(ctx context.Context, name string, h *tar.Header, body io.Reader) error {
+	role, volume, ok := RoleOf(name)
+	if !ok {
+		return fmt.Errorf("%w: member %q is not part of the checkpoint format this tool knows", ErrBadArchive, h.Name)
 	}
+	if role == RoleVolume && volume == "" {
+		return nil // the volumes/ directory: each volume layer has its own
+	}
+	if role == RoleCRIU {
+		b.seenCRIU = true
+	}
+	l, err := b.layerOf(ctx, role, volume)
+	if err != nil {
+		return err
+	}
+	body, size, err := b.content(name, h, body)
+	if err != nil {
+		return err
+	}
+	if role == RoleVolume || role == RoleRootfs {
+		// podman writes these tars afresh at every checkpoint: their
+		// time alone would make unchanged content a new blob.
+		hc := *h
+		hc.ModTime = stableTime
+		h = &hc
+	}
+	if err := WriteMember(l.tw, name, h, body, size); err != nil {
+		return fmt.Errorf("writing the %s layer: %w", l.role, err)
+	}
+	return nil
+}
 
-	annotations := map[string]string{}
-	if o.Annotate != nil {
-		if annotations, err = o.Annotate(cfg); err != nil {
-			return nil, err
-		}
+// content returns a member's body and size as the image stores them:
+// config.dump neutralised, the members o.Rewrite names rewritten, the
+// rest streamed as they are.
+func (b *building) content(name string, h *tar.Header, body io.Reader) (io.Reader, int64, error) {
+	var data []byte
+	var err error
+	switch fn := b.o.Rewrite[name]; {
+	case name == ConfigDump:
+		data, err = b.configDump(body, fn)
+	case fn != nil && h.Typeflag == tar.TypeReg:
+		data, err = rewrite(name, body, fn)
+	default:
+		return body, h.Size, nil
 	}
-	configDesc, err := putConfig(ctx, dest, built.Layers, o)
+	if err != nil {
+		return nil, 0, err
+	}
+	return bytes.NewReader(data), int64(len(data)), nil
+}
+
+// configDump reads config.dump, which the annotations and the caller need,
+// and clears the source host's paths from it before any rewrite.
+func (b *building) configDump(body io.Reader, fn func([]byte) ([]byte, error)) ([]byte, error) {
+	var err error
+	if b.cfg, err = dump.ReadConfig(body); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadArchive, err)
+	}
+	b.cleared = b.cfg.Neutralize()
+	data, err := b.cfg.Bytes()
 	if err != nil {
 		return nil, err
 	}
-	built.Manifest = imgspecv1.Manifest{
+	if fn == nil {
+		return data, nil
+	}
+	if data, err = fn(data); err != nil {
+		return nil, fmt.Errorf("rewriting %s: %w", ConfigDump, err)
+	}
+	if b.cfg, err = dump.ReadConfig(bytes.NewReader(data)); err != nil {
+		return nil, fmt.Errorf("rewriting %s: %w", ConfigDump, err)
+	}
+	return data, nil
+}
+
+// rewrite reads a member whole, bounded since it is held in memory, and
+// returns it as fn rewrites it.
+func rewrite(name string, body io.Reader, fn func([]byte) ([]byte, error)) ([]byte, error) {
+	data, err := io.ReadAll(io.LimitReader(body, dump.MaxSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("%w: reading %s: %w", ErrBadArchive, name, err)
+	}
+	if len(data) > dump.MaxSize {
+		return nil, fmt.Errorf("%w: %s is larger than %d bytes", ErrBadArchive, name, dump.MaxSize)
+	}
+	if data, err = fn(data); err != nil {
+		return nil, fmt.Errorf("rewriting %s: %w", name, err)
+	}
+	return data, nil
+}
+
+// closeLayers closes every layer, in manifest order: metadata, CRIU,
+// rootfs, volumes. Only a closed layer has its digests.
+func (b *building) closeLayers() error {
+	b.built = &Built{Config: b.cfg, Cleared: b.cleared}
+	for _, l := range sortLayers(b.order) {
+		info, err := l.close()
+		l.tw = nil
+		if err != nil {
+			return fmt.Errorf("storing the %s layer: %w", l.role, err)
+		}
+		b.built.Layers = append(b.built.Layers, Layer{
+			Role: l.role, Volume: l.volume, DiffID: l.diff.Digest(),
+			Desc: imgspecv1.Descriptor{MediaType: b.mediaType, Digest: info.Digest, Size: info.Size, Annotations: layerAnnotations(l.role, l.volume)},
+		})
+	}
+	return nil
+}
+
+// commit stores the image config and the manifest, which name the layers'
+// digests, and commits dest.
+func (b *building) commit(ctx context.Context) error {
+	annotations := map[string]string{}
+	if b.o.Annotate != nil {
+		var err error
+		if annotations, err = b.o.Annotate(b.cfg); err != nil {
+			return err
+		}
+	}
+	configDesc, err := putConfig(ctx, b.dest, b.built.Layers, b.o)
+	if err != nil {
+		return err
+	}
+	m := imgspecv1.Manifest{
 		Versioned:   specs.Versioned{SchemaVersion: 2},
 		MediaType:   imgspecv1.MediaTypeImageManifest,
 		Config:      configDesc,
 		Annotations: annotations,
 	}
-	for _, l := range built.Layers {
-		built.Manifest.Layers = append(built.Manifest.Layers, l.Desc)
+	for _, l := range b.built.Layers {
+		m.Layers = append(m.Layers, l.Desc)
 	}
-	mb, err := json.Marshal(built.Manifest)
+	b.built.Manifest = m
+	mb, err := json.Marshal(m)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	if err := dest.PutManifest(ctx, mb, nil); err != nil {
-		return nil, fmt.Errorf("storing the manifest: %w", err)
+	if err := b.dest.PutManifest(ctx, mb, nil); err != nil {
+		return fmt.Errorf("storing the manifest: %w", err)
 	}
-	if err := dest.Commit(ctx, nil); err != nil {
-		return nil, fmt.Errorf("committing the image: %w", err)
+	if err := b.dest.Commit(ctx, nil); err != nil {
+		return fmt.Errorf("committing the image: %w", err)
 	}
-	built.Digest = digest.FromBytes(mb)
-	return built, nil
+	b.built.Digest = digest.FromBytes(mb)
+	return nil
 }
 
 func sortLayers(ls []*layer) []*layer {

@@ -88,6 +88,38 @@ func CRIONames(specDump []byte) KubeNames {
 // taken from the repository digests CRI-O recorded, so that pull can fetch
 // the base image by digest. It returns what it changed, for the log.
 func FromCRIO(m *Metadata) ([]string, error) {
+	c, err := readCRIODumps(m)
+	if err != nil {
+		return nil, err
+	}
+	for _, step := range []func() error{
+		c.setImageID,
+		c.setName,
+		c.setNetwork,
+		c.setUserVolumes,
+		c.setBaseDigest,
+		c.dropNamespacePaths,
+		c.dropAnnotations,
+		c.write,
+	} {
+		if err := step(); err != nil {
+			return nil, err
+		}
+	}
+	return c.changed, nil
+}
+
+// crioDumps are the dumps FromCRIO edits, and what it changed so far.
+type crioDumps struct {
+	m       *Metadata
+	cfg     *dump.Config
+	spec    *Spec
+	changed []string
+}
+
+// readCRIODumps parses both dumps: a checkpoint without them is no
+// checkpoint.
+func readCRIODumps(m *Metadata) (*crioDumps, error) {
 	cfg, err := dump.ReadConfig(bytes.NewReader(m.ConfigDump))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrNotCheckpoint, err)
@@ -96,101 +128,140 @@ func FromCRIO(m *Metadata) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s is not a JSON object", ErrNotCheckpoint, SpecDump)
 	}
-	specAnn, _ := spec.Annotations()
-	var changed []string
-	set := func(key string, v any, why string) error {
-		b, err := json.Marshal(v)
-		if err != nil {
-			return err
-		}
-		cfg.SetRaw(key, b)
-		changed = append(changed, why)
+	return &crioDumps{m: m, cfg: cfg, spec: spec}, nil
+}
+
+// set sets a config.dump field; why, unless empty, goes to the log.
+func (c *crioDumps) set(key string, v any, why string) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	c.cfg.SetRaw(key, b)
+	if why != "" {
+		c.changed = append(c.changed, why)
+	}
+	return nil
+}
+
+// setImageID gives podman the image ID it requires, from CRI-O's
+// rootfsImageRef when that is one.
+func (c *crioDumps) setImageID() error {
+	ref := c.cfg.String("rootfsImageRef")
+	if c.cfg.RootfsImageID() != "" || !imageIDPattern.MatchString(ref) {
 		return nil
 	}
-	ref := cfg.String("rootfsImageRef")
-	if cfg.RootfsImageID() == "" && imageIDPattern.MatchString(ref) {
-		if err := set("rootfsImageID", ref, "config.dump: rootfsImageID from CRI-O's rootfsImageRef"); err != nil {
-			return nil, err
-		}
-	}
-	names := CRIONames(m.SpecDump)
-	if names.Container != "" && names.Container != cfg.Name() {
-		if err := set("name", names.Container, fmt.Sprintf("config.dump: name %s (CRI-O's %s)", names.Container, cfg.Name())); err != nil {
-			return nil, err
-		}
-	}
-	if cfg.Raw("newNetworks") == nil {
-		if err := set("createNetNS", true, ""); err != nil {
-			return nil, err
-		}
-		if err := set("networkMode", "bridge", ""); err != nil {
-			return nil, err
-		}
-		if err := set("newNetworks", map[string]any{"podman": map[string]any{}}, "config.dump: a network namespace of its own on podman's default network \"podman\""); err != nil {
-			return nil, err
-		}
-	}
-	if cfg.Raw("userVolumes") == nil {
-		// podman lists these as the container's mounts (inspect).
-		mounts, _ := spec.Mounts()
-		var dests []string
-		for _, mt := range UserBinds(mounts, nil) {
-			dests = append(dests, mt.Destination)
-		}
-		if len(dests) > 0 {
-			if err := set("userVolumes", dests, fmt.Sprintf("config.dump: bind mounts %s listed as the user's", strings.Join(dests, ", "))); err != nil {
-				return nil, err
-			}
-		}
-	}
-	digests := specAnn[specAnnRepoDigests]
-	if m.Manifest.Annotations[AnnBaseDigest] == "" {
-		if d := repoDigest(cfg.RootfsImageName(), digests); d != "" {
-			if m.Manifest.Annotations == nil {
-				m.Manifest.Annotations = map[string]string{}
-			}
-			m.Manifest.Annotations[AnnBaseDigest] = d
-		}
-	}
+	return c.set("rootfsImageID", ref, "config.dump: rootfsImageID from CRI-O's rootfsImageRef")
+}
 
-	dropped, err := spec.DropNamespacePaths()
+// setName names the container as Kubernetes did, not as CRI-O does.
+func (c *crioDumps) setName() error {
+	names := CRIONames(c.m.SpecDump)
+	if names.Container == "" || names.Container == c.cfg.Name() {
+		return nil
+	}
+	return c.set("name", names.Container, fmt.Sprintf("config.dump: name %s (CRI-O's %s)", names.Container, c.cfg.Name()))
+}
+
+// setNetwork gives a container CRI-O left without podman networks a
+// namespace of its own on podman's default network.
+func (c *crioDumps) setNetwork() error {
+	if c.cfg.Raw("newNetworks") != nil {
+		return nil
+	}
+	if err := c.set("createNetNS", true, ""); err != nil {
+		return err
+	}
+	if err := c.set("networkMode", "bridge", ""); err != nil {
+		return err
+	}
+	return c.set("newNetworks", map[string]any{"podman": map[string]any{}}, "config.dump: a network namespace of its own on podman's default network \"podman\"")
+}
+
+// setUserVolumes lists the bind mounts as the user's: podman lists these
+// as the container's mounts (inspect).
+func (c *crioDumps) setUserVolumes() error {
+	if c.cfg.Raw("userVolumes") != nil {
+		return nil
+	}
+	mounts, _ := c.spec.Mounts()
+	var dests []string
+	for _, mt := range UserBinds(mounts, nil) {
+		dests = append(dests, mt.Destination)
+	}
+	if len(dests) == 0 {
+		return nil
+	}
+	return c.set("userVolumes", dests, fmt.Sprintf("config.dump: bind mounts %s listed as the user's", strings.Join(dests, ", ")))
+}
+
+// setBaseDigest records the base image's digest, which pull fetches the
+// base image by, from the repository digests CRI-O recorded.
+func (c *crioDumps) setBaseDigest() error {
+	if c.m.Manifest.Annotations[AnnBaseDigest] != "" {
+		return nil
+	}
+	specAnn, _ := c.spec.Annotations()
+	d := repoDigest(c.cfg.RootfsImageName(), specAnn[specAnnRepoDigests])
+	if d == "" {
+		return nil
+	}
+	if c.m.Manifest.Annotations == nil {
+		c.m.Manifest.Annotations = map[string]string{}
+	}
+	c.m.Manifest.Annotations[AnnBaseDigest] = d
+	return nil
+}
+
+// dropNamespacePaths drops CRI-O's pinned namespaces, which exist only on
+// the source node.
+func (c *crioDumps) dropNamespacePaths() error {
+	dropped, err := c.spec.DropNamespacePaths()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if dropped > 0 {
-		changed = append(changed, fmt.Sprintf("spec.dump: %d namespace path(s) of CRI-O's dropped", dropped))
+		c.changed = append(c.changed, fmt.Sprintf("spec.dump: %d namespace path(s) of CRI-O's dropped", dropped))
 	}
-	if ann, err := spec.Annotations(); err == nil && ann != nil {
-		n := 0
-		for k := range ann {
-			if strings.HasPrefix(k, "io.kubernetes.cri-o.") || k == "platform-runtime-path.crio.io" {
-				delete(ann, k)
-				n++
-			}
-		}
-		if n > 0 {
-			if err := spec.SetAnnotations(ann); err != nil {
-				return nil, err
-			}
-			changed = append(changed, fmt.Sprintf("spec.dump: %d CRI-O annotation(s) dropped", n))
+	return nil
+}
+
+// dropAnnotations drops CRI-O's annotations: they describe a CRI-O
+// container.
+func (c *crioDumps) dropAnnotations() error {
+	ann, err := c.spec.Annotations()
+	if err != nil || ann == nil {
+		return nil
+	}
+	n := 0
+	for k := range ann {
+		if strings.HasPrefix(k, "io.kubernetes.cri-o.") || k == "platform-runtime-path.crio.io" {
+			delete(ann, k)
+			n++
 		}
 	}
-	sb, err := spec.Bytes()
+	if n == 0 {
+		return nil
+	}
+	if err := c.spec.SetAnnotations(ann); err != nil {
+		return err
+	}
+	c.changed = append(c.changed, fmt.Sprintf("spec.dump: %d CRI-O annotation(s) dropped", n))
+	return nil
+}
+
+// write puts the edited dumps back into the metadata.
+func (c *crioDumps) write() error {
+	sb, err := c.spec.Bytes()
 	if err != nil {
-		return nil, err
+		return err
 	}
-	cb, err := cfg.Bytes()
+	cb, err := c.cfg.Bytes()
 	if err != nil {
-		return nil, err
+		return err
 	}
-	m.ConfigDump, m.SpecDump, m.Config = cb, sb, cfg
-	out := changed[:0]
-	for _, c := range changed {
-		if c != "" {
-			out = append(out, c)
-		}
-	}
-	return out, nil
+	c.m.ConfigDump, c.m.SpecDump, c.m.Config = cb, sb, c.cfg
+	return nil
 }
 
 // repoDigest picks, from CRI-O's comma-separated REPO@DIGEST list, the
