@@ -174,15 +174,7 @@ func TestPushFaults(t *testing.T) {
 			o := pushOpts(t)
 			tc.setup(src, &o)
 			_, err := Push(context.Background(), src, o)
-			if err == nil {
-				t.Fatal("push succeeded")
-			}
-			if k := fault.KindOf(err); k != tc.kind {
-				t.Errorf("error %v is of kind %s, want %s", err, k, tc.kind)
-			}
-			if tc.is != nil && !errors.Is(err, tc.is) {
-				t.Errorf("error %v does not wrap %v", err, tc.is)
-			}
+			checkFailure(t, "push", err, tc.kind, tc.is)
 			if n := src.Count("RestoreKept"); n != tc.restored {
 				t.Errorf("restored %d times, want %d", n, tc.restored)
 			}
@@ -193,6 +185,21 @@ func TestPushFaults(t *testing.T) {
 				t.Errorf("error %q does not say how to resume the container", err)
 			}
 		})
+	}
+}
+
+// checkFailure fails the test unless err is a failure of kind, wrapping
+// is (when not nil).
+func checkFailure(t *testing.T, op string, err error, kind fault.Kind, is error) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("%s succeeded", op)
+	}
+	if k := fault.KindOf(err); k != kind {
+		t.Errorf("error %v is of kind %s, want %s", err, k, kind)
+	}
+	if is != nil && !errors.Is(err, is) {
+		t.Errorf("error %v does not wrap %v", err, is)
 	}
 }
 
@@ -270,15 +277,7 @@ func TestPullFaults(t *testing.T) {
 			o := restore.PullOptions{Source: ref, TmpDir: t.TempDir()}
 			tc.setup(dst, &o)
 			_, err := Pull(context.Background(), dst, o)
-			if err == nil {
-				t.Fatal("pull succeeded")
-			}
-			if k := fault.KindOf(err); k != tc.kind {
-				t.Errorf("error %v is of kind %s, want %s", err, k, tc.kind)
-			}
-			if tc.is != nil && !errors.Is(err, tc.is) {
-				t.Errorf("error %v does not wrap %v", err, tc.is)
-			}
+			checkFailure(t, "pull", err, tc.kind, tc.is)
 			if n := dst.Count("RemoveContainer"); n != tc.removes {
 				t.Errorf("removed %d containers, want %d", n, tc.removes)
 			}
