@@ -2,13 +2,10 @@ package restore
 
 import (
 	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -23,7 +20,6 @@ import (
 
 	podman "github.com/podman-migrate/podman-migrate/bindings"
 	"github.com/podman-migrate/podman-migrate/internal/ckpt"
-	"github.com/podman-migrate/podman-migrate/internal/dump"
 	"github.com/podman-migrate/podman-migrate/internal/fault"
 	"github.com/podman-migrate/podman-migrate/internal/progress"
 	"github.com/podman-migrate/podman-migrate/internal/tarsafe"
@@ -228,14 +224,10 @@ func (p *Plan) Restore(ctx context.Context, c podman.Target, img *ckpt.Image, o 
 
 func (p *Plan) restore(ctx context.Context, c podman.Target, img *ckpt.Image, o PullOptions, logw io.Writer) (string, error) {
 	name, rel := p.Name, p.relocated
-	edits, err := p.restoreEdits()
-	if err != nil {
-		return "", err
-	}
 	pr, pw := io.Pipe()
 	werr := make(chan error, 1)
 	go func() {
-		err := img.WriteArchive(ctx, pw, edits)
+		err := img.WriteArchive(ctx, pw, rel.edits)
 		pw.CloseWithError(err)
 		werr <- err
 	}()
@@ -271,33 +263,6 @@ func (p *Plan) restore(ctx context.Context, c podman.Target, img *ckpt.Image, o 
 		err = fmt.Errorf("restoring: %w; podman had restored container %s, which is removed again", ctx.Err(), ckpt.ShortID(id))
 	}
 	return id, err
-}
-
-// restoreEdits are the plan's edits of the archive, with config.dump
-// naming the base image by its ID when the plan says ByID: podman's restore
-// pulls the image it names unless it finds it here, and a digest reference
-// it may not find locally.
-func (p *Plan) restoreEdits() (ckpt.Edits, error) {
-	e := p.relocated.edits
-	if !p.Base.ByID {
-		return e, nil
-	}
-	cfg, err := dump.ReadConfig(bytes.NewReader(e.Replace[ckpt.ConfigDump]))
-	if err != nil {
-		return e, fmt.Errorf("%w: %w", ckpt.ErrBadArchive, err)
-	}
-	id, err := json.Marshal(p.Base.ID)
-	if err != nil {
-		return e, err
-	}
-	cfg.SetRaw("rootfsImageName", id)
-	b, err := cfg.Bytes()
-	if err != nil {
-		return e, err
-	}
-	replace := maps.Clone(e.Replace)
-	replace[ckpt.ConfigDump] = b
-	return ckpt.Edits{Replace: replace, Rename: e.Rename}, nil
 }
 
 // criuLog finds the restore log podman names when CRIU failed ("criu

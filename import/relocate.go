@@ -72,6 +72,7 @@ func (p *Plan) relocate(ctx context.Context, t *target, meta *ckpt.Metadata, o P
 		rl.relocateVolumes,
 		rl.relocateBinds,
 		rl.relocateNetworks,
+		rl.baseByID,
 		rl.writeDumps,
 	} {
 		if err := step(ctx); err != nil {
@@ -264,6 +265,21 @@ func (rl *relocating) checkBindSource(mp *MountPlan, kinds ckpt.BindKinds) {
 			rl.p.block("bind mount source %s (mounted at %s) is a %s here, the checkpoint had a %s", nw, dest, kind(fi.IsDir()), kind(want))
 		}
 	}
+}
+
+// baseByID names the base image by its ID in config.dump when the plan
+// says ByID: podman's restore pulls the image it names unless it finds it
+// here, and a digest reference it may not find locally.
+func (rl *relocating) baseByID(context.Context) error {
+	if !rl.p.Base.ByID {
+		return nil
+	}
+	id, err := json.Marshal(rl.p.Base.ID)
+	if err != nil {
+		return err
+	}
+	rl.cfg.SetRaw("rootfsImageName", id)
+	return nil
 }
 
 // writeDumps turns the edited dumps into the archive's edits.
