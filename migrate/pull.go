@@ -40,12 +40,16 @@ type pulling struct {
 	lastErr error
 }
 
+func newPulling(c podman.Target, o restore.PullOptions, log io.Writer) *pulling {
+	return &pulling{c: c, o: o, log: log, began: time.Now(),
+		res: &restore.PullResult{Seconds: map[string]float64{}, Bytes: map[string]int64{}}}
+}
+
 // PlanPull reads only the manifest, config and metadata layer of the
 // checkpoint and works out what a pull would do on the host c serves,
 // creating nothing. Plan.Err says whether the restore can proceed.
 func PlanPull(ctx context.Context, c podman.Target, o restore.PullOptions) (*restore.Plan, error) {
-	p := &pulling{c: c, o: o, log: io.Discard, began: time.Now(),
-		res: &restore.PullResult{Seconds: map[string]float64{}, Bytes: map[string]int64{}}}
+	p := newPulling(c, o, io.Discard)
 	defer p.close()
 	if err := runPhases(ctx, "plan", []phase{{"metadata", p.metadata}, {"plan", p.makePlan}}); err != nil {
 		return nil, err
@@ -58,8 +62,7 @@ func PlanPull(ctx context.Context, c podman.Target, o restore.PullOptions) (*res
 // CRIU images if the plan has blockers. If the restore fails, whatever it
 // created is removed again, in one place.
 func Pull(ctx context.Context, c podman.Target, o restore.PullOptions) (*restore.PullResult, error) {
-	p := &pulling{c: c, o: o, log: logOrDiscard(o.Log), began: time.Now(),
-		res: &restore.PullResult{Seconds: map[string]float64{}, Bytes: map[string]int64{}}}
+	p := newPulling(c, o, logOrDiscard(o.Log))
 	defer p.close()
 	err := runOp(ctx, "pull", []phase{
 		{"metadata", p.metadata},

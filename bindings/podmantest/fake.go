@@ -155,30 +155,28 @@ func (f *Fake) ContainerExists(_ context.Context, nameOrID string) (bool, error)
 
 // InspectImage implements podman.Inspector.
 func (f *Fake) InspectImage(_ context.Context, nameOrID string) (*podman.Image, error) {
-	if err := f.call("InspectImage"); err != nil {
-		return nil, err
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if img, ok := f.Images[nameOrID]; ok {
-		cp := *img
-		return &cp, nil
-	}
-	return nil, notFound(nameOrID)
+	return lookupIn(f, "InspectImage", f.Images, nameOrID)
 }
 
 // InspectNetwork implements podman.Inspector.
 func (f *Fake) InspectNetwork(_ context.Context, name string) (*podman.Network, error) {
-	if err := f.call("InspectNetwork"); err != nil {
+	return lookupIn(f, "InspectNetwork", f.Networks, name)
+}
+
+// lookupIn records method and returns a copy of m[key], or podman's not
+// found, unless the test made method fail.
+func lookupIn[V any](f *Fake, method string, m map[string]*V, key string) (*V, error) {
+	if err := f.call(method); err != nil {
 		return nil, err
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if n, ok := f.Networks[name]; ok {
-		cp := *n
-		return &cp, nil
+	v, ok := m[key]
+	if !ok {
+		return nil, notFound(key)
 	}
-	return nil, notFound(name)
+	cp := *v
+	return &cp, nil
 }
 
 // VolumeExists implements podman.Inspector.
