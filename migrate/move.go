@@ -124,7 +124,6 @@ type moving struct {
 	log     io.Writer
 	r       *MoveResult
 	push    export.PushOptions
-	pushed  bool   // the source is checkpointed: a failure now resumes it
 	staging string // the OCI layout's directory when there is no --via
 }
 
@@ -168,7 +167,6 @@ func (m *moving) pushPhase(ctx context.Context) error {
 	if err != nil {
 		return fault.OnSide(fault.Source, fmt.Errorf("pushing: %w", err))
 	}
-	m.pushed = true
 	m.r.Ref, m.r.Digest, m.r.Pushed = pushed.Reference, pushed.Digest, pushed
 	return nil
 }
@@ -191,7 +189,7 @@ func (m *moving) pull(ctx context.Context) error {
 // resume is move's one way back: the source container is restored from
 // the checkpoint push kept.
 func (m *moving) resume(ctx context.Context, cause error) error {
-	if !m.pushed {
+	if m.r.Pushed == nil {
 		return cause // push restored it itself, or never stopped it
 	}
 	ctr := m.push.Container
