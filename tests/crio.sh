@@ -17,6 +17,8 @@
 # only (CNI's loopback plugin, Debian's containernetworking-plugins), or the
 # host network.
 #
+# CRIO_ENABLE_CRIU=false starts it with checkpoint/restore off.
+#
 # After `up`, STATE_DIR/env (shell) holds CRIO_SOCK (unix://...), CRICTL
 # (the crictl binary), CRICTL_CONFIG (a crictl.yaml for that socket),
 # CRIO_PID. Log: STATE_DIR/crio.log.
@@ -79,7 +81,7 @@ listen = "$s/crio.sock"
 default_runtime = "runc"
 cgroup_manager = "cgroupfs"
 conmon_cgroup = "pod"
-enable_criu_support = true
+enable_criu_support = ${CRIO_ENABLE_CRIU:-true}
 drop_infra_ctr = true
 # runc cannot raise rlimits here (no CAP_SYS_RESOURCE): see HOST-NOTES.
 default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]

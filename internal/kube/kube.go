@@ -15,9 +15,11 @@ import (
 	"strings"
 
 	"github.com/containers/image/v5/docker/reference"
+	"github.com/containers/image/v5/image"
 	v1 "github.com/containers/podman/v4/pkg/k8s.io/api/core/v1"
 	metav1 "github.com/containers/podman/v4/pkg/k8s.io/apimachinery/pkg/apis/meta/v1"
 	"github.com/opencontainers/go-digest"
+	imgspecv1 "github.com/opencontainers/image-spec/specs-go/v1"
 	"sigs.k8s.io/yaml"
 
 	"github.com/podman-migrate/podman-migrate/internal/ckpt"
@@ -35,9 +37,30 @@ var ErrNotRestorable = fault.New(fault.Input, "CRI-O cannot restore this checkpo
 // ErrBadName is wrapped when a pod name is not a DNS label.
 var ErrBadName = fault.New(fault.Input, "invalid pod name")
 
-// InitContainerName is the init container that makes the kubelet pull the
-// base image: CRI-O needs it present and does not pull it itself.
-const InitContainerName = "pull-base-image"
+// BaseVolumeName is the image volume that makes the kubelet pull the base
+// image: CRI-O needs it present and does not pull it itself. The kubelet
+// pulls every image volume of a pod before its first container starts,
+// mounted or not, and runs nothing from it.
+const BaseVolumeName = "podman-migrate-base"
+
+// How the base image reaches the node (Options.BasePull).
+const (
+	// BaseImageVolume: the pod names it in an image volume (Kubernetes
+	// 1.31 and later, the ImageVolume feature gate; on by default from 1.35).
+	BaseImageVolume = "image-volume"
+	// BaseOnNode: the pod does not pull it; it must be on the node first.
+	BaseOnNode = "node"
+)
+
+// ErrBadBasePull is wrapped when Options.BasePull is neither mode.
+var ErrBadBasePull = fault.New(fault.Usage, "invalid --base-pull")
+
+// ImageVolume is core/v1's ImageVolumeSource, which podman's copy of the
+// types predates.
+type ImageVolume struct {
+	Reference  string `json:"reference"`
+	PullPolicy string `json:"pullPolicy,omitempty"`
+}
 
 // Options say how the manifest is made.
 type Options struct {
@@ -51,12 +74,17 @@ type Options struct {
 	MountMap []string
 	// BaseImage replaces the base image reference the image records.
 	BaseImage string
+	// BasePull is BaseImageVolume ("" means it) or BaseOnNode.
+	BasePull string
 }
 
 // Result is the manifest and what a reader must know about it.
 type Result struct {
+	// Pod is the manifest but for the sources of ImageVolumes' volumes.
 	Pod       *v1.Pod
 	BaseImage string
+	// ImageVolumes are the pod's image volumes by name; YAML writes them.
+	ImageVolumes map[string]ImageVolume
 	// Notes are comment lines printed above the manifest.
 	Notes []string
 }
@@ -121,6 +149,13 @@ func Generate(meta *ckpt.Metadata, o Options) (*Result, error) {
 	} else if !isDNSLabel(name) {
 		return nil, fmt.Errorf("%w %q: want at most 63 lower-case letters, digits and '-', starting and ending with a letter or digit", ErrBadName, name)
 	}
+	pull := o.BasePull
+	if pull == "" {
+		pull = BaseImageVolume
+	}
+	if pull != BaseImageVolume && pull != BaseOnNode {
+		return nil, fmt.Errorf("%w %q: want %s or %s", ErrBadBasePull, pull, BaseImageVolume, BaseOnNode)
+	}
 	base := o.BaseImage
 	if base == "" {
 		if base, err = baseImage(meta); err != nil {
@@ -143,24 +178,27 @@ func Generate(meta *ckpt.Metadata, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	notes := []string{
+		fmt.Sprintf("Restores container %q (%s) from checkpoint image %s.", d.Container.Name, d.Format, o.Image),
+		"Needs CRI-O 1.25 or later with enable_criu_support = true in [crio.runtime], runc, and CRIU on CRI-O's PATH (podman-migrate kube --check-node on the node checks them). containerd is not supported (its 2.4 removes restore through CreateContainer).",
+	}
+	if pull == BaseImageVolume {
+		// Unmounted: CRI-O's restore mounts only what spec.dump has.
+		vols = append(vols, v1.Volume{Name: BaseVolumeName})
+		r.ImageVolumes = map[string]ImageVolume{BaseVolumeName: {Reference: base, PullPolicy: string(v1.PullIfNotPresent)}}
+		notes = append(notes, fmt.Sprintf("CRI-O does not pull the base image: the kubelet pulls %s as image volume %s, mounted nowhere, nothing run in it. Needs image volumes (Kubernetes 1.31 or later, feature gate ImageVolume, on by default from 1.35); without them, use --base-pull=node.", base, BaseVolumeName))
+	} else {
+		notes = append(notes, fmt.Sprintf("CRI-O does not pull the base image, and this Pod does not either: run `crictl pull %s` on the node first.", base))
+	}
 	r.Pod = &v1.Pod{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
 		ObjectMeta: metav1.ObjectMeta{Name: name},
 		Spec: v1.PodSpec{
-			InitContainers: []v1.Container{{
-				Name: InitContainerName, Image: base,
-				// Only the pull matters; the base image's own true.
-				Command: []string{"true"},
-			}},
 			Containers: []v1.Container{ctr},
 			Volumes:    vols,
 		},
 	}
-	r.Notes = append([]string{
-		fmt.Sprintf("Restores container %q (%s) from checkpoint image %s.", d.Container.Name, d.Format, o.Image),
-		"Needs CRI-O 1.25 or later with enable_criu_support = true, runc, and CRIU on the node.",
-		fmt.Sprintf("CRI-O does not pull the base image: init container %s pulls %s (or run `crictl pull %s` on the node).", InitContainerName, base, base),
-	}, r.Notes...)
+	r.Notes = append(notes, r.Notes...)
 	return r, nil
 }
 
@@ -215,10 +253,53 @@ func FromSource(ctx context.Context, source string, to transfer.Options, lim ckp
 	if err != nil {
 		return nil, err
 	}
+	if err := checkBaseCommand(ctx, r.BaseImage, to); err != nil {
+		return nil, err
+	}
 	if encrypted {
 		r.Notes = append(r.Notes, "Layers of the image are encrypted: CRI-O needs the private key in its decryption_keys_path.")
 	}
 	return r, nil
+}
+
+// ErrNoCommand is wrapped when the base image has neither ENTRYPOINT nor
+// CMD. CRI-O 1.36 restores a container with its base image's command, not
+// the Pod's (server/container_restore.go sets none), and without one fails
+// with "no command specified"; CRIU would have replaced the process anyway.
+var ErrNoCommand = fault.New(fault.Input, "CRI-O cannot restore a checkpoint whose base image has no ENTRYPOINT or CMD")
+
+// checkBaseCommand reads the config of the base image the node pulls, as
+// the node would get it (its platform's instance of a list), and refuses
+// one without a command.
+func checkBaseCommand(ctx context.Context, base string, to transfer.Options) error {
+	ref, err := transfer.ParseReference(base)
+	if err != nil {
+		return err
+	}
+	src, err := transfer.OpenSource(ctx, ref, to)
+	if err != nil {
+		return fmt.Errorf("checking base image %s: %w", base, err)
+	}
+	defer src.Close()
+	var cfg *imgspecv1.Image
+	err = transfer.Retry(ctx, to, func() error {
+		img, err := image.FromUnparsedImage(ctx, to.SystemContext(), image.UnparsedInstance(src, nil))
+		if err == nil {
+			cfg, err = img.OCIConfig(ctx)
+		}
+		if err != nil && !errors.Is(err, context.Canceled) {
+			return &transfer.Error{Op: "reading", Ref: base, Err: err}
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("checking base image %s: %w", base, err)
+	}
+	if len(cfg.Config.Entrypoint) == 0 && len(cfg.Config.Cmd) == 0 {
+		return fault.Hinted(fmt.Errorf("%w: %s has none, and CRI-O takes the restored container's command from it, not from the Pod", ErrNoCommand, base),
+			"run the container from an image that has a CMD (for example `buildah config --cmd` on a copy of it), then checkpoint again; podman restores this checkpoint as it is (podman-migrate pull)")
+	}
+	return nil
 }
 
 // checkSpecAnnotations checks that spec.dump carries the CRI annotations
@@ -282,7 +363,7 @@ func (r *Result) mounts(meta *ckpt.Metadata, maps mountmap.Maps, ctr *v1.Contain
 	}
 	kinds := meta.Provenance().BindKinds
 	used := map[string]bool{}
-	names := map[string]bool{}
+	names := map[string]bool{BaseVolumeName: true}
 	var vols []v1.Volume
 	for _, m := range required {
 		if m.Destination == KubeletHosts {
@@ -342,6 +423,17 @@ func (r *Result) YAML() ([]byte, error) {
 		return nil, err
 	}
 	prune(doc)
+	if len(r.ImageVolumes) > 0 {
+		spec, _ := doc["spec"].(map[string]any)
+		vols, _ := spec["volumes"].([]any)
+		for _, v := range vols {
+			if vm, ok := v.(map[string]any); ok {
+				if iv, ok := r.ImageVolumes[vm["name"].(string)]; ok {
+					vm["image"] = iv
+				}
+			}
+		}
+	}
 	y, err := yaml.Marshal(doc)
 	if err != nil {
 		return nil, err

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/containers/image/v5/docker/reference"
+	v1 "github.com/containers/podman/v4/pkg/k8s.io/api/core/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/yaml"
@@ -72,19 +73,20 @@ func fixture(t *testing.T, ann map[string]string, edit func(spec map[string]any)
 // then the rules the API server applies to what the manifest uses (names,
 // references between volumes and mounts, volume sources, ports, images),
 // then CRI-O's restore rule: every mount spec.dump has, by destination.
-func validate(t *testing.T, manifest []byte, specDump []byte) *corev1.Pod {
+func validate(t *testing.T, manifest []byte, specDump []byte) (*corev1.Pod, map[string]ckpttest.ImageVolume) {
 	t.Helper()
-	pod, err := check(manifest, specDump)
+	pod, images, err := check(t, manifest, specDump)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, manifest)
 	}
-	return pod
+	return pod, images
 }
 
-func check(manifest []byte, specDump []byte) (*corev1.Pod, error) {
+func check(t *testing.T, manifest []byte, specDump []byte) (*corev1.Pod, map[string]ckpttest.ImageVolume, error) {
+	rest, images := ckpttest.SplitImageVolumes(t, manifest)
 	var pod corev1.Pod
-	if err := yaml.UnmarshalStrict(manifest, &pod); err != nil {
-		return nil, fmt.Errorf("manifest does not decode as a core/v1 Pod: %w", err)
+	if err := yaml.UnmarshalStrict(rest, &pod); err != nil {
+		return nil, nil, fmt.Errorf("manifest does not decode as a core/v1 Pod: %w", err)
 	}
 	var problems []string
 	bad := func(format string, a ...any) { problems = append(problems, fmt.Sprintf(format, a...)) }
@@ -121,8 +123,19 @@ func check(manifest []byte, specDump []byte) (*corev1.Pod, error) {
 		if v.EmptyDir != nil {
 			n++
 		}
+		if iv, ok := images[v.Name]; ok {
+			n++
+			if _, err := reference.ParseDockerRef(iv.Reference); err != nil || !strings.Contains(iv.Reference, "@sha256:") {
+				bad("image volume %q: reference %q is not a digest reference", v.Name, iv.Reference)
+			}
+			switch corev1.PullPolicy(iv.PullPolicy) {
+			case corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:
+			default:
+				bad("image volume %q: pullPolicy %q", v.Name, iv.PullPolicy)
+			}
+		}
 		if n != 1 || v.VolumeSource != (corev1.VolumeSource{HostPath: v.HostPath, EmptyDir: v.EmptyDir}) {
-			bad("volume %q: want exactly one source, hostPath or emptyDir", v.Name)
+			bad("volume %q: want exactly one source, hostPath, emptyDir or image", v.Name)
 		}
 	}
 	all := append(append([]corev1.Container{}, pod.Spec.InitContainers...), pod.Spec.Containers...)
@@ -165,14 +178,14 @@ func check(manifest []byte, specDump []byte) (*corev1.Pod, error) {
 		}
 	}
 	if len(pod.Spec.Containers) != 1 {
-		return nil, fmt.Errorf("%d containers, want 1", len(pod.Spec.Containers))
+		return nil, nil, fmt.Errorf("%d containers, want 1", len(pod.Spec.Containers))
 	}
 	if _, err := reference.ParseDockerRef(pod.Spec.Containers[0].Image); err != nil || !strings.Contains(pod.Spec.Containers[0].Image, "@sha256:") {
 		bad("checkpoint image %q is not a digest reference", pod.Spec.Containers[0].Image)
 	}
 	required, err := RequiredMounts(specDump)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defined := map[string]bool{KubeletHosts: true} // the kubelet's
 	for _, m := range pod.Spec.Containers[0].VolumeMounts {
@@ -186,13 +199,16 @@ func check(manifest []byte, specDump []byte) (*corev1.Pod, error) {
 	if pod.Spec.HostNetwork || (pod.Spec.ShareProcessNamespace != nil && *pod.Spec.ShareProcessNamespace) {
 		bad("hostNetwork or shareProcessNamespace set")
 	}
-	if len(problems) > 0 {
-		return nil, fmt.Errorf("invalid manifest:\n  %s", strings.Join(problems, "\n  "))
+	if len(pod.Spec.InitContainers) > 0 {
+		bad("init containers %v: they would run a command in an image that may lack it", pod.Spec.InitContainers)
 	}
-	return &pod, nil
+	if len(problems) > 0 {
+		return nil, nil, fmt.Errorf("invalid manifest:\n  %s", strings.Join(problems, "\n  "))
+	}
+	return &pod, images, nil
 }
 
-func generate(t *testing.T, meta *ckpt.Metadata, o Options) ([]byte, *corev1.Pod) {
+func generate(t *testing.T, meta *ckpt.Metadata, o Options) ([]byte, *corev1.Pod, map[string]ckpttest.ImageVolume) {
 	t.Helper()
 	if o.Image == "" {
 		o.Image = ckptImage
@@ -205,19 +221,19 @@ func generate(t *testing.T, meta *ckpt.Metadata, o Options) ([]byte, *corev1.Pod
 	if err != nil {
 		t.Fatal(err)
 	}
-	return y, validate(t, y, meta.SpecDump)
+	pod, images := validate(t, y, meta.SpecDump)
+	return y, pod, images
 }
 
 func TestGenerate(t *testing.T) {
 	meta := fixture(t, nil, nil)
-	y, pod := generate(t, meta, Options{MountMap: []string{"/srv=/mnt/disk2/srv"}})
+	y, pod, images := generate(t, meta, Options{MountMap: []string{"/srv=/mnt/disk2/srv"}})
 	t.Logf("\n%s", y)
 	if pod.Name != "fixture" {
 		t.Errorf("pod name %q", pod.Name)
 	}
-	init := pod.Spec.InitContainers
-	if len(init) != 1 || init[0].Image != baseCopy || init[0].Name != InitContainerName {
-		t.Errorf("init containers %+v, want %s pulling %s", init, InitContainerName, baseCopy)
+	if len(images) != 1 || images[BaseVolumeName] != (ckpttest.ImageVolume{Reference: baseCopy, PullPolicy: "IfNotPresent"}) {
+		t.Errorf("image volumes %+v, want %s pulling %s", images, BaseVolumeName, baseCopy)
 	}
 	c := pod.Spec.Containers[0]
 	if c.Image != ckptImage || c.Name != "fixture" {
@@ -243,7 +259,12 @@ func TestGenerate(t *testing.T) {
 	if len(c.Ports) != 1 || c.Ports[0].ContainerPort != 8080 || c.Ports[0].HostPort != 18080 || c.Ports[0].Protocol != corev1.ProtocolTCP {
 		t.Errorf("ports %+v", c.Ports)
 	}
-	for _, want := range []string{"# CRI-O does not pull the base image", "volume \"fixvol\"", "--mount-map /var/lib/containers/storage/volumes/fixvol/_data=NODE_PATH", "/etc/hosts is the kubelet's"} {
+	for _, m := range c.VolumeMounts {
+		if m.Name == BaseVolumeName {
+			t.Errorf("the base image volume is mounted at %s; CRI-O's restore would ignore it", m.MountPath)
+		}
+	}
+	for _, want := range []string{"# CRI-O does not pull the base image: the kubelet pulls " + baseCopy + " as image volume", "enable_criu_support = true", "volume \"fixvol\"", "--mount-map /var/lib/containers/storage/volumes/fixvol/_data=NODE_PATH", "/etc/hosts is the kubelet's"} {
 		if !bytes.Contains(y, []byte(want)) {
 			t.Errorf("manifest lacks %q", want)
 		}
@@ -270,12 +291,12 @@ func TestGenerateVariants(t *testing.T) {
 		)
 	})
 	meta.Config.SetRaw("name", json.RawMessage(`"My_App.1"`))
-	y, pod := generate(t, meta, Options{MountMap: []string{"/var/lib/containers/storage/volumes/fixvol/_data=/srv/fixvol"}})
+	y, pod, images := generate(t, meta, Options{MountMap: []string{"/var/lib/containers/storage/volumes/fixvol/_data=/srv/fixvol"}})
 	t.Logf("\n%s", y)
 	if pod.Name != "my-app-1" || pod.Spec.Containers[0].Name != "my-app-1" {
 		t.Errorf("names %q/%q, want my-app-1", pod.Name, pod.Spec.Containers[0].Name)
 	}
-	if got := pod.Spec.InitContainers[0].Image; got != "quay.io/org/app@sha256:aa00000000000000000000000000000000000000000000000000000000000000" {
+	if got := images[BaseVolumeName].Reference; got != "quay.io/org/app@sha256:aa00000000000000000000000000000000000000000000000000000000000000" {
 		t.Errorf("base image %q", got)
 	}
 	byPath := map[string]corev1.VolumeMount{}
@@ -296,9 +317,14 @@ func TestGenerateVariants(t *testing.T) {
 		t.Errorf("/scratch from %+v, want a memory emptyDir", v)
 	}
 	// --name and --base-image win.
-	_, pod = generate(t, meta, Options{Name: "web-1", BaseImage: baseCopy})
-	if pod.Name != "web-1" || pod.Spec.InitContainers[0].Image != baseCopy {
-		t.Errorf("name %q base %q", pod.Name, pod.Spec.InitContainers[0].Image)
+	_, pod, images = generate(t, meta, Options{Name: "web-1", BaseImage: baseCopy})
+	if pod.Name != "web-1" || images[BaseVolumeName].Reference != baseCopy {
+		t.Errorf("name %q base %+v", pod.Name, images)
+	}
+	// --base-pull=node: no image volume, the pull is the user's.
+	y, pod, images = generate(t, meta, Options{BasePull: BaseOnNode, BaseImage: baseCopy})
+	if len(images) != 0 || len(pod.Spec.Volumes) != len(pod.Spec.Containers[0].VolumeMounts) || !bytes.Contains(y, []byte("run `crictl pull "+baseCopy+"` on the node first")) {
+		t.Errorf("--base-pull=node: image volumes %+v, volumes %d:\n%s", images, len(pod.Spec.Volumes), y)
 	}
 }
 
@@ -342,9 +368,10 @@ func TestGenerateRefusals(t *testing.T) {
 		{"unused map", func() *ckpt.Metadata { return fixture(t, nil, nil) }, Options{MountMap: []string{"/nowhere=/x"}}, mountmap.ErrBadMap, "--mount-map /nowhere=/x matches no mount"},
 		{"relative map", func() *ckpt.Metadata { return fixture(t, nil, nil) }, Options{MountMap: []string{"srv=/x"}}, mountmap.ErrBadMap, "want SRC=DST, both absolute paths"},
 		{"bad name", func() *ckpt.Metadata { return fixture(t, nil, nil) }, Options{Name: "Web_1"}, ErrBadName, `invalid pod name "Web_1"`},
+		{"bad base pull", func() *ckpt.Metadata { return fixture(t, nil, nil) }, Options{BasePull: "init"}, ErrBadBasePull, `invalid --base-pull "init": want image-volume or node`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := Generate(tt.meta(), Options{Image: ckptImage, MountMap: tt.o.MountMap, Name: tt.o.Name})
+			_, err := Generate(tt.meta(), Options{Image: ckptImage, MountMap: tt.o.MountMap, Name: tt.o.Name, BasePull: tt.o.BasePull})
 			// The message, and the hint the CLI prints after it.
 			if !errors.Is(err, tt.want) || err == nil || !strings.Contains(err.Error()+" (hint: "+fault.HintOf(err)+")", tt.msg) {
 				t.Fatalf("err = %v, want %v containing %q", err, tt.want, tt.msg)
@@ -374,6 +401,13 @@ func TestValidateCanFail(t *testing.T) {
 		{"unknown field", `unknown field "volumeMount"`, nil, func(y []byte) []byte {
 			return bytes.Replace(y, []byte("volumeMounts:"), []byte("volumeMount:"), 1)
 		}},
+		{"base by tag", `image volume "podman-migrate-base": reference "registry.example:5000/base:v1" is not a digest reference`, func(r *Result) {
+			r.ImageVolumes[BaseVolumeName] = ImageVolume{Reference: "registry.example:5000/base:v1", PullPolicy: "IfNotPresent"}
+		}, nil},
+		{"image volume lost", `volume "podman-migrate-base": want exactly one source`, func(r *Result) { r.ImageVolumes = nil }, nil},
+		{"an init container", "init containers", func(r *Result) {
+			r.Pod.Spec.InitContainers = []v1.Container{{Name: "pull-base-image", Image: baseCopy, Command: []string{"true"}}}
+		}, nil},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			r, err := Generate(meta, Options{Image: ckptImage})
@@ -390,7 +424,7 @@ func TestValidateCanFail(t *testing.T) {
 			if tt.raw != nil {
 				y = tt.raw(y)
 			}
-			if _, err := check(y, meta.SpecDump); err == nil || !strings.Contains(err.Error(), tt.want) {
+			if _, _, err := check(t, y, meta.SpecDump); err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("check = %v, want an error containing %q", err, tt.want)
 			}
 		})

@@ -3,9 +3,12 @@
 package e2e
 
 import (
+	"archive/tar"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,6 +16,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
+
+	"github.com/podman-migrate/podman-migrate/internal/ckpttest"
 )
 
 // The CRI-O tier: a CRI-O of its own (tests/crio.sh, built by
@@ -21,13 +26,20 @@ import (
 
 // crio is one running CRI-O.
 type crio struct {
-	crictl, config string
+	crictl, config, endpoint string
 }
 
 // startCRIO starts CRI-O for one test, or skips the test, saying why, when
 // the CRI-O source is not there (a user's own clone). With the source
 // present, a CRI-O that was not built fails the test: CI builds it.
 func startCRIO(t *testing.T) *crio {
+	t.Helper()
+	return startCRIOEnv(t)
+}
+
+// startCRIOEnv is startCRIO with tests/crio.sh's settings in env
+// (NAME=VALUE); each such CRI-O has a state directory of its own.
+func startCRIOEnv(t *testing.T, env ...string) *crio {
 	t.Helper()
 	check := runCmd(t, "bash", filepath.Join(repo, "contrib", "setup-crio.sh"), "--check")
 	if reason, ok := strings.CutPrefix(strings.TrimSpace(check.stdout), "SKIP: "); ok {
@@ -38,7 +50,10 @@ func startCRIO(t *testing.T) *crio {
 		t.Fatalf("CRI-O is not built (run `make setup-host`): %s", check.stderr)
 	}
 	dir := filepath.Join(stateDir, "crio-"+strings.ToLower(t.Name()))
-	r := runCmd(t, "bash", filepath.Join(repo, "tests", "crio.sh"), "up", dir, hosts.Registry)
+	if len(env) > 0 {
+		dir += "-" + strings.ToLower(strings.NewReplacer("=", "-", "_", "-").Replace(strings.Join(env, "-")))
+	}
+	r := runCmdEnv(t, env, "bash", filepath.Join(repo, "tests", "crio.sh"), "up", dir, hosts.Registry)
 	t.Cleanup(func() {
 		if t.Failed() {
 			if b, err := os.ReadFile(filepath.Join(dir, "crio.log")); err == nil {
@@ -50,7 +65,7 @@ func startCRIO(t *testing.T) *crio {
 	if r.code != 0 {
 		t.Fatalf("starting CRI-O: exit %d: %s", r.code, r.stderr)
 	}
-	return &crio{crictl: "/var/lib/podman-migrate/crio/bin/crictl", config: filepath.Join(dir, "crictl.yaml")}
+	return &crio{crictl: "/var/lib/podman-migrate/crio/bin/crictl", config: filepath.Join(dir, "crictl.yaml"), endpoint: "unix://" + filepath.Join(dir, "crio.sock")}
 }
 
 func tail(s string, n int) string {
@@ -89,15 +104,30 @@ func writeConfig(t *testing.T, dir, name string, v any) string {
 }
 
 // restorePod does with pod what the kubelet would: a sandbox with its own
-// network namespace (no hostNetwork) and no shared PID namespace, each init
-// container run to completion, then the container created from its image,
-// with every volume mounted where the manifest says (an emptyDir is a fresh
-// directory) and the kubelet's own /etc/hosts. It returns the container's
-// ID.
-func (c *crio) restorePod(t *testing.T, pod *corev1.Pod) string {
+// network namespace (no hostNetwork) and no shared PID namespace, each
+// image volume pulled through the CRI as the kubelet's getImageVolumes
+// does (before any container, mounted or not), then the container created
+// from its image, with every volume mounted where the manifest says (an
+// emptyDir is a fresh directory) and the kubelet's own /etc/hosts. It
+// returns the container's ID.
+func (c *crio) restorePod(t *testing.T, pod *corev1.Pod, images map[string]ckpttest.ImageVolume) string {
+	t.Helper()
+	id, r := c.tryRestorePod(t, pod, images)
+	if r.code != 0 {
+		t.Fatalf("crictl create: exit %d: %s", r.code, r.stderr)
+	}
+	return id
+}
+
+// tryRestorePod is restorePod, returning crictl create's result instead
+// of failing the test when CRI-O refuses the container.
+func (c *crio) tryRestorePod(t *testing.T, pod *corev1.Pod, images map[string]ckpttest.ImageVolume) (string, result) {
 	t.Helper()
 	if pod.Spec.HostNetwork || pod.Spec.ShareProcessNamespace != nil && *pod.Spec.ShareProcessNamespace {
 		t.Fatalf("manifest asks for hostNetwork or a shared PID namespace")
+	}
+	if len(pod.Spec.InitContainers) > 0 || len(pod.Spec.Containers) != 1 {
+		t.Fatalf("manifest has %d init containers and %d containers, want none and one", len(pod.Spec.InitContainers), len(pod.Spec.Containers))
 	}
 	dir := t.TempDir()
 	ns := map[string]int{"network": 0, "pid": 1} // POD, CONTAINER: the kubelet's for this pod
@@ -113,6 +143,7 @@ func (c *crio) restorePod(t *testing.T, pod *corev1.Pod) string {
 
 	volumes := map[string]string{}
 	for _, v := range pod.Spec.Volumes {
+		iv, image := images[v.Name]
 		switch {
 		case v.HostPath != nil:
 			volumes[v.Name] = v.HostPath.Path
@@ -121,72 +152,46 @@ func (c *crio) restorePod(t *testing.T, pod *corev1.Pod) string {
 			if err := os.MkdirAll(volumes[v.Name], 0o755); err != nil {
 				t.Fatal(err)
 			}
+		case image:
+			c.run(t, "pull", iv.Reference)
 		default:
-			t.Fatalf("volume %s: neither hostPath nor emptyDir", v.Name)
+			t.Fatalf("volume %s: neither hostPath, emptyDir nor image", v.Name)
 		}
 	}
 	hostsFile := filepath.Join(dir, "etc-hosts")
 	if err := os.WriteFile(hostsFile, []byte("127.0.0.1 localhost "+pod.Name+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	create := func(ctr corev1.Container) string {
-		c.run(t, "pull", ctr.Image)
-		mounts := []map[string]any{}
-		hasHosts := false
-		for _, m := range ctr.VolumeMounts {
-			src, ok := volumes[m.Name]
-			if !ok {
-				t.Fatalf("container %s mounts undefined volume %s", ctr.Name, m.Name)
-			}
-			hasHosts = hasHosts || m.MountPath == "/etc/hosts"
-			mounts = append(mounts, map[string]any{"container_path": m.MountPath, "host_path": src, "readonly": m.ReadOnly})
+	ctr := pod.Spec.Containers[0]
+	c.run(t, "pull", ctr.Image)
+	mounts := []map[string]any{}
+	hasHosts := false
+	for _, m := range ctr.VolumeMounts {
+		src, ok := volumes[m.Name]
+		if !ok {
+			t.Fatalf("container %s mounts volume %s, which is undefined or an image volume", ctr.Name, m.Name)
 		}
-		if !hasHosts {
-			mounts = append(mounts, map[string]any{"container_path": "/etc/hosts", "host_path": hostsFile})
-		}
-		cfg := map[string]any{
-			"metadata": map[string]any{"name": ctr.Name},
-			"image":    map[string]any{"image": ctr.Image},
-			"command":  ctr.Command,
-			"log_path": ctr.Name + ".log",
-			"mounts":   mounts,
-			"linux":    map[string]any{"security_context": map[string]any{"namespace_options": ns}},
-		}
-		file := writeConfig(t, dir, ctr.Name+".json", cfg)
-		return c.run(t, "create", podID, file, podCfg)
+		hasHosts = hasHosts || m.MountPath == "/etc/hosts"
+		mounts = append(mounts, map[string]any{"container_path": m.MountPath, "host_path": src, "readonly": m.ReadOnly})
 	}
-	for _, ic := range pod.Spec.InitContainers {
-		id := create(ic)
-		c.run(t, "start", id)
-		deadline := time.Now().Add(60 * time.Second)
-		for {
-			var st struct {
-				Status struct {
-					State    string `json:"state"`
-					ExitCode int    `json:"exitCode"`
-				} `json:"status"`
-			}
-			if err := json.Unmarshal([]byte(c.run(t, "inspect", id)), &st); err != nil {
-				t.Fatal(err)
-			}
-			if st.Status.State == "CONTAINER_EXITED" {
-				if st.Status.ExitCode != 0 {
-					t.Fatalf("init container %s exited %d", ic.Name, st.Status.ExitCode)
-				}
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("init container %s did not finish: %s", ic.Name, st.Status.State)
-			}
-			sleepTick()
-		}
+	if !hasHosts {
+		mounts = append(mounts, map[string]any{"container_path": "/etc/hosts", "host_path": hostsFile})
 	}
-	if len(pod.Spec.Containers) != 1 {
-		t.Fatalf("%d containers in the manifest, want 1", len(pod.Spec.Containers))
+	cfg := map[string]any{
+		"metadata": map[string]any{"name": ctr.Name},
+		"image":    map[string]any{"image": ctr.Image},
+		"command":  ctr.Command,
+		"log_path": ctr.Name + ".log",
+		"mounts":   mounts,
+		"linux":    map[string]any{"security_context": map[string]any{"namespace_options": ns}},
 	}
-	id := create(pod.Spec.Containers[0])
+	r := c.try(t, "create", podID, writeConfig(t, dir, ctr.Name+".json", cfg), podCfg)
+	if r.code != 0 {
+		return "", r
+	}
+	id := strings.TrimSpace(r.stdout)
 	c.run(t, "start", id)
-	return id
+	return id, r
 }
 
 // waitStatus is the harness's waitStatus for a CRI-O container.
@@ -195,7 +200,7 @@ func (c *crio) waitStatus(t *testing.T, id string, ok func(status) bool) status 
 	deadline := time.Now().Add(90 * time.Second)
 	var st status
 	for time.Now().Before(deadline) {
-		r := c.try(t, "exec", id, "cat", "/workload/status")
+		r := c.try(t, append([]string{"exec", id}, statusCmd...)...)
 		if r.code == 0 && json.Unmarshal([]byte(r.stdout), &st) == nil && ok(st) {
 			return st
 		}
@@ -222,14 +227,16 @@ func (c *crio) checkContinued(t *testing.T, id string, before status) {
 	continued(t, before, c.waitStatus(t, id, func(s status) bool { return s.SumAt > before.Counter }))
 }
 
-// parsePod decodes kube's output strictly into Kubernetes' own types.
-func parsePod(t *testing.T, manifest string) *corev1.Pod {
+// parsePod decodes kube's output strictly into Kubernetes' own types,
+// but for the image volumes' sources, which those types predate.
+func parsePod(t *testing.T, manifest string) (*corev1.Pod, map[string]ckpttest.ImageVolume) {
 	t.Helper()
+	rest, images := ckpttest.SplitImageVolumes(t, []byte(manifest))
 	var pod corev1.Pod
-	if err := yaml.UnmarshalStrict([]byte(manifest), &pod); err != nil {
+	if err := yaml.UnmarshalStrict(rest, &pod); err != nil {
 		t.Fatalf("kube's manifest is not a core/v1 Pod: %v\n%s", err, manifest)
 	}
-	return &pod
+	return &pod, images
 }
 
 // TestCRIORestoresOurImage: a podman container on host A, with a bind
@@ -256,13 +263,13 @@ func TestCRIORestoresOurImage(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("kube failed: %s", r.stderr)
 	}
-	pod := parsePod(t, r.stdout)
+	pod, images := parsePod(t, r.stdout)
 	ctr := pod.Spec.Containers[0]
 	if !strings.HasPrefix(ctr.Image, hosts.Registry+"/e2e/crio1@sha256:") || !strings.HasSuffix(ref, ctr.Image[strings.Index(ctr.Image, "@"):]) {
 		t.Errorf("container image %s, want the pushed image %s by digest", ctr.Image, ref)
 	}
-	if len(pod.Spec.InitContainers) != 1 || !strings.Contains(pod.Spec.InitContainers[0].Image, "@sha256:") {
-		t.Fatalf("init containers %+v, want one pulling the base image by digest", pod.Spec.InitContainers)
+	if len(images) != 1 || !strings.Contains(images["podman-migrate-base"].Reference, "@sha256:") {
+		t.Fatalf("image volumes %+v, want podman-migrate-base, the base image by digest", images)
 	}
 	var dataVol string
 	for _, m := range ctr.VolumeMounts {
@@ -280,7 +287,7 @@ func TestCRIORestoresOurImage(t *testing.T) {
 		t.Fatalf("/data is not the hostPath %s (Directory): %s", nodeData, r.stdout)
 	}
 
-	id := c.restorePod(t, pod)
+	id := c.restorePod(t, pod, images)
 	c.checkContinued(t, id, before)
 	// The process writes where the pod's hostPath is.
 	probe := c.run(t, "exec", id, "sh", "-c", "echo from-crio > /data/probe && cat /data/probe")
@@ -465,19 +472,23 @@ func TestCRIOCheckpointToPodman(t *testing.T) {
 }
 
 // TestCRIODigestCheckpointToPodman: a kubelet pulls images by digest, so
-// CRI-O's checkpoint names its base image REPO@sha256:…, which no tag can
-// give host B's copy of it and which podman's restore would pull with its
-// own settings (HTTPS, here refused by the plain-HTTP registry). pull
-// points the restore at B's copy by its ID, tags nothing, and the process
-// carries on.
+// CRI-O's checkpoint names its base image REPO@sha256:…, which podman's
+// restore would pull with its own settings (HTTPS, here refused by the
+// plain-HTTP registry). Host B already holds that image by digest (podman
+// pull of it): pull points the restore at B's copy by its ID and tags
+// nothing. Host C (podman 5) does not have it: pull fetches it itself, with
+// its own --tls-verify=false. On both the process carries on.
 func TestCRIODigestCheckpointToPodman(t *testing.T) {
 	c := startCRIO(t)
+	// A base image no host has: the test image without its true applet.
+	variant := baseVariant(t, "no-true")
 	tagged := hosts.Registry + "/e2e/crio-dbase:v1"
-	podman(t, hosts.HostAURL, "push", "--tls-verify=false", hosts.TestImage, tagged)
+	podman(t, hosts.HostAURL, "push", "--tls-verify=false", variant, tagged)
 	digest := strings.TrimSpace(runCmd(t, "skopeo", "inspect", "--tls-verify=false", "--format", "{{.Digest}}", "docker://"+tagged).stdout)
 	if !strings.HasPrefix(digest, "sha256:") {
 		t.Fatalf("no digest for %s: %q", tagged, digest)
 	}
+	id := podman(t, hosts.HostAURL, "image", "inspect", "--format", "{{.Id}}", variant)
 	// By digest only: an image CRI-O also has by tag is named by its tag.
 	base := hosts.Registry + "/e2e/crio-dbase@" + digest
 	c.run(t, "pull", base)
@@ -488,12 +499,195 @@ func TestCRIODigestCheckpointToPodman(t *testing.T) {
 	if r.code != 0 || strings.TrimSpace(r.stdout) != base {
 		t.Fatalf("inspect: exit %d, base image %q, want %s: %s", r.code, r.stdout, base, r.stderr)
 	}
+
+	// B holds the base image by digest.
+	t.Cleanup(func() { podmanTry(t, hosts.HostBURL, "rmi", "-f", id) })
+	podman(t, hosts.HostBURL, "pull", "--tls-verify=false", base)
 	bData := filepath.Join(t.TempDir(), "b-data")
 	onB(t, "mkdir -p "+bData)
 	rmB(t, "dig-ctr")
 	r = migrate(t, "--url", hosts.HostBURL, "pull", "--tls-verify=false", "--allow-privileged", "--mount-map", data+"="+bData, ref)
-	if r.code != 0 || !strings.Contains(r.stderr, "is named by digest; restoring from image") || strings.Contains(r.stderr, "Naming base image") {
-		t.Fatalf("pull on B: exit %d; want the restore pointed at B's copy by ID, nothing tagged: %s", r.code, r.stderr)
+	if r.code != 0 || !strings.Contains(r.stderr, "is named by digest; restoring from image") || strings.Contains(r.stderr, "Naming base image") ||
+		strings.Contains(r.stderr, "Pulling base image") {
+		t.Fatalf("pull on B: exit %d; want the restore pointed at B's copy by ID, nothing tagged or pulled: %s", r.code, r.stderr)
 	}
 	checkContinued(t, hosts.HostBURL, "dig-ctr", before)
+
+	// C has no copy.
+	if podmanTry(t, hosts.HostCURL, "image", "exists", id).code == 0 {
+		t.Fatalf("host C already has image %s", id)
+	}
+	t.Cleanup(func() { podmanTry(t, hosts.HostCURL, "rmi", "-f", id) })
+	cData := "/var/tmp/e2e-crio-dig-data"
+	if err := os.MkdirAll(filepath.Join(stateDir, "c", "vartmp", filepath.Base(cData)), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	rmOn(t, hosts.HostCURL, "dig-ctr")
+	r = migrate(t, "--url", hosts.HostCURL, "pull", "--tls-verify=false", "--allow-privileged", "--mount-map", data+"="+cData, ref)
+	if r.code != 0 || !strings.Contains(r.stderr, "Pulling base image "+base) {
+		t.Fatalf("pull on C: exit %d; want the base image fetched by pull itself: %s", r.code, r.stderr)
+	}
+	checkContinued(t, hosts.HostCURL, "dig-ctr", before)
+}
+
+// baseVariant makes on host A, as another tool would (podman export of a
+// container of the test image, that tar edited with Go's archive/tar,
+// podman import), one of the base images users bring:
+//
+//	no-true:    busybox without its true applet, CMD /bin/workload;
+//	distroless: the static workload binary alone (no shell, no busybox),
+//	            CMD /bin/workload;
+//	no-cmd:     the test image's files, with neither CMD nor ENTRYPOINT.
+//
+// It returns the image's name; the test removes it at the end.
+func baseVariant(t *testing.T, kind string) string {
+	t.Helper()
+	dir := t.TempDir()
+	tmp := "e2e-export-" + kind
+	podman(t, hosts.HostAURL, "create", "--name", tmp, hosts.TestImage, "/bin/workload")
+	exported := filepath.Join(dir, "rootfs.tar")
+	podman(t, hosts.HostAURL, "export", "-o", exported, tmp)
+	podman(t, hosts.HostAURL, "rm", tmp)
+	keep := map[string]func(name string) bool{
+		"no-true":    func(name string) bool { return name != "bin/true" },
+		"distroless": func(name string) bool { return name == "bin" || name == "bin/workload" },
+		"no-cmd":     func(string) bool { return true },
+	}[kind]
+	if keep == nil {
+		t.Fatalf("no base image variant %q", kind)
+	}
+	edited := filepath.Join(dir, kind+".tar")
+	in, err := os.Open(exported)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	out, err := os.Create(edited)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	tr, tw := tar.NewReader(in), tar.NewWriter(out)
+	kept := 0
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !keep(strings.Trim(path.Clean(h.Name), "./")) {
+			continue
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.Copy(tw, tr); err != nil {
+			t.Fatal(err)
+		}
+		kept++
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if kind == "distroless" && kept != 2 {
+		t.Fatalf("distroless: %d entries kept, want bin and bin/workload", kept)
+	}
+	image := "localhost/e2e-" + kind + ":v1"
+	args := []string{"import", "-q"}
+	if kind != "no-cmd" {
+		args = append(args, "--change", `CMD ["/bin/workload"]`)
+	}
+	podman(t, hosts.HostAURL, append(args, edited, image)...)
+	t.Cleanup(func() { podmanTry(t, hosts.HostAURL, "rmi", "-f", image) })
+	return image
+}
+
+// TestCRIOBaseImages: kube's Pod restores in CRI-O whatever the base image
+// holds. A base without `true` and a distroless one reach the node through
+// the Pod's image volume, which the kubelet pulls without running anything
+// in it (CRI-O had neither before); each process carries on. A base image
+// without CMD or ENTRYPOINT, which CRI-O 1.36 cannot restore from ("no
+// command specified"), is refused before anything is printed, with the fix.
+func TestCRIOBaseImages(t *testing.T) {
+	c := startCRIO(t)
+	for _, kind := range []string{"no-true", "distroless"} {
+		t.Run(kind, func(t *testing.T) {
+			image := baseVariant(t, kind)
+			src := "e2e-crio-" + kind
+			before := startWorkloadFrom(t, hosts.HostAURL, src, image, 32)
+			r := migrate(t, "--url", hosts.HostAURL, "push", "--tls-verify=false", "--include-base", src, hosts.Registry+"/e2e/crio-"+kind+":v1")
+			if r.code != 0 {
+				t.Fatalf("push failed: %s", r.stderr)
+			}
+			r = migrate(t, "kube", "--tls-verify=false", strings.TrimSpace(r.stdout))
+			if r.code != 0 {
+				t.Fatalf("kube failed: %s", r.stderr)
+			}
+			pod, images := parsePod(t, r.stdout)
+			base := images["podman-migrate-base"].Reference
+			if base == "" || !strings.Contains(r.stdout, "enable_criu_support = true") {
+				t.Fatalf("no base image volume, or the node settings are not named:\n%s", r.stdout)
+			}
+			if c.try(t, "inspecti", base).code == 0 {
+				t.Fatalf("CRI-O already has %s: the test would not show the image volume brought it", base)
+			}
+			id := c.restorePod(t, pod, images)
+			c.checkContinued(t, id, before)
+			if kind == "distroless" && c.try(t, "exec", id, "/bin/sh", "-c", "exit 0").code == 0 {
+				t.Errorf("the distroless base image has a shell")
+			}
+		})
+	}
+	t.Run("no-cmd", func(t *testing.T) {
+		image := baseVariant(t, "no-cmd")
+		if cmd := podman(t, hosts.HostAURL, "image", "inspect", "--format", "{{.Config.Cmd}}{{.Config.Entrypoint}}", image); cmd != "[][]" {
+			t.Fatalf("%s has a command: %s", image, cmd)
+		}
+		src := "e2e-crio-no-cmd"
+		startWorkloadFrom(t, hosts.HostAURL, src, image, 16)
+		r := migrate(t, "--url", hosts.HostAURL, "push", "--leave-running", "--format", "json", "--tls-verify=false", "--include-base", src, hosts.Registry+"/e2e/crio-no-cmd:v1")
+		var pushed struct{ Reference, BaseImage string }
+		if r.code != 0 || json.Unmarshal([]byte(r.stdout), &pushed) != nil || pushed.BaseImage == "" {
+			t.Fatalf("push failed, or named no base image copy: %s %s", r.stdout, r.stderr)
+		}
+		r = migrate(t, "kube", "--tls-verify=false", pushed.Reference)
+		if r.code != 5 || r.stdout != "" || !strings.Contains(r.stderr, "CRI-O cannot restore a checkpoint whose base image has no ENTRYPOINT or CMD") ||
+			!strings.Contains(r.stderr, "buildah config --cmd") {
+			t.Fatalf("kube: exit %d, stdout %q, stderr %q; want 5, nothing printed, the missing CMD and the fix named", r.code, r.stdout, r.stderr)
+		}
+		// Why: the Pod kube would print, given a command of its own, is
+		// still refused by CRI-O, which takes the command from the image.
+		pod := &corev1.Pod{Spec: corev1.PodSpec{
+			Containers: []corev1.Container{{Name: "no-cmd", Image: pushed.Reference, Command: []string{"/bin/workload"}}},
+			Volumes:    []corev1.Volume{{Name: "base"}},
+		}}
+		pod.Name = "no-cmd"
+		_, cr := c.tryRestorePod(t, pod, map[string]ckpttest.ImageVolume{"base": {Reference: pushed.BaseImage}})
+		if cr.code == 0 || !strings.Contains(cr.stderr, "no command specified") {
+			t.Fatalf("CRI-O restored a checkpoint whose base image has no command (exit %d: %s): kube's refusal is out of date", cr.code, cr.stderr)
+		}
+	})
+}
+
+// TestCRIOCheckNode: kube --check-node asks a node's CRI-O through crictl.
+// One with checkpoint/restore on passes; one started with
+// enable_criu_support = false fails (exit 3) naming the setting.
+func TestCRIOCheckNode(t *testing.T) {
+	c := startCRIO(t)
+	r := migrate(t, "kube", "--check-node", "--crictl", c.crictl, "--runtime-endpoint", c.endpoint, "--format", "json")
+	var rep struct {
+		OK                bool   `json:"ok"`
+		Runtime           string `json:"runtime"`
+		CheckpointRestore bool   `json:"checkpointRestore"`
+	}
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &rep) != nil || !rep.OK || rep.Runtime != "cri-o" || !rep.CheckpointRestore {
+		t.Fatalf("check-node: exit %d, %s %s", r.code, r.stdout, r.stderr)
+	}
+	off := startCRIOEnv(t, "CRIO_ENABLE_CRIU=false")
+	r = migrate(t, "kube", "--check-node", "--crictl", off.crictl, "--runtime-endpoint", off.endpoint)
+	if r.code != 3 || !strings.Contains(r.stderr, "checkpoint/restore (enable_criu_support): false") || !strings.Contains(r.stderr, "Error: the node cannot restore checkpoints: CRI-O's checkpoint/restore support is off: set enable_criu_support = true under [crio.runtime]") {
+		t.Fatalf("check-node of a CRI-O without CRIU support: exit %d, stdout %q, stderr %q; want 3 naming the setting", r.code, r.stdout, r.stderr)
+	}
 }

@@ -350,6 +350,10 @@ func podmanTry(t *testing.T, url string, args ...string) result {
 	return runCmd(t, "podman", append([]string{"--url", url}, args...)...)
 }
 
+// statusCmd prints the workload's status in its container: the workload
+// itself, since some test images have no cat.
+var statusCmd = []string{"/bin/workload", "-cat", "/workload/status"}
+
 // status is what the workload writes to /workload/status.
 type status struct {
 	Boot       string `json:"boot"`
@@ -362,7 +366,7 @@ type status struct {
 func readStatus(t *testing.T, url, ctr string) status {
 	t.Helper()
 	var st status
-	out := podman(t, url, "exec", ctr, "cat", "/workload/status")
+	out := podman(t, url, append([]string{"exec", ctr}, statusCmd...)...)
 	if err := json.Unmarshal([]byte(out), &st); err != nil {
 		t.Fatalf("parsing status %q: %v", out, err)
 	}
@@ -376,7 +380,7 @@ func waitStatus(t *testing.T, url, ctr string, ok func(status) bool) status {
 	deadline := time.Now().Add(90 * time.Second)
 	var st status
 	for time.Now().Before(deadline) {
-		r := podmanTry(t, url, "exec", ctr, "cat", "/workload/status")
+		r := podmanTry(t, url, append([]string{"exec", ctr}, statusCmd...)...)
 		if r.code == 0 && json.Unmarshal([]byte(r.stdout), &st) == nil && ok(st) {
 			return st
 		}
@@ -401,8 +405,15 @@ func startWorkloadMem(t *testing.T, name string, mib int, extra ...string) statu
 // startWorkloadOn starts the workload on the host at url.
 func startWorkloadOn(t *testing.T, url, name string, mib int, extra ...string) status {
 	t.Helper()
+	return startWorkloadFrom(t, url, name, hosts.TestImage, mib, extra...)
+}
+
+// startWorkloadFrom starts the workload from image, which has it at
+// /bin/workload, on the host at url.
+func startWorkloadFrom(t *testing.T, url, name, image string, mib int, extra ...string) status {
+	t.Helper()
 	args := append([]string{"run", "-d", "--name", name}, extra...)
-	args = append(args, hosts.TestImage, "/bin/workload", "-mem", strconv.Itoa(mib), "-sum-every", "5")
+	args = append(args, image, "/bin/workload", "-mem", strconv.Itoa(mib), "-sum-every", "5")
 	podman(t, url, args...)
 	t.Cleanup(func() { podmanTry(t, url, "rm", "-f", name) })
 	return waitStatus(t, url, name, func(s status) bool { return s.Counter >= 5 })

@@ -32,7 +32,17 @@ func main() {
 	dir := flag.String("dir", "/workload", "directory for the status file (in the root filesystem)")
 	tick := flag.Duration("tick", 100*time.Millisecond, "counter interval")
 	sumEvery := flag.Int("sum-every", 10, "recompute the memory checksum every N ticks (0: never)")
+	cat := flag.String("cat", "", "print this file and exit: the status reader for images without cat")
 	flag.Parse()
+	if *cat != "" {
+		b, err := os.ReadFile(*cat)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "workload:", err)
+			os.Exit(1)
+		}
+		os.Stdout.Write(b)
+		return
+	}
 
 	// run only returns on failure: the workload runs until it is killed.
 	fmt.Fprintln(os.Stderr, "workload:", run(*memMiB, *dir, *tick, *sumEvery))
