@@ -68,8 +68,8 @@ test-e2e: build ## end-to-end tests: real podman hosts A, B and C, real CRIU, re
 demo: setup-host build ## migrate a sample container from host A to isolated host B on this machine
 	bash contrib/demo.sh
 
-bench: setup-host build ## podman-migrate, the floor and podman's native path side by side per size (BENCH_SIZES, default "256 1024")
-	bash tests/bench.sh
+bench: setup-host build ## podman-migrate, the floor and podman's native path per size (BENCH_SIZES, default "256 1024"); BENCH_LINK=1gbit|10gbit|none: across a shaped link instead
+	if [ -n "$(BENCH_LINK)" ]; then bash tests/bench-link.sh; else bash tests/bench.sh; fi
 
 lint: ## go vet, gofmt, shellcheck (golangci-lint when installed)
 	$(GO) vet -tags "$(TAGS)" ./...

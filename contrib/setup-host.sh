@@ -57,12 +57,15 @@ readonly TESTBASE_RECIPE=2
 # Packages from bookworm. golang-github-containers-common ships
 # registries.conf, policy.json and /usr/share/containers/containers.conf;
 # catatonit serves `podman run --init`; curl and iproute2 are used by
-# tests/hosts.sh; GNU time measures peak memory in tests/bench.sh.
+# tests/hosts.sh; GNU time measures peak memory in tests/bench.sh; zstd
+# compresses tests/bench-link.sh's zstd floor; the end-to-end tests run an
+# sshd of their own for ssh:// (openssh-server's own service never starts:
+# apt_install forbids it).
 readonly APT_PACKAGES=(
 	podman runc conmon golang-github-containers-common netavark aardvark-dns
 	catatonit docker-registry busybox-static skopeo buildah uidmap
 	slirp4netns iptables curl iproute2 util-linux ca-certificates time
-	go-md2man systemd shellcheck debootstrap
+	go-md2man systemd shellcheck debootstrap zstd openssh-client openssh-server
 )
 # Packages unpacked into $PREFIX: criu and the libraries it needs, with the
 # suite's own glibc (ld.so --list is checked after unpacking). CRIU >= 4.2

@@ -36,6 +36,10 @@ type Plan struct {
 	Warnings  []string      `json:"warnings"`
 	Blockers  []string      `json:"blockers"`
 	relocated *relocated
+	// Wire and Sent are how the last restore attempt sent the archive,
+	// and how many bytes podman read.
+	Wire Wire  `json:"-"`
+	Sent int64 `json:"-"`
 }
 
 // BasePlan says where the base image will come from.

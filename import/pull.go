@@ -64,6 +64,10 @@ type PullOptions struct {
 	// ended if the service is on this machine, the half-made container
 	// removed, and the error wraps podman.ErrCRIUStuck.
 	RestoreTimeout time.Duration
+	// Compress is how the archive travels to podman: auto (zstd to a
+	// tcp:// or ssh:// service, none to a unix socket), none, zstd,
+	// zstd:LEVEL.
+	Compress string
 }
 
 // PullResult is what a pull did, for people and programs (--format json).
@@ -76,8 +80,11 @@ type PullResult struct {
 	// and total. fetch includes verifying the layers (but for an encrypted
 	// image), verify is what is left after the fetch.
 	Seconds map[string]float64 `json:"seconds"`
-	// Bytes: image (config and layers as stored in the source).
+	// Bytes: image (config and layers as stored in the source), sent (the
+	// archive as sent to podman, after Compress).
 	Bytes map[string]int64 `json:"bytes"`
+	// Compress is how the archive was sent: none or zstd:LEVEL.
+	Compress string `json:"compress,omitempty"`
 }
 
 // ReadMetadata reads what planning needs, in place; an image with
@@ -224,14 +231,31 @@ func (p *Plan) Restore(ctx context.Context, c podman.Target, img *ckpt.Image, o 
 
 func (p *Plan) restore(ctx context.Context, c podman.Target, img *ckpt.Image, o PullOptions, logw io.Writer) (string, error) {
 	name, rel := p.Name, p.relocated
+	wire, err := ChooseWire(o.Compress, c.Address())
+	if err != nil {
+		return "", err
+	}
+	p.Wire = wire
 	pr, pw := io.Pipe()
 	werr := make(chan error, 1)
 	go func() {
-		err := img.WriteArchive(ctx, pw, rel.edits)
+		w, flush, err := wire.writer(pw)
+		if err == nil {
+			err = img.WriteArchive(ctx, w, rel.edits)
+			if ferr := flush(); err == nil {
+				err = ferr
+			}
+		}
 		pw.CloseWithError(err)
 		werr <- err
 	}()
-	sent := progress.NewReader(pr, logw, "Sending the checkpoint to podman")
+	label := "Sending the checkpoint to podman"
+	if wire.Zstd {
+		label += " (" + wire.String() + ")"
+	}
+	sent := progress.NewReader(pr, logw, label)
+	counted := &countingReader{r: sent}
+	defer func() { p.Sent = counted.n }()
 	ropts := podman.RestoreOptions{
 		Name:            o.Name,
 		IgnoreStaticIP:  o.IgnoreStaticIP || rel.dropIP,
@@ -244,7 +268,7 @@ func (p *Plan) restore(ctx context.Context, c podman.Target, img *ckpt.Image, o 
 	// name is what podman calls the new container: a stuck restore is
 	// found by it.
 	id, err := awaitRestore(ctx, c, name, o.RestoreTimeout, func(rctx context.Context) (string, error) {
-		return c.RestoreImport(rctx, sent, ropts)
+		return c.RestoreImport(rctx, counted, ropts)
 	})
 	// Unblock the writer if podman stopped reading, and let it finish
 	// before the staging directory goes.
@@ -263,6 +287,18 @@ func (p *Plan) restore(ctx context.Context, c podman.Target, img *ckpt.Image, o 
 		err = fmt.Errorf("restoring: %w; podman had restored container %s, which is removed again", ctx.Err(), ckpt.ShortID(id))
 	}
 	return id, err
+}
+
+// countingReader counts what podman read.
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
+	c.n += int64(n)
+	return n, err
 }
 
 // criuLog finds the restore log podman names when CRIU failed ("criu

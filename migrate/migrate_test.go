@@ -526,3 +526,31 @@ func TestPullFetchesTheBaseImageItself(t *testing.T) {
 		})
 	}
 }
+
+// TestPullCompressesForTheNetwork: the archive goes to a tcp:// or ssh://
+// podman compressed, to a unix socket as it is, unless --compress says
+// otherwise; the target restores either (the fake decompresses as podman).
+func TestPullCompressesForTheNetwork(t *testing.T) {
+	o := pushOpts(t)
+	if _, err := Push(context.Background(), source(t), o); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct{ addr, compress, want string }{
+		{"unix:///run/podman/podman.sock", "", "none"},
+		{"tcp://10.0.0.2:8585", "", "zstd:1"},
+		{"ssh://root@b/run/podman/podman.sock", "auto", "zstd:1"},
+		{"tcp://10.0.0.2:8585", "none", "none"},
+		{"unix:///run/podman/podman.sock", "zstd:7", "zstd:7"},
+	} {
+		dst := target()
+		dst.Addr = tt.addr
+		res, err := Pull(context.Background(), dst, restore.PullOptions{Source: o.Dest, TmpDir: t.TempDir(), Compress: tt.compress})
+		if err != nil || !dst.Running(fixture) {
+			t.Fatalf("%s, --compress %q: %v", tt.addr, tt.compress, err)
+		}
+		as := map[bool]string{true: "tar", false: "tar.zst"}[tt.want == "none"]
+		if res.Compress != tt.want || res.Bytes["sent"] == 0 || dst.RestoredAs != as {
+			t.Errorf("%s, --compress %q: sent %d bytes as %s, podman got a %s; want %s", tt.addr, tt.compress, res.Bytes["sent"], res.Compress, dst.RestoredAs, tt.want)
+		}
+	}
+}

@@ -149,6 +149,7 @@ type restoreFlags struct {
 	ignoreStaticMAC bool
 	allowPrivileged bool
 	timeout         time.Duration
+	compress        string
 }
 
 // addRestoreFlags registers the restore group: pull and move.
@@ -162,6 +163,7 @@ func addRestoreFlags(f *pflag.FlagSet) *restoreFlags {
 	f.BoolVar(&r.allowPrivileged, "allow-privileged", false, "restore a checkpoint that asks for more than an ordinary container (privileged mode, host namespaces, devices, capabilities, hooks, runtime annotations)")
 	f.DurationVar(&r.timeout, "restore-timeout", defaultCRIUTimeout,
 		"bound podman's restore (0: none); then CRIU is ended when the service is on this machine, the half-made container is removed, and the exit code is 3")
+	f.StringVar(&r.compress, "compress", "auto", "compression of the archive sent to the target's podman: auto (zstd to a tcp:// or ssh:// service, none to a unix socket), none, zstd, zstd:LEVEL")
 	return r
 }
 
@@ -174,6 +176,15 @@ func (r *restoreFlags) fill(o *restore.PullOptions) {
 	o.IgnoreStaticIP, o.IgnoreStaticMAC = r.ignoreStaticIP, r.ignoreStaticMAC
 	o.AllowPrivileged = r.allowPrivileged
 	o.RestoreTimeout = r.timeout
+	o.Compress = r.compress
+}
+
+// check refuses a --compress that would only fail after the checkpoint.
+func (r *restoreFlags) check() error {
+	if _, err := restore.ChooseWire(r.compress, ""); err != nil {
+		return usageError{err}
+	}
+	return nil
 }
 
 // relocationFlags map what the target has elsewhere or by another name.

@@ -160,6 +160,9 @@ func (o *moveOptions) check(args []string) (ckpt.Limits, error) {
 	if err := o.trust.check(); err != nil {
 		return ckpt.Limits{}, err
 	}
+	if err := o.restore.check(); err != nil {
+		return ckpt.Limits{}, err
+	}
 	if o.restore.perContainer() && len(args) > 1 {
 		return ckpt.Limits{}, usageError{errors.New("--name and --publish apply to a single container")}
 	}

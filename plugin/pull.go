@@ -90,6 +90,9 @@ func (o *pullOptions) run(ctx context.Context, args []string, stdout io.Writer) 
 	if err := o.trust.check(); err != nil {
 		return err
 	}
+	if err := o.restore.check(); err != nil {
+		return err
+	}
 	d, err := o.global.destination()
 	if err != nil {
 		return err

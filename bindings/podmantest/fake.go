@@ -2,6 +2,7 @@ package podmantest
 
 import (
 	"archive/tar"
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -11,6 +12,8 @@ import (
 	"path"
 	"strings"
 	"sync"
+
+	"github.com/containers/storage/pkg/archive"
 
 	podman "github.com/podman-migrate/podman-migrate/bindings"
 )
@@ -36,6 +39,10 @@ type Fake struct {
 	KeepOnFailure bool
 	// OnLoad is the image LoadImage adds, if any.
 	OnLoad *podman.Image
+	// RestoredAs is how the last archive came: "tar" or "tar.zst".
+	RestoredAs string
+	// Addr is the service's URI Address gives; "" is fake://podman.
+	Addr string
 	// RestoredConfig is the config.dump of the last archive RestoreImport
 	// read.
 	RestoredConfig []byte
@@ -247,8 +254,12 @@ func (f *Fake) SaveImage(context.Context, string) (io.ReadCloser, error) {
 
 // RestoreImport implements podman.Restorer: it reads the archive to its
 // end and creates the running container config.dump (or o.Name) names.
-func (f *Fake) RestoreImport(_ context.Context, archive io.Reader, o podman.RestoreOptions) (string, error) {
-	name, cfg, rerr := nameInArchive(archive)
+func (f *Fake) RestoreImport(_ context.Context, body io.Reader, o podman.RestoreOptions) (string, error) {
+	br := bufio.NewReader(body)
+	head, _ := br.Peek(10)
+	c := archive.DetectCompression(head)
+	kind := c.Extension()
+	name, cfg, rerr := nameInArchive(br)
 	if o.Name != "" {
 		name = o.Name
 	}
@@ -261,7 +272,7 @@ func (f *Fake) RestoreImport(_ context.Context, archive io.Reader, o podman.Rest
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.RestoredConfig = cfg
+	f.RestoredConfig, f.RestoredAs = cfg, kind
 	ctr := &podman.Container{ID: fakeID(name), Name: name}
 	ctr.State.Running, ctr.State.Status = err == nil, map[bool]string{true: "running", false: "created"}[err == nil]
 	f.Containers[name] = ctr
@@ -271,7 +282,13 @@ func (f *Fake) RestoreImport(_ context.Context, archive io.Reader, o podman.Rest
 // nameInArchive reads a checkpoint archive to its end and returns the
 // container name its config.dump records, and the config.dump.
 func nameInArchive(r io.Reader) (string, []byte, error) {
-	tr := tar.NewReader(r)
+	// As podman's import does: the storage library detects compression.
+	dr, err := archive.DecompressStream(r)
+	if err != nil {
+		return "", nil, err
+	}
+	defer dr.Close()
+	tr := tar.NewReader(dr)
 	var cfg []byte
 	for {
 		h, err := tr.Next()
@@ -367,7 +384,12 @@ func (f *Fake) EndStuckCRIU(string, string) ([]int, error) {
 func (f *Fake) RestoringID(string) (string, error) { return "", podman.ErrRemote }
 
 // Address implements podman.Host.
-func (f *Fake) Address() string { return "fake://podman" }
+func (f *Fake) Address() string {
+	if f.Addr != "" {
+		return f.Addr
+	}
+	return "fake://podman"
+}
 
 var (
 	_ podman.Source = (*Fake)(nil)

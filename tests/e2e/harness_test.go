@@ -483,14 +483,15 @@ func pushCopy(t *testing.T, src, ref string, runArgs ...string) status {
 // pushPull pushes src from the host at from to ref, and pulls it as dst
 // on the host at to (removed when the test ends), failing the test if
 // either fails.
-func pushPull(t *testing.T, from, to, src, dst, ref string) {
+func pushPull(t *testing.T, from, to, src, dst, ref string, pullFlags ...string) {
 	t.Helper()
 	r := migrate(t, "--url", from, "push", "--tls-verify=false", src, ref)
 	if r.code != 0 {
 		t.Fatalf("push failed: %s", r.stderr)
 	}
 	rmOn(t, to, dst)
-	if r = migrate(t, "--url", to, "pull", "--tls-verify=false", "--name", dst, strings.TrimSpace(r.stdout)); r.code != 0 {
+	args := append([]string{"--url", to, "pull", "--tls-verify=false", "--name", dst}, pullFlags...)
+	if r = migrate(t, append(args, strings.TrimSpace(r.stdout))...); r.code != 0 {
 		t.Fatalf("pull failed: %s", r.stderr)
 	}
 }

@@ -107,7 +107,7 @@ func crunService(t *testing.T) string {
 
 // TestPodman5BothWays: A (4.3.1) -> C (5.x) and C -> A through the
 // registry: running, counter continued, memory intact, rootfs change
-// carried.
+// carried, the archive sent to each podman zstd-compressed.
 func TestPodman5BothWays(t *testing.T) {
 	if v := serverVersion(t, hosts.HostCURL); !strings.HasPrefix(v, "5.") {
 		t.Fatalf("host C runs podman %s, want 5.x", v)
@@ -123,8 +123,9 @@ func TestPodman5BothWays(t *testing.T) {
 			podman(t, tc.from, "exec", src, "sh", "-c", "echo carried-over > /etc/migrated-marker")
 			before := readStatus(t, tc.from, src)
 			// The two hosts' default networks differ (10.88/16, 10.90/16):
-			// the plan drops the recorded address.
-			pushPull(t, tc.from, tc.to, src, dst, hosts.Registry+"/e2e/p5:"+strings.ReplaceAll(strings.ToLower(tc.name), " ", "-"))
+			// the plan drops the recorded address. The archive goes to
+			// podman zstd-compressed, which both versions take.
+			pushPull(t, tc.from, tc.to, src, dst, hosts.Registry+"/e2e/p5:"+strings.ReplaceAll(strings.ToLower(tc.name), " ", "-"), "--compress", "zstd")
 			checkContinued(t, tc.to, dst, before)
 			if got := podman(t, tc.to, "exec", dst, "cat", "/etc/migrated-marker"); got != "carried-over" {
 				t.Fatalf("root file-system change lost: %q", got)

@@ -1,0 +1,167 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// serviceEnvPath is the PATH host B's podman service runs with.
+const serviceEnvPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// freeAddr returns a loopback address no one listens on.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// onBDaemon runs a daemon in host B's mount namespace until the test
+// ends (or the test binary dies), its output in log.
+func onBDaemon(t *testing.T, log string, args ...string) {
+	t.Helper()
+	f, err := os.Create(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("nsenter", append([]string{"-t", hosts.HostBPID, "-m", "--"}, args...)...)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	t.Cleanup(func() {
+		once.Do(func() {
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			_ = cmd.Wait()
+			f.Close()
+			if t.Failed() {
+				if b, err := os.ReadFile(log); err == nil {
+					t.Logf("%s:\n%s", filepath.Base(log), tail(string(b), 3000))
+				}
+			}
+		})
+	})
+}
+
+// waitListening waits until addr accepts connections.
+func waitListening(t *testing.T, addr, what string) {
+	t.Helper()
+	for i := 0; i < 150; i++ {
+		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			c.Close()
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("%s never listened on %s", what, addr)
+}
+
+// TestMoveOverTCPAndSSH: move reaches host B the other two ways podman
+// does. B's podman, in B's own mount namespace, also listens on tcp:// (no
+// TLS, as podman's), and an sshd in that namespace forwards to B's socket
+// (ssh://, key only, the host key learnt on first use into the client's
+// known_hosts). Each move leaves the process carrying on on B.
+func TestMoveOverTCPAndSSH(t *testing.T) {
+	dir := t.TempDir()
+	t.Run("tcp", func(t *testing.T) {
+		addr := freeAddr(t)
+		onBDaemon(t, filepath.Join(dir, "tcp-service.log"), "env", serviceEnvPath, "podman", "system", "service", "--time=0", "tcp://"+addr)
+		waitListening(t, addr, "host B's podman service")
+		src := "e2e-move-tcp"
+		before := startWorkload(t, src)
+		rmB(t, src)
+		r := moveCmd(t, nil, "--url", hosts.HostAURL, "--to", "tcp://"+addr, "--format", "json", src)
+		var moved struct {
+			Containers []struct {
+				Pull struct {
+					Compress string
+					Bytes    map[string]int64
+				}
+			}
+		}
+		if r.code != 0 || json.Unmarshal([]byte(r.stdout), &moved) != nil || len(moved.Containers) != 1 {
+			t.Fatalf("move over tcp:// failed: %s", r.stderr)
+		}
+		// Across a network the archive goes compressed, and podman 4.3.1
+		// restores it.
+		if p := moved.Containers[0].Pull; p.Compress != "zstd:1" || p.Bytes["sent"] == 0 {
+			t.Errorf("move over tcp:// sent %d bytes as %q, want zstd:1", p.Bytes["sent"], p.Compress)
+		}
+		checkContinued(t, hosts.HostBURL, src, before)
+	})
+
+	t.Run("ssh", func(t *testing.T) {
+		sshd, err := exec.LookPath("sshd")
+		if err != nil {
+			if _, err = os.Stat("/usr/sbin/sshd"); err != nil {
+				t.Fatalf("sshd is not installed (make setup-host installs openssh-server): %v", err)
+			}
+			sshd = "/usr/sbin/sshd"
+		}
+		for _, k := range []string{"host", "client"} {
+			if r := runCmd(t, "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", filepath.Join(dir, k)); r.code != 0 {
+				t.Fatalf("ssh-keygen: %s", r.stderr)
+			}
+		}
+		pub, err := os.ReadFile(filepath.Join(dir, "client.pub"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "authorized_keys"), pub, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		addr := freeAddr(t)
+		host, port, _ := net.SplitHostPort(addr)
+		cfg := fmt.Sprintf(`ListenAddress %s:%s
+HostKey %s
+AuthorizedKeysFile %s
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+AllowStreamLocalForwarding yes
+PidFile %s
+`, host, port, filepath.Join(dir, "host"), filepath.Join(dir, "authorized_keys"), filepath.Join(dir, "sshd.pid"))
+		if err := os.WriteFile(filepath.Join(dir, "sshd_config"), []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		// sshd wants its privilege-separation directory.
+		onB(t, "mkdir -p /run/sshd")
+		onBDaemon(t, filepath.Join(dir, "sshd.log"), sshd, "-D", "-e", "-f", filepath.Join(dir, "sshd_config"))
+		waitListening(t, addr, "sshd on host B")
+		sock := strings.TrimPrefix(hosts.HostBURL, "unix://")
+		to := fmt.Sprintf("ssh://root@%s%s", addr, sock)
+		home := filepath.Join(dir, "home")
+		if err := os.Mkdir(home, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		src := "e2e-move-ssh"
+		before := startWorkload(t, src)
+		rmB(t, src)
+		r := moveCmd(t, []string{"HOME=" + home}, "--url", hosts.HostAURL, "--to", to, "--to-identity", filepath.Join(dir, "client"), src)
+		if r.code != 0 || !strings.Contains(r.stdout, src+"\tmoved") {
+			t.Fatalf("move over ssh:// failed: %s", r.stderr)
+		}
+		checkContinued(t, hosts.HostBURL, src, before)
+		if b, err := os.ReadFile(filepath.Join(home, ".ssh", "known_hosts")); err != nil || !strings.Contains(string(b), "ssh-ed25519") {
+			t.Errorf("B's host key was not recorded in the client's known_hosts: %q, %v", b, err)
+		}
+	})
+}
