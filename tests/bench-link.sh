@@ -36,10 +36,8 @@ readonly NS_A=pmbench-a NS_B=pmbench-b VETH_A=pmbench0 VETH_B=pmbench1
 readonly IP_A=10.250.77.1 IP_B=10.250.77.2 B_PORT=8585 REG_PORT=5000
 readonly SERVICE_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
-die() {
-	printf 'bench: %s\n' "$*" >&2
-	exit 1
-}
+# shellcheck source=tests/bench-lib.sh
+source "$repo/tests/bench-lib.sh"
 for size in $sizes; do
 	[[ $size =~ ^[1-9][0-9]*$ ]] || die "BENCH_SIZES: $size is not a number of MiB"
 done
@@ -139,41 +137,6 @@ done
 B_URL=tcp://$IP_B:$B_PORT
 REG=$IP_B:$REG_PORT
 
-field() { sed -n "s/.*\"$1\":\"\{0,1\}\([^,\"}]*\).*/\1/p"; }
-boot_of() { "$@" cat /workload/status 2>/dev/null | field boot || true; }
-
-# start NAME MIB: run the workload on A and wait until it counts.
-start() {
-	"${A[@]}" run -d --name "$1" "$TEST_IMAGE" /bin/workload -mem "$2" -sum-every 0 >/dev/null
-	local c
-	for _ in $(seq 900); do
-		c=$("${A[@]}" exec "$1" cat /workload/status 2>/dev/null | field counter || true)
-		[[ -n $c && $c -ge 3 ]] && return 0
-		sleep 0.2
-	done
-	die "$1 never started counting"
-}
-
-# measure LABEL CMD...: run CMD under GNU time; stdout to $state/LABEL.out,
-# stderr to $state/LABEL.log; wall seconds and peak RSS (KiB) to
-# secs[LABEL], rss[LABEL].
-declare -A secs rss
-measure() {
-	local label=$1 tf s m
-	shift
-	tf=$(mktemp)
-	if ! /usr/bin/time -f '%e %M' -o "$tf" "$@" >"$state/$label.out" 2>"$state/$label.log"; then
-		cat "$state/$label.log" >&2
-		head -c 2000 "$state/$label.out" >&2
-		rm -f "$tf"
-		die "$label failed: $*"
-	fi
-	read -r s m <"$tf"
-	rm -f "$tf"
-	secs[$label]=$s
-	rss[$label]=$m
-}
-
 # same_process NAME BOOT: the process on B is the checkpointed one.
 same_process() {
 	local got=
@@ -188,10 +151,7 @@ done_with() {
 	"${A[@]}" rm -f -t 0 "$1" >/dev/null 2>&1 || true
 	"${B[@]}" rm -f -t 0 "$1" >/dev/null 2>&1 || true
 }
-sum() { awk 'BEGIN { s = 0; for (i = 1; i < ARGC; i++) s += ARGV[i]; printf "%.2f", s }' "$@"; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 mb() { awk -v b="$1" 'BEGIN { printf "%.0f", b / 1e6 }'; }
-mib() { awk -v k="$1" 'BEGIN { printf "%.0f", k / 1024 }'; }
 # seconds FILE PATH...: podman-migrate's --format json numbers at PATH
 # (a.b.c), "-" where absent, space-separated.
 seconds() {
@@ -210,35 +170,13 @@ print(" ".join(out))
 EOF
 }
 
-# neutralise.py ARCHIVE: remove config.dump's host paths in place (the
-# shorter JSON padded to its old size), as bench.sh's floor does.
-cat >"$state/neutralise.py" <<'EOF'
-import json, sys, tarfile
-fields = ["conmonPidFile", "pid_file", "ShmDir", "staticDir", "secretsPath", "logPath"]
-path = sys.argv[1]
-with tarfile.open(path, "r:") as t:
-    m = next((m for m in t if m.name.lstrip("./") == "config.dump"), None)
-    if m is None:
-        sys.exit("neutralise: no config.dump in " + path)
-    cfg = json.load(t.extractfile(m))
-shm = cfg.get("ShmDir") or ""
-for f in fields:
-    cfg.pop(f, None)
-mounts = [x for x in cfg.get("mounts") or [] if x != shm and not x.endswith("/userdata/shm")]
-if mounts:
-    cfg["mounts"] = mounts
-else:
-    cfg.pop("mounts", None)
-b = json.dumps(cfg, separators=(",", ":")).encode()
-if len(b) > m.size:
-    sys.exit("neutralise: config.dump grew")
-with open(path, "r+b") as f:
-    f.seek(m.offset_data)
-    f.write(b + b" " * (m.size - len(b)))
-EOF
+write_neutralise
 
-printf '\nmachine: %s cores, %s MiB RAM, kernel %s; link: %s (tbf both ways), veth between namespaces %s and %s\n' \
-	"$(nproc)" "$(awk '/^MemTotal/ { printf "%.0f", $2 / 1024 }' /proc/meminfo)" "$(uname -r)" "$link" "$NS_A" "$NS_B"
+shaping="tbf both ways"
+[[ $link == none ]] && shaping=unshaped
+printf '\nmachine: %s cores, %s MiB RAM, kernel %s; link: %s (%s), veth between namespaces %s and %s\n' \
+	"$(nproc)" "$(awk '/^MemTotal/ { printf "%.0f", $2 / 1024 }' /proc/meminfo)" "$(uname -r)" "$link" "$shaping" "$NS_A" "$NS_B"
+echo "note: both \"hosts\" share this machine's cores: CPU one spends (compressing) the other's restore lacks"
 printf 'software: podman %s, %s, podman-migrate %s\n' "$("${A[@]}" version --format '{{.Server.Version}}')" \
 	"$(criu --version 2>/dev/null | sed -n 's/^Version: /CRIU /p')" "$("$bin" version 2>/dev/null | sed -n 's/^ *Version: *//p')"
 
@@ -315,8 +253,8 @@ for size in $sizes; do
 	row "  import | restore" "${secs[flraw-import]}" "${secs[flzstd-import]}" "$mv_restore" "$pp_restore"
 	row "crossed the link, MB" "$(mb "${bytes[flraw]}")" "$(mb "${bytes[flzstd]}")" "$(mb "${bytes[mv]}")" "$(mb "${bytes[pp]}")"
 	row "podman's export, MB" "$(mb "${archive[flraw]}")" "$(mb "${archive[flzstd]}")" - -
-	row "client peak RSS, MiB" "$(mib "${rss[flraw-import]}")" "$(mib "${rss[flzstd-compress]:-0}")" "$(mib "${rss[mv]}")" \
-		"$(mib "${rss[pp-push]}")/$(mib "${rss[pp-pull]}")"
+	row "client peak RSS, MiB" "$(kib2mib "${rss[flraw-import]}")" "$(kib2mib "${rss[flzstd-compress]:-0}")" "$(kib2mib "${rss[mv]}")" \
+		"$(kib2mib "${rss[pp-push]}")/$(kib2mib "${rss[pp-pull]}")"
 	row "ratio to floor-raw" 1.00 "$(ratio "${secs[flzstd]}" "${secs[flraw]}")" "$(ratio "${secs[mv]}" "${secs[flraw]}")" "$(ratio "$pp_total" "${secs[flraw]}")"
 	row "ratio to floor-zstd" "$(ratio "${secs[flraw]}" "${secs[flzstd]}")" 1.00 "$(ratio "${secs[mv]}" "${secs[flzstd]}")" "$(ratio "$pp_total" "${secs[flzstd]}")"
 	summary+=("$(printf '  %6s MiB %8s %10s %10s %8s %10s %12s %12s' "$size" "$link" "${secs[flraw]}" "${secs[flzstd]}" "${secs[mv]}" "$pp_total" \

@@ -26,10 +26,8 @@ bin=$repo/bin/podman-migrate
 sizes=${BENCH_SIZES:-256 1024}
 read -r -a push_flags <<<"${BENCH_PUSH_FLAGS:-}"
 
-die() {
-	printf 'bench: %s\n' "$*" >&2
-	exit 1
-}
+# shellcheck source=tests/bench-lib.sh
+source "$repo/tests/bench-lib.sh"
 for size in $sizes; do
 	[[ $size =~ ^[1-9][0-9]*$ ]] || die "BENCH_SIZES: $size is not a number of MiB"
 done
@@ -63,41 +61,7 @@ cleanup() {
 	bash "$repo/tests/hosts.sh" down "$state" >&2
 }
 trap cleanup EXIT
-
-field() { sed -n "s/.*\"$1\":\"\{0,1\}\([^,\"}]*\).*/\1/p"; }
-boot_of() { "$@" cat /workload/status 2>/dev/null | field boot || true; }
-
-# start NAME MIB: run the workload on A and wait until it counts.
-start() {
-	"${A[@]}" run -d --name "$1" "$TEST_IMAGE" /bin/workload -mem "$2" -sum-every 0 >/dev/null
-	local c
-	for _ in $(seq 900); do
-		c=$("${A[@]}" exec "$1" cat /workload/status 2>/dev/null | field counter || true)
-		[[ -n $c && $c -ge 3 ]] && return 0
-		sleep 0.2
-	done
-	die "$1 never started counting"
-}
-
-# measure LABEL CMD...: run CMD under GNU time; its stdout goes to
-# $state/LABEL.out, its stderr to $state/LABEL.log; wall seconds and peak
-# RSS (KiB) to secs[LABEL], rss[LABEL].
-declare -A secs rss
-measure() {
-	local label=$1 tf s m
-	shift
-	tf=$(mktemp)
-	if ! /usr/bin/time -f '%e %M' -o "$tf" "$@" >"$state/$label.out" 2>"$state/$label.log"; then
-		cat "$state/$label.log" >&2
-		[[ $label == fl-* ]] && head -c 2000 "$state/$label.out" >&2 # curl: podman's answer
-		rm -f "$tf"
-		die "$label failed: $*"
-	fi
-	read -r s m <"$tf"
-	rm -f "$tf"
-	secs[$label]=$s
-	rss[$label]=$m
-}
+write_neutralise
 
 # same_process URL NAME BOOT: the restored process is the checkpointed one.
 same_process() {
@@ -112,11 +76,6 @@ same_process() {
 
 # registry_bytes: what the registry stores, in bytes.
 registry_bytes() { find "$state/registry-data" -type f -printf '%s\n' | awk '{ s += $1 } END { printf "%d", s }'; }
-sum() { awk 'BEGIN { s = 0; for (i = 1; i < ARGC; i++) s += ARGV[i]; printf "%.2f", s }' "$@"; }
-sub() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a - b }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
-mib() { awk -v b="$1" 'BEGIN { printf "%.0f", b / 1048576 }'; }
-kib2mib() { awk -v k="$1" 'BEGIN { printf "%.0f", k / 1024 }'; }
 # rsslist LABEL...: each command's peak RSS in MiB, "a/b/c".
 rsslist() {
 	local out='' l
@@ -152,38 +111,6 @@ need() {
 		[[ -n ${js[$k]-} || " ${missing[*]} " == *" $k "* ]] || missing+=("$k")
 	done
 }
-
-# neutralise.py ARCHIVE: remove config.dump's host paths, as podman-migrate
-# does (HOST-NOTES: restore on another host fails on them), in place: the
-# shorter JSON is padded with spaces to its old size, so no byte of the
-# CRIU images is copied, which is what a floor should cost.
-cat >"$state/neutralise.py" <<'EOF'
-import json, sys, tarfile
-fields = ["conmonPidFile", "pid_file", "ShmDir", "staticDir", "secretsPath", "logPath"]
-path = sys.argv[1]
-with tarfile.open(path, "r:") as t:
-    m = next((m for m in t if m.name.lstrip("./") == "config.dump"), None)
-    if m is None:
-        sys.exit("neutralise: no config.dump in " + path)
-    cfg = json.load(t.extractfile(m))
-if cfg.get("namedVolumes"):
-    # B's volume paths are longer than A's: this in-place edit cannot hold them.
-    sys.exit("neutralise: named volumes: the floor does not rewrite their sources")
-shm = cfg.get("ShmDir") or ""
-for f in fields:
-    cfg.pop(f, None)
-mounts = [x for x in cfg.get("mounts") or [] if x != shm and not x.endswith("/userdata/shm")]
-if mounts:
-    cfg["mounts"] = mounts
-else:
-    cfg.pop("mounts", None)
-b = json.dumps(cfg, separators=(",", ":")).encode()
-if len(b) > m.size:
-    sys.exit("neutralise: config.dump grew")
-with open(path, "r+b") as f:
-    f.seek(m.offset_data)
-    f.write(b + b" " * (m.size - len(b)))
-EOF
 
 printf '\nmachine: %s cores (%s), %s MiB RAM, kernel %s\n' "$(nproc)" \
 	"$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)" \

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -76,13 +77,15 @@ func waitListening(t *testing.T, addr, what string) {
 // does. B's podman, in B's own mount namespace, also listens on tcp:// (no
 // TLS, as podman's), and an sshd in that namespace forwards to B's socket
 // (ssh://, key only, the host key learnt on first use into the client's
-// known_hosts). Each move leaves the process carrying on on B.
+// known_hosts). Each move leaves the process carrying on on B. A move whose
+// connection to B's podman is closed mid-stream restores the source.
 func TestMoveOverTCPAndSSH(t *testing.T) {
 	dir := t.TempDir()
+	tcpAddr := freeAddr(t)
+	onBDaemon(t, filepath.Join(dir, "tcp-service.log"), "env", serviceEnvPath, "podman", "system", "service", "--time=0", "tcp://"+tcpAddr)
+	waitListening(t, tcpAddr, "host B's podman service")
 	t.Run("tcp", func(t *testing.T) {
-		addr := freeAddr(t)
-		onBDaemon(t, filepath.Join(dir, "tcp-service.log"), "env", serviceEnvPath, "podman", "system", "service", "--time=0", "tcp://"+addr)
-		waitListening(t, addr, "host B's podman service")
+		addr := tcpAddr
 		src := "e2e-move-tcp"
 		before := startWorkload(t, src)
 		rmB(t, src)
@@ -104,6 +107,32 @@ func TestMoveOverTCPAndSSH(t *testing.T) {
 			t.Errorf("move over tcp:// sent %d bytes as %q, want zstd:1", p.Bytes["sent"], p.Compress)
 		}
 		checkContinued(t, hosts.HostBURL, src, before)
+	})
+
+	t.Run("tcp, the target's socket closed mid-stream", func(t *testing.T) {
+		// A proxy in front of B's service hangs up on the restore
+		// import after 64 KiB of the archive; every other call passes.
+		proxy := newFaultProxy(t, tcpAddr)
+		proxy.set(func(r *http.Request) string {
+			if strings.HasSuffix(r.URL.Path, "/restore") && r.URL.Query().Get("import") == "true" {
+				return faultCut
+			}
+			return noFault
+		})
+		src := "e2e-move-cut"
+		before := startWorkload(t, src)
+		rmB(t, src)
+		r := moveCmd(t, nil, "--url", hosts.HostAURL, "--to", "tcp://"+proxy.addr, src)
+		if r.code == 0 || !strings.Contains(r.stdout, src+"\tfailed") || !strings.Contains(r.stderr, "running again on the source host") {
+			t.Fatalf("move through a cut connection: exit %d, stdout %q, stderr %q; want a failure that says the source runs again", r.code, r.stdout, r.stderr)
+		}
+		if proxy.count(faultCut) == 0 {
+			t.Fatalf("the restore import was never cut: %v", proxy.exchanges())
+		}
+		checkContinued(t, hosts.HostAURL, src, before)
+		if hasContainer(t, hosts.HostBURL, src) {
+			t.Errorf("B kept a container %s after the failed move", src)
+		}
 	})
 
 	t.Run("ssh", func(t *testing.T) {
