@@ -117,7 +117,7 @@ unless a second interrupt stops the wait for its checkpoint).`,
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.PersistentFlags().StringVar(&g.url, "url", "",
-		"podman socket URI: unix:///PATH or ssh://USER@HOST[:PORT]/run/podman/podman.sock (default $CONTAINER_HOST, else unix:///run/podman/podman.sock, or the rootless socket)")
+		"podman service URI: unix:///PATH, ssh://USER@HOST[:PORT]/run/podman/podman.sock or tcp://HOST:PORT (default $CONTAINER_HOST, else unix:///run/podman/podman.sock, or the rootless socket)")
 	root.PersistentFlags().StringVarP(&g.connection, "connection", "c", "",
 		"use this podman system connection (podman-connections.json or containers.conf service_destinations; default $CONTAINER_CONNECTION)")
 	root.PersistentFlags().StringVar(&g.identity, "identity", "", "ssh identity file for ssh:// URIs")

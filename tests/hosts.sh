@@ -705,6 +705,19 @@ do_down() {
 		stop+=("$pid" "host C start-up")
 	fi
 	if pid=$(live_pid "$state/a/pid" "unix://$state/a/podman.sock"); then
+		# A is this machine's own storage: only the containers the tests,
+		# benches and check name go, so that an interrupted run leaves
+		# none to collide with the next.
+		if ping_sock "$state/a/podman.sock"; then
+			local left
+			left=$(timeout 30 podman --url "unix://$state/a/podman.sock" ps -a --format '{{.Names}}' 2>/dev/null |
+				grep -E '^(e2e|bench|podman-migrate-check)-' || true)
+			if [[ -n $left ]]; then
+				# shellcheck disable=SC2086 # one name per word
+				timeout 60 podman --url "unix://$state/a/podman.sock" rm -f -t 0 $left >>"$state/a/service.log" 2>&1 ||
+					warn "removing the tests' containers on host A failed (log: $state/a/service.log)"
+			fi
+		fi
 		stop+=("$pid" "host A podman service")
 	fi
 	if pid=$(live_pid "$state/registry.pid" "$state/registry.yml"); then
