@@ -254,8 +254,7 @@ func (p *Plan) restore(ctx context.Context, c podman.Target, img *ckpt.Image, o 
 		label += " (" + wire.String() + ")"
 	}
 	sent := progress.NewReader(pr, logw, label)
-	counted := &countingReader{r: sent}
-	defer func() { p.Sent = counted.n }()
+	defer func() { p.Sent = sent.N() }()
 	ropts := podman.RestoreOptions{
 		Name:            o.Name,
 		IgnoreStaticIP:  o.IgnoreStaticIP || rel.dropIP,
@@ -268,7 +267,7 @@ func (p *Plan) restore(ctx context.Context, c podman.Target, img *ckpt.Image, o 
 	// name is what podman calls the new container: a stuck restore is
 	// found by it.
 	id, err := awaitRestore(ctx, c, name, o.RestoreTimeout, func(rctx context.Context) (string, error) {
-		return c.RestoreImport(rctx, counted, ropts)
+		return c.RestoreImport(rctx, sent, ropts)
 	})
 	// Unblock the writer if podman stopped reading, and let it finish
 	// before the staging directory goes.
@@ -287,18 +286,6 @@ func (p *Plan) restore(ctx context.Context, c podman.Target, img *ckpt.Image, o 
 		err = fmt.Errorf("restoring: %w; podman had restored container %s, which is removed again", ctx.Err(), ckpt.ShortID(id))
 	}
 	return id, err
-}
-
-// countingReader counts what podman read.
-type countingReader struct {
-	r io.Reader
-	n int64
-}
-
-func (c *countingReader) Read(b []byte) (int, error) {
-	n, err := c.r.Read(b)
-	c.n += int64(n)
-	return n, err
 }
 
 // criuLog finds the restore log podman names when CRIU failed ("criu
