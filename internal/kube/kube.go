@@ -268,9 +268,9 @@ func FromSource(ctx context.Context, source string, to transfer.Options, lim ckp
 // with "no command specified"; CRIU would have replaced the process anyway.
 var ErrNoCommand = fault.New(fault.Input, "CRI-O cannot restore a checkpoint whose base image has no ENTRYPOINT or CMD")
 
-// checkBaseCommand reads the config of the base image the node pulls, as
-// the node would get it (its platform's instance of a list), and refuses
-// one without a command.
+// checkBaseCommand reads the config of the base image the node pulls (of
+// a list, the instance for this machine's platform, which a node of
+// another architecture would not pull) and refuses one without a command.
 func checkBaseCommand(ctx context.Context, base string, to transfer.Options) error {
 	ref, err := transfer.ParseReference(base)
 	if err != nil {
