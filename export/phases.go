@@ -28,9 +28,18 @@ type Source struct {
 // InspectSource finds the running container o names and what the image
 // will record of its host.
 func InspectSource(ctx context.Context, c podman.Source, o PushOptions) (*Source, error) {
-	ctr, err := c.InspectContainer(ctx, o.Container)
+	ctr, err := InspectRunning(ctx, c, o.Container)
+	if err != nil {
+		return nil, err
+	}
+	return Describe(ctx, c, ctr)
+}
+
+// InspectRunning finds the running container name.
+func InspectRunning(ctx context.Context, c podman.Source, name string) (*podman.Container, error) {
+	ctr, err := c.InspectContainer(ctx, name)
 	if errors.Is(err, podman.ErrNotFound) {
-		return nil, fmt.Errorf("%w %q on %s: check `podman ps -a` on that host", ErrNoContainer, o.Container, c.Address())
+		return nil, fmt.Errorf("%w %q on %s: check `podman ps -a` on that host", ErrNoContainer, name, c.Address())
 	}
 	if err != nil {
 		return nil, err
@@ -38,6 +47,13 @@ func InspectSource(ctx context.Context, c podman.Source, o PushOptions) (*Source
 	if !ctr.State.Running {
 		return nil, fmt.Errorf("%w: %q is %s; only a running container can be migrated", ErrNotRunning, ctr.Name, ctr.State.Status)
 	}
+	return ctr, nil
+}
+
+// Describe learns what the image will record of ctr's host. podman's info
+// takes most of a second on 4.3.1: a move runs this while the checkpoint
+// is taken.
+func Describe(ctx context.Context, c podman.Source, ctr *podman.Container) (*Source, error) {
 	info, err := c.Info(ctx)
 	if err != nil {
 		return nil, err
@@ -68,14 +84,20 @@ func Convert(ctx context.Context, archive io.Reader, dest types.ImageDestination
 		Level:       o.CompressionLevel,
 		Arch:        s.Info.Host.Arch,
 		Created:     created,
-		Annotate: func(cfg *dump.Config) (map[string]string, error) {
-			a := annotations(cfg, s.Container, s.Info, s.BaseDigest, created, o)
-			for k, v := range s.Known {
-				a[k] = v
-			}
-			return a, nil
-		},
+		Annotate:    Annotator(s, o, created),
 	})
+}
+
+// Annotator returns the annotations of a checkpoint of s, given its
+// neutralised config.dump: what s and o record.
+func Annotator(s *Source, o PushOptions, created time.Time) func(cfg *dump.Config) (map[string]string, error) {
+	return func(cfg *dump.Config) (map[string]string, error) {
+		a := annotations(cfg, s.Container, s.Info, s.BaseDigest, created, o)
+		for k, v := range s.Known {
+			a[k] = v
+		}
+		return a, nil
+	}
 }
 
 // CheckpointOptions are podman's options for o's checkpoint.

@@ -182,10 +182,17 @@ func NetworkPause(n int) <-chan time.Time { return time.After(time.Duration(n) *
 // that name"). podman sets up the network before CRIU runs, and cleanup
 // removes what it made, so the restore can be tried again.
 func networkRace(err error) bool {
+	if err == nil {
+		return false
+	}
 	s := err.Error()
 	return strings.Contains(s, "netavark") && strings.Contains(s, "iptables") &&
 		(strings.Contains(s, "No chain/target/match by that name") || strings.Contains(strings.ToLower(s), "chain already exists"))
 }
+
+// IsNetworkRace tells a restore that failed because podman's network
+// set-up raced with another container's, and may be tried again.
+func IsNetworkRace(err error) bool { return networkRace(err) }
 
 // RetryRestore runs try until it succeeds, fails otherwise than by a
 // network race, or has been tried networkTries times. After each failure
@@ -212,12 +219,13 @@ func RetryRestore(ctx context.Context, try func() (string, error), undo func(las
 	}
 }
 
-// Restore streams the verified image to podman's restore once, as the
-// plan relocated it, and returns the new container's ID; a failure carries
-// the reasons CRIU's restore log gives. An interrupt stops the archive stream, not the
-// request: podman goes on working after a client hangs up, so its answer
-// is awaited before the caller cleans up what it made.
-func (p *Plan) Restore(ctx context.Context, c podman.Target, img *ckpt.Image, o PullOptions, logw io.Writer) (string, error) {
+// Restore streams the verified image, or the live archive, to podman's
+// restore once, as the plan relocated it, and returns the new container's
+// ID; a failure carries the reasons CRIU's restore log gives. An interrupt
+// stops the archive stream, not the request: podman goes on working after
+// a client hangs up, so its answer is awaited before the caller cleans up
+// what it made.
+func (p *Plan) Restore(ctx context.Context, c podman.Target, img ckpt.Archive, o PullOptions, logw io.Writer) (string, error) {
 	id, err := p.restore(ctx, c, img, o, logw)
 	if err != nil {
 		// CRIU's reasons are in its log, under the container that
@@ -229,7 +237,7 @@ func (p *Plan) Restore(ctx context.Context, c podman.Target, img *ckpt.Image, o 
 	return id, err
 }
 
-func (p *Plan) restore(ctx context.Context, c podman.Target, img *ckpt.Image, o PullOptions, logw io.Writer) (string, error) {
+func (p *Plan) restore(ctx context.Context, c podman.Target, img ckpt.Archive, o PullOptions, logw io.Writer) (string, error) {
 	name, rel := p.Name, p.relocated
 	wire, err := ChooseWire(o.Compress, c.Address())
 	if err != nil {
@@ -261,8 +269,8 @@ func (p *Plan) restore(ctx context.Context, c podman.Target, img *ckpt.Image, o 
 		IgnoreStaticMAC: o.IgnoreStaticMAC,
 		Publish:         o.Publish,
 		Pod:             o.Pod,
-		TCPEstablished:  img.Options.TCPEstablished,
-		FileLocks:       img.Options.FileLocks,
+		TCPEstablished:  img.Meta().Options.TCPEstablished,
+		FileLocks:       img.Meta().Options.FileLocks,
 	}
 	// name is what podman calls the new container: a stuck restore is
 	// found by it.

@@ -345,8 +345,10 @@ func renameVolumes(cfg *dump.Config, volMap map[string]string) error {
 // checkVolumeMembers makes sure a renamed volume's content travels: our
 // images name volume layers by volume.
 func (p *Plan) checkVolumeMembers(meta *ckpt.Metadata, volMap map[string]string) {
-	if meta.Provenance().Format == "" {
-		return // podman's single layer: the rename finds the member or fails loudly
+	if meta.Provenance().Format == "" || len(meta.Manifest.Layers) == 0 {
+		// podman's single layer, or its archive read live: the rename
+		// finds the member or fails loudly
+		return
 	}
 	have := map[string]bool{}
 	for _, l := range meta.Manifest.Layers {

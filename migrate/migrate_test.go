@@ -21,6 +21,7 @@ import (
 	"github.com/podman-migrate/podman-migrate/bindings/podmantest"
 	"github.com/podman-migrate/podman-migrate/export"
 	restore "github.com/podman-migrate/podman-migrate/import"
+	"github.com/podman-migrate/podman-migrate/internal/ckpt"
 	"github.com/podman-migrate/podman-migrate/internal/ckpttest"
 	"github.com/podman-migrate/podman-migrate/internal/fault"
 	"github.com/podman-migrate/podman-migrate/internal/transfer"
@@ -298,59 +299,88 @@ func moveOpts(t *testing.T) MoveOptions {
 
 func moveOne(t *testing.T, src, dst *podmantest.Fake) (MoveResult, error) {
 	t.Helper()
+	return moveWith(t, src, dst, moveOpts(t))
+}
+
+func moveWith(t *testing.T, src, dst *podmantest.Fake, o MoveOptions) (MoveResult, error) {
+	t.Helper()
 	var got []MoveResult
-	err := Move(context.Background(), src, dst, moveOpts(t), func(r MoveResult) { got = append(got, r) })
+	err := Move(context.Background(), src, dst, o, func(r MoveResult) { got = append(got, r) })
 	if len(got) != 1 {
 		t.Fatalf("%d results for one container", len(got))
 	}
 	return got[0], err
 }
 
-// TestMoveFailsAtEachPhase: a move that fails anywhere leaves the source
-// running (restored exactly once when it had been checkpointed) and
-// nothing on the target.
+// TestMoveFailsAtEachPhase: a move that fails anywhere, directly or
+// through a registry, leaves the source running (restored exactly once
+// when it had been checkpointed), nothing on the target, and an error
+// that says which side failed.
 func TestMoveFailsAtEachPhase(t *testing.T) {
-	type point struct{ op, name string }
-	var points []point
-	beforePhase = func(op, name string) error {
-		points = append(points, point{op, name})
-		return nil
-	}
-	src, dst := source(t), target()
-	_, err := moveOne(t, src, dst)
-	beforePhase = nil
-	if err != nil || !dst.Running(fixture) || src.Running(fixture) {
-		t.Fatalf("move: %v; running on the target %t, on the source %t", err, dst.Running(fixture), src.Running(fixture))
-	}
-	checkpointed := false
-	for _, p := range points {
-		t.Run(p.op+"/"+p.name, func(t *testing.T) {
-			src, dst := source(t), target()
-			failAt(t, p.op, p.name, fault.Wrap(fault.Podman, errInjected))
-			_, err := moveOne(t, src, dst)
-			if !errors.Is(err, errInjected) || fault.KindOf(err) != fault.Podman {
-				t.Fatalf("error %v, want the injected failure", err)
+	reg := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	defer reg.Close()
+	for _, via := range []string{"", strings.TrimPrefix(reg.URL, "http://") + "/moved"} {
+		o := func(t *testing.T) MoveOptions {
+			o := moveOpts(t)
+			o.Via = via
+			plain := transfer.Options{TLSVerify: transfer.TLSVerify(true, false), Retries: -1}
+			o.Push.Transfer, o.Pull.Transfer = plain, plain
+			return o
+		}
+		type point struct{ op, name string }
+		var points []point
+		beforePhase = func(op, name string) error {
+			points = append(points, point{op, name})
+			return nil
+		}
+		src, dst := source(t), target()
+		_, err := moveWith(t, src, dst, o(t))
+		beforePhase = nil
+		if err != nil || !dst.Running(fixture) || src.Running(fixture) {
+			t.Fatalf("move via %q: %v; running on the target %t, on the source %t", via, err, dst.Running(fixture), src.Running(fixture))
+		}
+		// The direct move's phases on the target; through a registry,
+		// the target's are pull's.
+		onTarget := map[string]bool{"move/plan": true, "move/base": true, "move/restore": true, "move/pull": true}
+		checkpointed := false
+		for _, p := range points {
+			at := p.op + "/" + p.name
+			side := fault.Source
+			if p.op == "pull" || onTarget[at] {
+				side = fault.Target
 			}
-			want := 0
-			if checkpointed {
-				want = 1
-			}
-			if n := src.Count("RestoreKept"); n != want || !src.Running(fixture) {
-				t.Fatalf("source restored %d times (want %d), running %t: %v", n, want, src.Running(fixture), err)
-			}
-			if len(dst.Containers) != 0 {
-				t.Fatalf("the target kept %v", dst.Containers)
-			}
-			var me *MoveError
-			if p.op == "pull" && (!errors.As(err, &me) || !me.Resumed) {
-				t.Fatalf("a failed restore on the target must resume the source: %v", err)
-			}
-			side := map[string]fault.Side{"push": fault.Source, "pull": fault.Target}[p.op]
-			if got := fault.SideOf(err); got != side {
-				t.Errorf("failed at %s/%s: side %q, want %q", p.op, p.name, got, side)
-			}
-		})
-		checkpointed = checkpointed || (p.op == "push" && p.name == "checkpoint")
+			t.Run(fmt.Sprintf("via %q/%s", via, at), func(t *testing.T) {
+				src, dst := source(t), target()
+				failAt(t, p.op, p.name, fault.OnSide(side, fault.Wrap(fault.Podman, errInjected)))
+				_, err := moveWith(t, src, dst, o(t))
+				if !errors.Is(err, errInjected) || fault.KindOf(err) != fault.Podman {
+					t.Fatalf("error %v, want the injected failure", err)
+				}
+				want := 0
+				if checkpointed {
+					want = 1
+				}
+				if n := src.Count("RestoreKept"); n != want || !src.Running(fixture) {
+					t.Fatalf("source restored %d times (want %d), running %t: %v", n, want, src.Running(fixture), err)
+				}
+				if len(dst.Containers) != 0 {
+					t.Fatalf("the target kept %v", dst.Containers)
+				}
+				var me *MoveError
+				var pe *export.PushError
+				switch {
+				case !checkpointed:
+				case side == fault.Target && (!errors.As(err, &me) || !me.Resumed):
+					t.Fatalf("a failure on the target must resume the source: %v", err)
+				case side == fault.Source && (!errors.As(err, &pe) || !pe.RolledBack):
+					t.Fatalf("a failure on the source must roll it back: %v", err)
+				}
+				if got := fault.SideOf(err); got != side {
+					t.Errorf("side %q, want %q", got, side)
+				}
+			})
+			checkpointed = checkpointed || p.name == "checkpoint"
+		}
 	}
 }
 
@@ -552,5 +582,31 @@ func TestPullCompressesForTheNetwork(t *testing.T) {
 		if res.Compress != tt.want || res.Bytes["sent"] == 0 || dst.RestoredAs != as {
 			t.Errorf("%s, --compress %q: sent %d bytes as %s, podman got a %s; want %s", tt.addr, tt.compress, res.Bytes["sent"], res.Compress, dst.RestoredAs, tt.want)
 		}
+	}
+}
+
+// TestMoveRefusesAHostileArchive: an entry that would climb out of the
+// container's root, found while the archive streams to the target, fails
+// the restore's request: the target keeps nothing and the source runs
+// again.
+func TestMoveRefusesAHostileArchive(t *testing.T) {
+	var entries []ckpttest.Entry
+	for _, e := range ckpttest.Archive(t) {
+		if e.Name == "rootfs-diff.tar" {
+			e.Body = ckpttest.Tar(t, []ckpttest.Entry{{Name: "../../etc/cron.d/x", Body: []byte("* * * * * root sh\n")}})
+		}
+		entries = append(entries, e)
+	}
+	src, dst := podmantest.NewFake(fixture, baseID, ckpttest.Tar(t, entries)), target()
+	_, err := moveOne(t, src, dst)
+	var me *MoveError
+	if !errors.Is(err, ckpt.ErrBadArchive) || !errors.As(err, &me) || !me.Resumed {
+		t.Fatalf("error %v, want the bad archive, and the source resumed", err)
+	}
+	if !strings.Contains(err.Error(), `".." in path`) {
+		t.Errorf("error %q does not name the entry's fault", err)
+	}
+	if len(dst.Containers) != 0 || !src.Running(fixture) || src.Count("RestoreKept") != 1 {
+		t.Fatalf("target has %v; source running %t, restored %d times", dst.Containers, src.Running(fixture), src.Count("RestoreKept"))
 	}
 }

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -14,15 +12,15 @@ import (
 	"github.com/podman-migrate/podman-migrate/export"
 	restore "github.com/podman-migrate/podman-migrate/import"
 	"github.com/podman-migrate/podman-migrate/internal/fault"
-	"github.com/podman-migrate/podman-migrate/internal/transfer"
 )
 
 // MoveOptions are the settings of one move.
 type MoveOptions struct {
 	Containers []string
 	// Via is a registry repository (host/repo) the images go through and
-	// stay in, one tag per container; "" passes them through a staging
-	// OCI layout on this machine, with no registry.
+	// stay in, one tag per container; "" streams each container's
+	// checkpoint from the source's podman into the target's in one pass,
+	// with no image and no staging.
 	Via      string
 	Parallel int
 	// Push and Pull are templates: Container, Dest and Source are set per
@@ -118,48 +116,44 @@ func Move(ctx context.Context, from podman.Source, to podman.Target, o MoveOptio
 
 // moving is the move of one container: push, then pull, and back.
 type moving struct {
-	from    podman.Source
-	to      podman.Target
-	o       MoveOptions
-	log     io.Writer
-	r       *MoveResult
-	push    export.PushOptions
-	staging string // the OCI layout's directory when there is no --via
+	from podman.Source
+	to   podman.Target
+	o    MoveOptions
+	log  io.Writer
+	r    *MoveResult
+	push export.PushOptions
 }
 
 func one(ctx context.Context, from podman.Source, to podman.Target, ctr string, o MoveOptions) MoveResult {
+	r := moveOnce(ctx, from, to, ctr, o)
+	var me *MoveError
+	if o.Via == "" && errors.As(r.Err, &me) && me.Resumed && restore.IsNetworkRace(me.Err) && ctx.Err() == nil {
+		// The live archive was spent; the source runs again, so the
+		// whole move can be done again.
+		fmt.Fprintf(logOrDiscard(o.Log), "%s: podman's network set-up on the target raced with another container's; moving again\n", ctr)
+		r = moveOnce(ctx, from, to, ctr, o)
+	}
+	return r
+}
+
+func moveOnce(ctx context.Context, from podman.Source, to podman.Target, ctr string, o MoveOptions) MoveResult {
 	m := &moving{from: from, to: to, o: o, r: &MoveResult{Container: ctr},
 		log: &prefixWriter{w: logOrDiscard(o.Log), prefix: ctr + ": "}}
 	m.push = o.Push
 	m.push.Container, m.push.LeaveRunning, m.push.Log = ctr, false, m.log
 	m.push.Transfer.Report = nil
-	err := runOp(ctx, "move", []phase{
-		{"stage", m.stage},
-		{"push", m.pushPhase},
-		{"pull", m.pull},
-	}, func(err error) error { return m.resume(ctx, err) })
-	if m.staging != "" {
-		os.RemoveAll(m.staging)
+	var err error
+	if o.Via == "" {
+		err = m.direct(ctx)
+	} else {
+		m.push.Dest = o.Via + ":" + ctr
+		err = runOp(ctx, "move", []phase{
+			{"push", m.pushPhase},
+			{"pull", m.pull},
+		}, func(err error) error { return m.resume(ctx, err) })
 	}
 	m.r.Err = err
 	return *m.r
-}
-
-// stage names the destination: a tag in the --via repository, or an OCI
-// layout in a staging directory on this machine.
-func (m *moving) stage(context.Context) error {
-	ctr := m.push.Container
-	if m.o.Via != "" {
-		m.push.Dest = m.o.Via + ":" + ctr
-		return nil
-	}
-	dir, err := os.MkdirTemp(transfer.StagingDir(m.push.TmpDir), "podman-migrate-move-")
-	if err != nil {
-		return fmt.Errorf("creating a staging directory: %w", err)
-	}
-	m.staging = dir
-	m.push.Dest = "oci:" + filepath.Join(dir, "layout") + ":" + ctr
-	return nil
 }
 
 func (m *moving) pushPhase(ctx context.Context) error {
@@ -173,11 +167,8 @@ func (m *moving) pushPhase(ctx context.Context) error {
 
 func (m *moving) pull(ctx context.Context) error {
 	pull := m.o.Pull
-	pull.Source, pull.Log = m.r.Ref, m.log
+	pull.Source, pull.Log = m.r.Ref+"@"+m.r.Digest, m.log
 	pull.Transfer.Report = nil
-	if m.o.Via != "" {
-		pull.Source = m.r.Ref + "@" + m.r.Digest
-	}
 	pulled, err := Pull(ctx, m.to, pull)
 	if err != nil {
 		return fault.OnSide(fault.Target, fmt.Errorf("restoring on %s: %w", m.to.Address(), err))

@@ -33,7 +33,7 @@ type pulling struct {
 	tmp     string
 	local   types.ImageReference
 	verify  *ckpt.StreamVerifier // nil: verified after the fetch
-	img     *ckpt.Image
+	img     ckpt.Archive         // the verified image, or a move's live archive
 	imgSrc  types.ImageSource
 	base    string // the base image this pull fetched, if any
 	tried   bool   // a restore was attempted: what it made must go on failure
@@ -199,16 +199,23 @@ func (p *pulling) restore(ctx context.Context) error {
 	fmt.Fprintf(p.log, "Restoring container %s\n", name)
 	start := time.Now()
 	p.tried = true
-	id, err := restore.RetryRestore(ctx, func() (string, error) {
+	try := func() (string, error) {
 		id, err := p.plan.Restore(ctx, p.c, p.img, p.o, p.log)
 		p.lastErr = err
 		return id, err
-	}, func(last bool) error {
-		if last || errors.Is(p.lastErr, restore.ErrLeftOnHost) {
-			return nil // undo removes what the last attempt left
-		}
-		return restore.Cleanup(ctx, p.c, name, p.plan.CreatedVolumes(), "", p.log)
-	}, p.log, restore.NetworkPause)
+	}
+	var id string
+	var err error
+	if _, once := p.img.(*ckpt.Live); once {
+		id, err = try() // a live archive cannot be sent again; undo cleans up
+	} else {
+		id, err = restore.RetryRestore(ctx, try, func(last bool) error {
+			if last || errors.Is(p.lastErr, restore.ErrLeftOnHost) {
+				return nil // undo removes what the last attempt left
+			}
+			return restore.Cleanup(ctx, p.c, name, p.plan.CreatedVolumes(), "", p.log)
+		}, p.log, restore.NetworkPause)
+	}
 	if err != nil {
 		return err
 	}

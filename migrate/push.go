@@ -137,7 +137,11 @@ func (p *pushing) checkpoint(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(p.log, "Checkpoint taken in %s; building the image\n", time.Since(start).Round(time.Millisecond))
+	next := "building the image"
+	if p.o.Dest == "" {
+		next = "streaming it to the target" // a move without a registry
+	}
+	fmt.Fprintf(p.log, "Checkpoint taken in %s; %s\n", time.Since(start).Round(time.Millisecond), next)
 	p.res.Seconds["checkpoint"] = since(start)
 	return nil
 }

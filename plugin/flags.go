@@ -215,7 +215,7 @@ type stagingFlags struct{ dir string }
 // addStagingFlags registers --tmpdir: push, pull and move.
 func addStagingFlags(f *pflag.FlagSet) *stagingFlags {
 	s := &stagingFlags{}
-	f.StringVar(&s.dir, "tmpdir", "", "staging directory for the image (default $TMPDIR, else /var/tmp); needs room for the container's memory")
+	f.StringVar(&s.dir, "tmpdir", "", "staging directory for the image (default $TMPDIR, else /var/tmp); needs room for the container's memory. move without --via stages nothing but a /dev/shm copy larger than 8 MiB")
 	return s
 }
 

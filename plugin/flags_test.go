@@ -412,3 +412,26 @@ func TestCheckTemplate(t *testing.T) {
 		t.Errorf("exit %d, stdout %q, want %q; stderr %s", code, stdout, want, stderr)
 	}
 }
+
+// TestMoveWithoutViaRefusesImageFlags: without --via no image is made, so
+// asking to encrypt, sign or include the base image is a usage error, not
+// a silent no-op, before podman is called.
+func TestMoveWithoutViaRefusesImageFlags(t *testing.T) {
+	svc := &countingService{}
+	url := podmantest.Serve(t, svc)
+	for _, flag := range [][]string{
+		{"--encryption-key", "jwe:/nonexistent.pem"},
+		{"--sign-by-sigstore-private-key", "/nonexistent.key"},
+		{"--include-base"},
+	} {
+		code, _, stderr := runCLI(t, append(append([]string{"move", "--url", url, "--to", url}, flag...), "web")...)
+		if code != ExitUsage || !strings.Contains(stderr, "need --via") {
+			t.Errorf("%v: exit %d, stderr %q; want exit 2 naming --via", flag, code, stderr)
+		}
+	}
+	svc.mu.Lock()
+	defer svc.mu.Unlock()
+	if len(svc.requests) != 0 {
+		t.Errorf("podman was called: %v", svc.requests)
+	}
+}

@@ -51,10 +51,15 @@ func newMoveCmd(g *globalOptions) *cobra.Command {
 --connection) to the podman at --to: checkpoint, verify, relocate and
 restore, as push and pull do.
 
+Without --via, each checkpoint streams from the source's podman into the
+target's restore in one pass: podman's archive is checked entry by entry
+and config.dump relocated on the way, nothing is written to disk here and
+no image is made. --compress chooses how the stream crosses to the target
+(auto: zstd:1 to a tcp:// or ssh:// target, none to a unix:// socket).
+
 With --via host/repo the images go through that registry repository and
 stay there, one tag per container (host/repo:CONTAINER); the digest
-references are printed. Without --via they pass through a staging
-directory on this machine, with no registry.
+references are printed.
 
 If the restore on the target fails, the source container is restored from
 its kept checkpoint and the error says so: a move never loses a container.
@@ -64,8 +69,8 @@ the exit code is 0 only when every container moved. --format json prints
 one document, {"containers": [...]}, at the end; a --format template runs
 on each container's result as it ends: --format '{{.Container}} {{.ID}}'.
 
---from and --to take a URI (unix://, ssh://) or the name of a podman
-system connection.`,
+--from and --to take a URI (unix://, ssh://, tcp://) or the name of a
+podman system connection.`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
 				return usageError{errors.New("name at least one container; see --help")}
@@ -147,15 +152,19 @@ func (o *moveOptions) check(args []string) (ckpt.Limits, error) {
 	if err != nil {
 		return ckpt.Limits{}, err
 	}
-	sealDest := "oci:staging"
-	if o.via != "" {
-		sealDest = o.via + ":probe"
+	if o.via == "" {
+		// No image is made: nothing to encrypt, sign or go with.
+		if len(o.seal.encryptionKeys) > 0 || o.seal.signKey != "" || o.image.includeBase {
+			return ckpt.Limits{}, usageError{errors.New("--encryption-key, --sign-by-sigstore-private-key and --include-base need --via: without a registry, move streams the checkpoint from podman to podman and makes no image (an ssh:// --to encrypts the stream)")}
+		}
+	} else {
+		sealDest := o.via + ":probe"
 		if _, err := transfer.ParseReference(sealDest); err != nil {
 			return ckpt.Limits{}, fmt.Errorf("--via %q: %w", o.via, err)
 		}
-	}
-	if err := o.seal.check(sealDest); err != nil {
-		return ckpt.Limits{}, err
+		if err := o.seal.check(sealDest); err != nil {
+			return ckpt.Limits{}, err
+		}
 	}
 	if err := o.trust.check(); err != nil {
 		return ckpt.Limits{}, err

@@ -189,48 +189,90 @@ func Verify(r io.Reader, p Policy, b *Budget) (*Checker, error) {
 // covers the trailing padding that GNU tar and Python's tarfile write. The
 // caller bounds the bytes of r (Budget.Reader).
 func (c *Checker) Walk(r io.Reader, bad error, budget *Budget, fn func(name string, h *tar.Header, body io.Reader) error) error {
-	tr := tar.NewReader(r)
+	rd := c.NewReader(r, bad, budget)
 	for {
-		h, err := tr.Next()
+		name, h, err := rd.Next()
 		if errors.Is(err, io.EOF) {
-			if _, err := io.Copy(io.Discard, r); err != nil {
-				if errors.Is(err, ErrTooLarge) {
-					return err
-				}
-				return fmt.Errorf("%w: reading past the end of the archive: %w", bad, err)
-			}
 			return nil
 		}
-		if errors.Is(err, ErrTooLarge) {
+		if err != nil {
 			return err
+		}
+		if fn == nil {
+			continue
+		}
+		if err := fn(name, h, rd); err != nil {
+			return rd.Blame(name, err)
+		}
+	}
+}
+
+// Reader is Walk turned inside out: the caller asks for each entry, so a
+// stream can be read in parts (the head of an archive, then the rest).
+type Reader struct {
+	c      *Checker
+	r      io.Reader
+	tr     *tar.Reader
+	bad    error
+	budget *Budget
+}
+
+// NewReader reads r entry by entry as Walk does.
+func (c *Checker) NewReader(r io.Reader, bad error, budget *Budget) *Reader {
+	return &Reader{c: c, r: r, tr: tar.NewReader(r), bad: bad, budget: budget}
+}
+
+// Next returns the next entry but the root, checked and counted, under its
+// clean name; its body is read from the Reader. After the last entry it
+// reads the stream to its end and returns io.EOF.
+func (rd *Reader) Next() (string, *tar.Header, error) {
+	for {
+		h, err := rd.tr.Next()
+		if errors.Is(err, io.EOF) {
+			if _, err := io.Copy(io.Discard, rd.r); err != nil {
+				if errors.Is(err, ErrTooLarge) {
+					return "", nil, err
+				}
+				return "", nil, fmt.Errorf("%w: reading past the end of the archive: %w", rd.bad, err)
+			}
+			return "", nil, io.EOF
+		}
+		if errors.Is(err, ErrTooLarge) {
+			return "", nil, err
 		}
 		if err != nil {
 			if errors.Is(err, context.Canceled) {
-				return err // interrupted, not a bad archive
+				return "", nil, err // interrupted, not a bad archive
 			}
-			return fmt.Errorf("%w: reading: %w", bad, err)
+			return "", nil, fmt.Errorf("%w: reading: %w", rd.bad, err)
 		}
-		if err := budget.Entry(h); err != nil {
-			return err
+		if err := rd.budget.Entry(h); err != nil {
+			return "", nil, err
 		}
-		name, err := c.Check(h)
+		name, err := rd.c.Check(h)
 		if err != nil {
-			if !errors.Is(err, bad) {
-				err = fmt.Errorf("%w: %w", bad, err)
+			if !errors.Is(err, rd.bad) {
+				err = fmt.Errorf("%w: %w", rd.bad, err)
 			}
-			return err
+			return "", nil, err
 		}
-		if name == "." || fn == nil {
-			continue
-		}
-		if err := fn(name, h, tr); err != nil {
-			// A member cut short is the archive's fault, whoever read it.
-			if errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, bad) {
-				err = fmt.Errorf("%w: %s: %w", bad, name, err)
-			}
-			return err
+		if name != "." {
+			return name, h, nil
 		}
 	}
+}
+
+// Read reads the current entry's body.
+func (rd *Reader) Read(p []byte) (int, error) { return rd.tr.Read(p) }
+
+// Blame returns err, from handling entry name, as the stream's fault when
+// the body was cut short: a member cut short is the archive's fault,
+// whoever read it.
+func (rd *Reader) Blame(name string, err error) error {
+	if errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, rd.bad) {
+		return fmt.Errorf("%w: %s: %w", rd.bad, name, err)
+	}
+	return err
 }
 
 // CheckDeletedPath checks one entry of podman's deleted.files: podman joins
