@@ -37,9 +37,11 @@ type Plan struct {
 	Blockers  []string      `json:"blockers"`
 	relocated *relocated
 	// Wire and Sent are how the last restore attempt sent the archive,
-	// and how many bytes podman read.
-	Wire Wire  `json:"-"`
-	Sent int64 `json:"-"`
+	// and how many bytes podman read; Compressed is what the wire did
+	// ("auto: zstd for 40% of 256 MiB").
+	Wire       Wire   `json:"-"`
+	Sent       int64  `json:"-"`
+	Compressed string `json:"-"`
 }
 
 // BasePlan says where the base image will come from.

@@ -247,18 +247,19 @@ func (p *Plan) restore(ctx context.Context, c podman.Target, img ckpt.Archive, o
 	pr, pw := io.Pipe()
 	werr := make(chan error, 1)
 	go func() {
-		w, flush, err := wire.writer(pw)
+		w, err := wire.writer(pw)
 		if err == nil {
 			err = img.WriteArchive(ctx, w, rel.edits)
-			if ferr := flush(); err == nil {
+			if ferr := w.Close(); err == nil {
 				err = ferr
 			}
+			p.Compressed = w.Report()
 		}
 		pw.CloseWithError(err)
 		werr <- err
 	}()
 	label := "Sending the checkpoint to podman"
-	if wire.Zstd {
+	if wire.Zstd || wire.Adaptive {
 		label += " (" + wire.String() + ")"
 	}
 	sent := progress.NewReader(pr, logw, label)

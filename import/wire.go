@@ -22,11 +22,16 @@ var ErrBadCompress = fault.New(fault.Usage, "invalid --compress")
 type Wire struct {
 	Zstd  bool
 	Level zstd.EncoderLevel
+	// Adaptive: each segment compressed or stored, as measured (auto).
+	Adaptive bool
 }
 
-// String is how results name it: "none" or "zstd:LEVEL".
+// String is how results name it: "none", "auto" or "zstd:LEVEL".
 func (w Wire) String() string {
-	if !w.Zstd {
+	switch {
+	case w.Adaptive:
+		return "auto"
+	case !w.Zstd:
 		return "none"
 	}
 	return "zstd:" + strconv.Itoa(zstdLevel(w.Level))
@@ -50,12 +55,14 @@ func zstdLevel(l zstd.EncoderLevel) int {
 const DefaultWireLevel = 1
 
 // ChooseWire turns --compress into the compression for the target at
-// address: auto compresses for tcp:// and ssh://, not for unix://.
+// address: auto measures, segment by segment, whether compressing pays
+// for tcp:// and ssh:// (adaptive), and sends a unix:// socket the
+// archive as it is.
 func ChooseWire(spec, address string) (Wire, error) {
 	switch s := strings.TrimSpace(spec); {
 	case s == "" || s == "auto":
 		if strings.HasPrefix(address, "tcp://") || strings.HasPrefix(address, "ssh://") {
-			return Wire{Zstd: true, Level: zstd.EncoderLevelFromZstd(DefaultWireLevel)}, nil
+			return Wire{Zstd: true, Level: zstd.EncoderLevelFromZstd(DefaultWireLevel), Adaptive: true}, nil
 		}
 		return Wire{}, nil
 	case s == "none":
@@ -72,14 +79,35 @@ func ChooseWire(spec, address string) (Wire, error) {
 	return Wire{}, fmt.Errorf("%w %q: want auto, none, zstd or zstd:LEVEL", ErrBadCompress, spec)
 }
 
-// writer wraps w in the wire's compression; close flushes it (not w).
-func (wr Wire) writer(w io.Writer) (io.Writer, func() error, error) {
-	if !wr.Zstd {
-		return w, func() error { return nil }, nil
-	}
-	zw, err := zstd.NewWriter(w, zstd.WithEncoderLevel(wr.Level))
-	if err != nil {
-		return nil, nil, err
-	}
-	return zw, zw.Close, nil
+// wireWriter is the archive's way onto the wire: Close flushes it (not
+// the writer below), Report says what it did.
+type wireWriter interface {
+	io.WriteCloser
+	Report() string
 }
+
+// writer wraps w in the wire's compression.
+func (wr Wire) writer(w io.Writer) (wireWriter, error) {
+	switch {
+	case wr.Adaptive:
+		return newAdaptive(w, wr.Level)
+	case wr.Zstd:
+		zw, err := zstd.NewWriter(w, zstd.WithEncoderLevel(wr.Level))
+		if err != nil {
+			return nil, err
+		}
+		return fixed{zw, wr.String()}, nil
+	}
+	return fixed{nopCloser{w}, wr.String()}, nil
+}
+
+type fixed struct {
+	io.WriteCloser
+	name string
+}
+
+func (f fixed) Report() string { return f.name }
+
+type nopCloser struct{ io.Writer }
+
+func (nopCloser) Close() error { return nil }

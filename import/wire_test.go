@@ -16,8 +16,8 @@ func TestChooseWire(t *testing.T) {
 	}{
 		{"auto", "unix:///run/podman/podman.sock", "none", nil},
 		{"", "unix:///run/podman/podman.sock", "none", nil},
-		{"auto", "tcp://10.0.0.2:8585", "zstd:1", nil},
-		{"auto", "ssh://root@hostb/run/podman/podman.sock", "zstd:1", nil},
+		{"auto", "tcp://10.0.0.2:8585", "auto", nil},
+		{"auto", "ssh://root@hostb/run/podman/podman.sock", "auto", nil},
 		{"none", "tcp://10.0.0.2:8585", "none", nil},
 		{"zstd", "unix:///run/podman/podman.sock", "zstd:1", nil},
 		{"zstd:3", "unix:///x", "zstd:3", nil},
@@ -43,14 +43,14 @@ func TestWireRoundTrip(t *testing.T) {
 			t.Fatal(err)
 		}
 		var buf bytes.Buffer
-		zw, flush, err := w.writer(&buf)
+		zw, err := w.writer(&buf)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if _, err := zw.Write(data); err != nil {
 			t.Fatal(err)
 		}
-		if err := flush(); err != nil {
+		if err := zw.Close(); err != nil {
 			t.Fatal(err)
 		}
 		if w.Zstd == (buf.Len() >= len(data)) {

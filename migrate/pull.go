@@ -222,7 +222,7 @@ func (p *pulling) restore(ctx context.Context) error {
 	fmt.Fprintf(p.log, "Restored in %s\n", time.Since(start).Round(time.Millisecond))
 	p.res.Seconds["restore"] = since(start)
 	p.res.ID, p.res.Name = id, name
-	p.res.Bytes["sent"], p.res.Compress = p.plan.Sent, p.plan.Wire.String()
+	p.res.Bytes["sent"], p.res.Compress = p.plan.Sent, p.plan.Compressed
 	return nil
 }
 

@@ -163,7 +163,7 @@ func addRestoreFlags(f *pflag.FlagSet) *restoreFlags {
 	f.BoolVar(&r.allowPrivileged, "allow-privileged", false, "restore a checkpoint that asks for more than an ordinary container (privileged mode, host namespaces, devices, capabilities, hooks, runtime annotations)")
 	f.DurationVar(&r.timeout, "restore-timeout", defaultCRIUTimeout,
 		"bound podman's restore (0: none); then CRIU is ended when the service is on this machine, the half-made container is removed, and the exit code is 3")
-	f.StringVar(&r.compress, "compress", "auto", "compression of the archive sent to the target's podman: auto (zstd to a tcp:// or ssh:// service, none to a unix socket), none, zstd, zstd:LEVEL")
+	f.StringVar(&r.compress, "compress", "auto", "compression of the archive sent to the target's podman: auto (to a tcp:// or ssh:// service, a zstd stream whose frames are compressed where measured to pay; none to a unix socket), none, zstd, zstd:LEVEL")
 	return r
 }
 

@@ -17,7 +17,8 @@
 #               to B's tcp:// service
 #   floor-zstd  the same export and edit, zstd -3 (podman's default level),
 #               the compressed archive sent to the same import
-#   move        podman-migrate move --to tcp://… (the client on A's side)
+#   move        podman-migrate move --to tcp://… (the client on A's side):
+#               A's export streamed into B's restore in one pass
 #   push+pull   push on A's side to the registry behind the link, pull on
 #               B's side (the client in pmbench-b, on B's unix socket)
 #
@@ -223,8 +224,10 @@ for size in $sizes; do
 	measure mv "${inA[@]}" "$bin" --url "$HOST_A_URL" move --format json --to "$B_URL" "$name"
 	bytes[mv]=$(($(crossed) - c0))
 	same_process "$name" "$boot"
-	read -r mv_ck mv_build mv_up mv_fetch mv_verify mv_restore < <(seconds "$state/mv.out" \
-		push.seconds.checkpoint push.seconds.build push.seconds.upload pull.seconds.fetch pull.seconds.verify pull.seconds.restore)
+	# One pass: no image is built, uploaded or fetched; the archive's
+	# head is read and the restore planned, then the rest streams.
+	read -r mv_ck mv_head mv_plan mv_restore < <(seconds "$state/mv.out" \
+		push.seconds.checkpoint push.seconds.head pull.seconds.plan pull.seconds.restore)
 	done_with "$name"
 
 	# --- push on A's side to the registry behind the link, pull on B's side
@@ -247,9 +250,10 @@ for size in $sizes; do
 	row "" floor-raw floor-zstd move push+pull
 	row "downtime, seconds" "${secs[flraw]}" "${secs[flzstd]}" "${secs[mv]}" "$pp_total"
 	row "  export | checkpoint" "${secs[flraw-export]}" "${secs[flzstd-export]}" "$mv_ck" "$pp_ck"
-	row "  neutralise, compress | build" "$(sum "${secs[flraw-neutralise]}")" "$(sum "${secs[flzstd-neutralise]}" "${secs[flzstd-compress]}")" "$mv_build" "$pp_build"
-	row "  - | upload" - - "$mv_up" "$pp_up"
-	row "  - | fetch, verify" - - "$(sum "${mv_fetch/-/0}" "${mv_verify/-/0}")" "$(sum "${pp_fetch/-/0}" "${pp_verify/-/0}")"
+	row "  neutralise, compress | build" "$(sum "${secs[flraw-neutralise]}")" "$(sum "${secs[flzstd-neutralise]}" "${secs[flzstd-compress]}")" - "$pp_build"
+	row "  - | move: head, plan" - - "$(sum "$mv_head" "$mv_plan")" -
+	row "  - | upload" - - - "$pp_up"
+	row "  - | fetch, verify" - - - "$(sum "${pp_fetch/-/0}" "${pp_verify/-/0}")"
 	row "  import | restore" "${secs[flraw-import]}" "${secs[flzstd-import]}" "$mv_restore" "$pp_restore"
 	row "crossed the link, MB" "$(mb "${bytes[flraw]}")" "$(mb "${bytes[flzstd]}")" "$(mb "${bytes[mv]}")" "$(mb "${bytes[pp]}")"
 	row "podman's export, MB" "$(mb "${archive[flraw]}")" "$(mb "${archive[flzstd]}")" - -

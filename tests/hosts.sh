@@ -681,6 +681,8 @@ do_down() {
 		return 0
 	fi
 	rm -f "$state/env" "$state/env.json"
+	# The e2e tier's link to B (links_test.go), after an interrupted run.
+	ip netns del pme2e-b 2>/dev/null || true
 
 	# Host B: remove its containers through its own podman (tears down their
 	# networks properly), then stop all services, then kill whatever is left
