@@ -126,6 +126,9 @@ func (d *direct) head(ctx context.Context) error {
 	if err != nil {
 		return fault.OnSide(fault.Source, fmt.Errorf("reading the checkpoint from podman: %w", err))
 	}
+	if len(d.live.Cleared) > 0 {
+		fmt.Fprintf(d.m.log, "Removed source-host paths from config.dump: %v\n", d.live.Cleared)
+	}
 	d.push.res.Seconds["head"] = since(start)
 	return nil
 }

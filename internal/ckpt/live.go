@@ -70,6 +70,7 @@ const heldInMemory = 8 << 20
 // acts on none.
 type Live struct {
 	Metadata
+	Cleared []string // config.dump fields removed as host-specific
 	rd      *tarsafe.Reader
 	budget  *tarsafe.Budget
 	head    []held
@@ -210,7 +211,7 @@ func (l *Live) planInput(name string) ([]byte, bool, error) {
 		if err != nil {
 			return nil, false, fmt.Errorf("%w: %w", ErrBadArchive, err)
 		}
-		cfg.Neutralize()
+		l.Cleared = cfg.Neutralize()
 		if b, err = cfg.Bytes(); err != nil {
 			return nil, false, err
 		}

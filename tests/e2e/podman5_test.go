@@ -134,6 +134,32 @@ func TestPodman5BothWays(t *testing.T) {
 	}
 }
 
+// TestPodman5DirectMove: move without a registry streams podman 5's export
+// into podman 4.3.1's restore and the other way round, in one pass: the
+// head of either version's archive is what planning needs.
+func TestPodman5DirectMove(t *testing.T) {
+	for _, tc := range []struct{ name, from, to string }{
+		{"A to C", hosts.HostAURL, hosts.HostCURL},
+		{"C to A", hosts.HostCURL, hosts.HostAURL},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := "e2e-p5-move-" + strings.ReplaceAll(strings.ToLower(tc.name), " ", "-")
+			startWorkloadOn(t, tc.from, src, 32)
+			podman(t, tc.from, "exec", src, "sh", "-c", "echo carried-over > /etc/migrated-marker")
+			before := readStatus(t, tc.from, src)
+			rmOn(t, tc.to, src)
+			r := moveCmd(t, nil, "--url", tc.from, "--to", tc.to, src)
+			if r.code != 0 || !strings.Contains(r.stdout, src+"\tmoved") {
+				t.Fatalf("direct move failed: %s", r.stderr)
+			}
+			checkContinued(t, tc.to, src, before)
+			if got := podman(t, tc.to, "exec", src, "cat", "/etc/migrated-marker"); got != "carried-over" {
+				t.Fatalf("root file-system change lost: %q", got)
+			}
+		})
+	}
+}
+
 // TestPodman5Interop: podman 5's own --create-image checkpoint restores
 // through podman-migrate on A, and podman 5 restores what podman-migrate
 // pushed from A.
