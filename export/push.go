@@ -82,6 +82,9 @@ type PushResult struct {
 	Bytes     map[string]int64 `json:"bytes"`
 	Layers    []PushedLayer    `json:"layers"`
 	BaseImage string           `json:"baseImage,omitempty"` // the --include-base copy
+	// FrozeAt is when the checkpoint was asked for: the container's
+	// downtime begins.
+	FrozeAt time.Time `json:"-"`
 }
 
 // PushedLayer is one layer of the pushed image.

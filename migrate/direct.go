@@ -159,6 +159,7 @@ func (d *direct) restore(ctx context.Context) error {
 	d.push.res.Bytes["archive"] = d.read.N()
 	fmt.Fprintf(d.m.log, "Moved %s of checkpoint from podman to podman in one pass\n", units.BytesSize(float64(d.read.N())))
 	d.m.r.ID, d.m.r.Name, d.m.r.Pulled = d.pull.res.ID, d.pull.res.Name, d.pull.res
+	d.m.r.Downtime = since(d.push.res.FrozeAt)
 	d.pull.res.Seconds["total"] = since(d.pull.began)
 	d.push.res.Seconds["total"] = since(d.push.began)
 	return nil

@@ -334,10 +334,13 @@ func TestMoveFailsAtEachPhase(t *testing.T) {
 			return nil
 		}
 		src, dst := source(t), target()
-		_, err := moveWith(t, src, dst, o(t))
+		r, err := moveWith(t, src, dst, o(t))
 		beforePhase = nil
 		if err != nil || !dst.Running(fixture) || src.Running(fixture) {
 			t.Fatalf("move via %q: %v; running on the target %t, on the source %t", via, err, dst.Running(fixture), src.Running(fixture))
+		}
+		if r.Downtime <= 0 || r.Downtime > r.Seconds {
+			t.Errorf("move via %q: downtime %v of %v seconds", via, r.Downtime, r.Seconds)
 		}
 		// The direct move's phases on the target; through a registry,
 		// the target's are pull's.

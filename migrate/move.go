@@ -38,6 +38,10 @@ type MoveResult struct {
 	Ref       string              `json:"reference,omitempty"`
 	Digest    string              `json:"digest,omitempty"`
 	Seconds   float64             `json:"seconds"`
+	// Downtime is how long the container was frozen: from the
+	// checkpoint's request on the source to the restore's answer on the
+	// target, in seconds.
+	Downtime float64 `json:"downtime,omitempty"`
 	Pushed    *export.PushResult  `json:"push,omitempty"`
 	Pulled    *restore.PullResult `json:"pull,omitempty"`
 	Err       error               `json:"-"`
@@ -174,6 +178,7 @@ func (m *moving) pull(ctx context.Context) error {
 		return fault.OnSide(fault.Target, fmt.Errorf("restoring on %s: %w", m.to.Address(), err))
 	}
 	m.r.ID, m.r.Name, m.r.Pulled = pulled.ID, pulled.Name, pulled
+	m.r.Downtime = since(m.r.Pushed.FrozeAt)
 	return nil
 }
 

@@ -129,6 +129,7 @@ func (p *pushing) includeBase(ctx context.Context) error {
 // podman still holds, so the error stands alone.
 func (p *pushing) checkpoint(ctx context.Context) error {
 	start := time.Now()
+	p.res.FrozeAt = start
 	archive, answered, err := export.AwaitCheckpoint(ctx, p.c, p.src.Container, export.CheckpointOptions(p.o), p.o, p.log)
 	p.answered, p.archive = answered, archive
 	if err == nil && ctx.Err() != nil {

@@ -22,7 +22,9 @@
 #   push+pull   push on A's side to the registry behind the link, pull on
 #               B's side (the client in pmbench-b, on B's unix socket)
 #
-# Downtime is the wall time of the commands (GNU time). Bytes crossed are
+# Downtime is the wall time of the commands (GNU time); "of which frozen"
+# leaves out what move and push did before the checkpoint (connecting,
+# inspecting: the container still runs). Bytes crossed are
 # the veth's counters, both directions. Peak RSS is the clients' (GNU
 # time's %M). A benchmark: it fails only when a migration fails (the
 # process on B must be the one checkpointed), never on a time.
@@ -226,8 +228,8 @@ for size in $sizes; do
 	same_process "$name" "$boot"
 	# One pass: no image is built, uploaded or fetched; the archive's
 	# head is read and the restore planned, then the rest streams.
-	read -r mv_ck mv_head mv_plan mv_restore < <(seconds "$state/mv.out" \
-		push.seconds.checkpoint push.seconds.head pull.seconds.plan pull.seconds.restore)
+	read -r mv_ck mv_head mv_plan mv_restore mv_frozen < <(seconds "$state/mv.out" \
+		push.seconds.checkpoint push.seconds.head pull.seconds.plan pull.seconds.restore downtime)
 	done_with "$name"
 
 	# --- push on A's side to the registry behind the link, pull on B's side
@@ -243,12 +245,15 @@ for size in $sizes; do
 	read -r pp_ck pp_build pp_up < <(seconds "$state/pp-push.out" seconds.checkpoint seconds.build seconds.upload)
 	read -r pp_fetch pp_verify pp_restore < <(seconds "$state/pp-pull.out" seconds.fetch seconds.verify seconds.restore)
 	pp_total=$(sum "${secs[pp-push]}" "${secs[pp-pull]}")
+	# Frozen from push's checkpoint to the end of pull.
+	pp_frozen=$(sum "$pp_ck" "$pp_build" "$pp_up" "${secs[pp-pull]}")
 	done_with "$name"
 
 	printf '\n%s MiB held by the workload (%s MiB random), link %s\n' "$size" $((size / 2)) "$link"
 	row() { printf '  %-40s %11s %11s %11s %11s\n' "$@"; }
 	row "" floor-raw floor-zstd move push+pull
 	row "downtime, seconds" "${secs[flraw]}" "${secs[flzstd]}" "${secs[mv]}" "$pp_total"
+	row "  of which frozen" "${secs[flraw]}" "${secs[flzstd]}" "$mv_frozen" "$pp_frozen"
 	row "  export | checkpoint" "${secs[flraw-export]}" "${secs[flzstd-export]}" "$mv_ck" "$pp_ck"
 	row "  neutralise, compress | build" "$(sum "${secs[flraw-neutralise]}")" "$(sum "${secs[flzstd-neutralise]}" "${secs[flzstd-compress]}")" - "$pp_build"
 	row "  - | move: head, plan" - - "$(sum "$mv_head" "$mv_plan")" -
@@ -261,9 +266,9 @@ for size in $sizes; do
 		"$(kib2mib "${rss[pp-push]}")/$(kib2mib "${rss[pp-pull]}")"
 	row "ratio to floor-raw" 1.00 "$(ratio "${secs[flzstd]}" "${secs[flraw]}")" "$(ratio "${secs[mv]}" "${secs[flraw]}")" "$(ratio "$pp_total" "${secs[flraw]}")"
 	row "ratio to floor-zstd" "$(ratio "${secs[flraw]}" "${secs[flzstd]}")" 1.00 "$(ratio "${secs[mv]}" "${secs[flzstd]}")" "$(ratio "$pp_total" "${secs[flzstd]}")"
-	summary+=("$(printf '  %6s MiB %8s %10s %10s %8s %10s %12s %12s' "$size" "$link" "${secs[flraw]}" "${secs[flzstd]}" "${secs[mv]}" "$pp_total" \
-		"$(ratio "${secs[mv]}" "${secs[flraw]}")" "$(ratio "$pp_total" "${secs[flraw]}")")")
+	summary+=("$(printf '  %6s MiB %8s %10s %10s %8s %10s %12s %12s %13s' "$size" "$link" "${secs[flraw]}" "${secs[flzstd]}" "${secs[mv]}" "$pp_total" \
+		"$(ratio "${secs[mv]}" "${secs[flraw]}")" "$(ratio "$pp_total" "${secs[flraw]}")" "$(ratio "$mv_frozen" "${secs[flraw]}")")")
 done
 
-printf '\nsummary, downtime in seconds\n  %10s %8s %10s %10s %8s %10s %12s %12s\n' memory link floor-raw floor-zstd move push+pull move/raw pp/raw
+printf '\nsummary, downtime in seconds\n  %10s %8s %10s %10s %8s %10s %12s %12s %13s\n' memory link floor-raw floor-zstd move push+pull move/raw pp/raw frozen-mv/raw
 printf '%s\n' "${summary[@]}"

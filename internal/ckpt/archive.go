@@ -22,11 +22,51 @@ type Edits struct {
 	Rename map[string]string
 }
 
+// applying applies Edits member by member, and says afterwards which
+// edits met no member.
+type applying struct {
+	e          Edits
+	done, what map[string]bool
+}
+
+func newApplying(e Edits) *applying {
+	return &applying{e: e, done: map[string]bool{}}
+}
+
+// member returns the member as it goes out: renamed, or its content
+// replaced (never a directory's).
+func (a *applying) member(name string, h *tar.Header, body io.Reader, size int64) (string, io.Reader, int64) {
+	if b, ok := a.e.Replace[name]; ok && h.Typeflag != tar.TypeDir {
+		body, size = bytes.NewReader(b), int64(len(b))
+		a.done["replace "+name] = true
+	}
+	if to, ok := a.e.Rename[name]; ok {
+		a.done["rename "+name] = true
+		name = to
+	}
+	return name, body, size
+}
+
+// check fails for an edit of a member that was not there.
+func (a *applying) check(of string) error {
+	for name := range a.e.Replace {
+		if !a.done["replace "+name] {
+			return fmt.Errorf("replacing %s: the %s has no such member", name, of)
+		}
+	}
+	for name := range a.e.Rename {
+		if !a.done["rename "+name] {
+			return fmt.Errorf("renaming %s: the %s has no such member", name, of)
+		}
+	}
+	return nil
+}
+
 // WriteArchive writes the image as podman's export archive: the layers'
 // entries in order, with the edits applied. Open has already checked every
 // entry; the entries are checked again because they are read again.
 func (img *Image) WriteArchive(ctx context.Context, w io.Writer, e Edits) (retErr error) {
-	done := map[string]bool{}
+	edit := newApplying(e)
 	// Decompressing and walking overlap with podman reading the stream.
 	aw := asyncw.New(w, stageBuffer, stageDepth)
 	defer func() {
@@ -43,16 +83,7 @@ func (img *Image) WriteArchive(ctx context.Context, w io.Writer, e Edits) (retEr
 		// Read again, so held to the same limits as when verified.
 		budget := img.limits.budget()
 		err = tarsafe.NewChecker(tarsafe.Plain).Walk(ctxReader{ctx, budget.Reader(rc)}, tarsafe.ErrUnsafe, budget, func(name string, h *tar.Header, body io.Reader) error {
-			size := h.Size
-			if b, ok := e.Replace[name]; ok && h.Typeflag != tar.TypeDir {
-				body, size = bytes.NewReader(b), int64(len(b))
-				done[name] = true
-			}
-			out := name
-			if to, ok := e.Rename[name]; ok {
-				out = to
-				done[name] = true
-			}
+			out, body, size := edit.member(name, h, body, h.Size)
 			return WriteMember(tw, out, h, body, size)
 		})
 		rc.Close()
@@ -60,15 +91,8 @@ func (img *Image) WriteArchive(ctx context.Context, w io.Writer, e Edits) (retEr
 			return fmt.Errorf("writing layer %d (%s) to podman: %w", i, desc.Digest, err)
 		}
 	}
-	for name := range e.Replace {
-		if !done[name] {
-			return fmt.Errorf("replacing %s: the image has no such member", name)
-		}
-	}
-	for name := range e.Rename {
-		if !done[name] {
-			return fmt.Errorf("renaming %s: the image has no such member", name)
-		}
+	if err := edit.check("image"); err != nil {
+		return err
 	}
 	return tw.Close()
 }

@@ -1,6 +1,7 @@
 package ckpt
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"errors"
@@ -34,14 +35,16 @@ func TestOptionsRoundTrip(t *testing.T) {
 	}
 }
 
-// otherToolTar packs the standard archive with another tool, which pads
-// the stream past the end-of-archive marker.
-func otherToolTar(t *testing.T, tool string) []byte {
+// writeTree writes regular files and directories into a new directory,
+// and returns it with the entries' names ("./a/b").
+func writeTree(t *testing.T, entries []ckpttest.Entry) (string, []string) {
 	t.Helper()
 	dir := t.TempDir()
-	for _, e := range ckpttest.Archive(t) {
+	var names []string
+	for _, e := range entries {
 		p := filepath.Join(dir, filepath.FromSlash(e.Name))
-		if e.Type == '5' {
+		names = append(names, "./"+strings.TrimPrefix(strings.TrimSuffix(e.Name, "/"), "./"))
+		if e.Type == tar.TypeDir {
 			if err := os.MkdirAll(p, 0o755); err != nil {
 				t.Fatal(err)
 			}
@@ -54,6 +57,14 @@ func otherToolTar(t *testing.T, tool string) []byte {
 			t.Fatal(err)
 		}
 	}
+	return dir, names
+}
+
+// otherToolTar packs the standard archive with another tool, which pads
+// the stream past the end-of-archive marker.
+func otherToolTar(t *testing.T, tool string) []byte {
+	t.Helper()
+	dir, _ := writeTree(t, ckpttest.Archive(t))
 	var cmd *exec.Cmd
 	switch tool {
 	case "gnu-tar":

@@ -329,16 +329,9 @@ func (l *Live) WriteArchive(ctx context.Context, w io.Writer, e Edits) (retErr e
 		}
 	}()
 	tw := tar.NewWriter(aw)
-	done, renamed := map[string]bool{}, map[string]bool{}
+	edit := newApplying(e)
 	out := func(name string, h *tar.Header, body io.Reader, size int64) error {
-		if b, ok := e.Replace[name]; ok && h.Typeflag != tar.TypeDir {
-			body, size = bytes.NewReader(b), int64(len(b))
-			done[name] = true
-		}
-		if to, ok := e.Rename[name]; ok {
-			renamed[name] = true
-			name = to
-		}
+		name, body, size = edit.member(name, h, body, size)
 		return WriteMember(tw, name, h, body, size)
 	}
 	for _, m := range l.head {
@@ -371,15 +364,8 @@ func (l *Live) WriteArchive(ctx context.Context, w io.Writer, e Edits) (retErr e
 	if err := l.complete(); err != nil {
 		return err
 	}
-	for name := range e.Replace {
-		if !done[name] {
-			return fmt.Errorf("replacing %s: the archive has no such member", name)
-		}
-	}
-	for from := range e.Rename {
-		if !renamed[from] {
-			return fmt.Errorf("renaming %s: the archive has no such member", from)
-		}
+	if err := edit.check("archive"); err != nil {
+		return err
 	}
 	// Only now does podman see the archive end.
 	return tw.Close()

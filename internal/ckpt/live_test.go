@@ -20,24 +20,7 @@ import (
 // podman writes its export: the order is what Live relies on).
 func orderedTar(t *testing.T, tool string, entries []ckpttest.Entry) []byte {
 	t.Helper()
-	dir := t.TempDir()
-	var names []string
-	for _, e := range entries {
-		p := filepath.Join(dir, filepath.FromSlash(e.Name))
-		names = append(names, "./"+strings.TrimPrefix(strings.TrimSuffix(e.Name, "/"), "./"))
-		if e.Type == tar.TypeDir {
-			if err := os.MkdirAll(p, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			continue
-		}
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, e.Body, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	dir, names := writeTree(t, entries)
 	var cmd *exec.Cmd
 	switch tool {
 	case "gnu-tar":
