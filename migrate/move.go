@@ -32,21 +32,21 @@ type MoveOptions struct {
 
 // MoveResult is what became of one container.
 type MoveResult struct {
-	Container string              `json:"container"`
-	Name      string              `json:"name,omitempty"`
-	ID        string              `json:"id,omitempty"`
-	Ref       string              `json:"reference,omitempty"`
-	Digest    string              `json:"digest,omitempty"`
-	Seconds   float64             `json:"seconds"`
+	Container string  `json:"container"`
+	Name      string  `json:"name,omitempty"`
+	ID        string  `json:"id,omitempty"`
+	Ref       string  `json:"reference,omitempty"`
+	Digest    string  `json:"digest,omitempty"`
+	Seconds   float64 `json:"seconds"`
 	// Downtime is how long the container was frozen: from the
 	// checkpoint's request on the source to the restore's answer on the
 	// target, in seconds.
-	Downtime float64 `json:"downtime,omitempty"`
-	Pushed    *export.PushResult  `json:"push,omitempty"`
-	Pulled    *restore.PullResult `json:"pull,omitempty"`
-	Err       error               `json:"-"`
-	Error     string              `json:"error,omitempty"`
-	Took      time.Duration       `json:"-"`
+	Downtime float64             `json:"downtime,omitempty"`
+	Pushed   *export.PushResult  `json:"push,omitempty"`
+	Pulled   *restore.PullResult `json:"pull,omitempty"`
+	Err      error               `json:"-"`
+	Error    string              `json:"error,omitempty"`
+	Took     time.Duration       `json:"-"`
 }
 
 // ErrSomeFailed is wrapped when at least one container did not move.
