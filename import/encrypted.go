@@ -83,28 +83,17 @@ func fetchDecrypted(ctx context.Context, ref types.ImageReference, mb []byte, o 
 	return meta, s, nil
 }
 
-// Fetch copies the planned image from `from` into local, the layout in the
-// empty directory dir, and returns the manifest digest it fetched; sv, if
-// not nil, verifies each layer as it is written. An image staged while
-// planning is moved there instead of fetched again, and sv is not used:
-// its decrypted layers are not the blobs the published manifest names.
-func (s *Staged) Fetch(ctx context.Context, dir string, local, from types.ImageReference, sv *ckpt.StreamVerifier, o transfer.Options) (digest.Digest, error) {
-	if s == nil {
-		if sv != nil {
-			local = sv.Reference(local)
-		}
-		return transfer.Copy(ctx, "pulling", local, from, o)
-	}
-	// Both usually lie in the same staging directory: a rename.
+// Fetch puts the image staged while planning where the pull stages it,
+// local in the empty directory dir: a rename when both lie on one file
+// system, else a copy.
+func (s *Staged) Fetch(ctx context.Context, dir string, local types.ImageReference, o transfer.Options) error {
 	if err := os.Remove(dir); err == nil && os.Rename(s.dir, dir) == nil {
-		return s.digest, nil
+		return nil
 	}
 	staged, err := layout.NewReference(s.dir, "checkpoint")
 	if err != nil {
-		return "", err
+		return err
 	}
-	if _, err := transfer.Copy(ctx, "pulling", local, staged, o); err != nil {
-		return "", err
-	}
-	return s.digest, nil
+	_, err = transfer.Copy(ctx, "pulling", local, staged, o)
+	return err
 }

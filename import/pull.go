@@ -282,8 +282,13 @@ func (p *Plan) restore(ctx context.Context, c podman.Target, img ckpt.Archive, o
 	// before the staging directory goes.
 	sent.Close()
 	pr.CloseWithError(errRestoreDone)
+	var source *ckpt.SourceError
 	if wErr := <-werr; err != nil && wErr != nil && !errors.Is(wErr, errRestoreDone) {
-		if errors.Is(err, wErr) || strings.Contains(err.Error(), wErr.Error()) {
+		if errors.As(wErr, &source) && ctx.Err() == nil {
+			// Fetching failed, or found the image bad: podman's failure
+			// is the stream cut short.
+			err = source
+		} else if errors.Is(err, wErr) || strings.Contains(err.Error(), wErr.Error()) {
 			// The request failed because its body did: one cause.
 			err = fmt.Errorf("streaming the checkpoint to podman: %w", wErr)
 		} else {

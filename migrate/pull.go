@@ -32,7 +32,6 @@ type pulling struct {
 	plan    *restore.Plan
 	tmp     string
 	local   types.ImageReference
-	verify  *ckpt.StreamVerifier // nil: verified after the fetch
 	img     ckpt.Archive         // the verified image, or a move's live archive
 	imgSrc  types.ImageSource
 	base    string // the base image this pull fetched, if any
@@ -64,6 +63,12 @@ func PlanPull(ctx context.Context, c podman.Target, o restore.PullOptions) (*res
 func Pull(ctx context.Context, c podman.Target, o restore.PullOptions) (*restore.PullResult, error) {
 	p := newPulling(c, o, logOrDiscard(o.Log))
 	defer p.close()
+	// The plan needs podman's info, which podman gathers afresh (0.1-0.6 s
+	// on 4.3.1, more under load): ask while the metadata is fetched. The
+	// client keeps the answer; a failure here is asked again by the plan.
+	warm, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() { _, _ = c.Info(warm) }()
 	err := runOp(ctx, "pull", []phase{
 		{"metadata", p.metadata},
 		{"plan", p.makePlan},
@@ -112,7 +117,12 @@ func (p *pulling) checkPlan(context.Context) error {
 	return p.plan.Err()
 }
 
+// stage makes a staging directory for an encrypted image; any other is
+// fetched into podman's restore (fetch).
 func (p *pulling) stage(context.Context) error {
+	if p.streams() {
+		return nil
+	}
 	tmp, err := os.MkdirTemp(transfer.StagingDir(p.o.TmpDir), "podman-migrate-pull-")
 	if err != nil {
 		return fmt.Errorf("creating a staging directory: %w", err)
@@ -122,57 +132,60 @@ func (p *pulling) stage(context.Context) error {
 	return err
 }
 
-// fetch copies the very image that was planned; one read in place is
-// verified layer by layer while it is fetched.
+// streams says whether the image goes from its source into podman's
+// restore in one pass, verified on the way (all but encrypted images,
+// which were fetched whole to be decrypted).
+func (p *pulling) streams() bool { return p.staged == nil }
+
+// fetch copies the very image that was planned. Streamed, that copy runs
+// during the restore, once per attempt; otherwise it goes to the staging
+// directory, verified layer by layer while it is fetched.
 func (p *pulling) fetch(ctx context.Context) error {
 	from, err := transfer.Pinned(p.src, p.meta.ManifestDigest)
 	if err != nil {
 		return err
 	}
-	if p.staged == nil {
-		if p.verify, err = ckpt.NewStreamVerifier(p.meta, p.o.Limits); err != nil {
-			return err
-		}
-	}
-	fmt.Fprintf(p.log, "Fetching %s\n", transfer.Display(from))
-	start := time.Now()
-	d, err := p.staged.Fetch(ctx, p.tmp, p.local, from, p.verify, p.o.Transfer)
-	if err != nil {
-		if p.verify != nil && p.verify.Err() != nil {
-			// The image is bad, not the transfer.
-			return fmt.Errorf("checking %s: %w", transfer.Display(p.src), p.verify.Err())
-		}
-		return err
-	}
-	if d != p.meta.ManifestDigest {
-		return fmt.Errorf("%w: %s changed while it was read (manifest %s, then %s); pull again", tarsafe.ErrUnsafe, transfer.Display(p.src), p.meta.ManifestDigest, d)
-	}
-	if p.verify != nil {
-		fmt.Fprintf(p.log, "Fetched and verified the layers in %s\n", time.Since(start).Round(time.Millisecond))
-	} else {
-		fmt.Fprintf(p.log, "Fetched in %s; verifying\n", time.Since(start).Round(time.Millisecond))
-	}
-	p.res.Seconds["fetch"] = since(start)
-	p.res.Source, p.res.Digest = transfer.Display(p.src), d.String()
+	p.res.Source, p.res.Digest = transfer.Display(p.src), p.meta.ManifestDigest.String()
 	p.res.Bytes["image"] = p.meta.Manifest.Config.Size
 	for _, l := range p.meta.Manifest.Layers {
 		p.res.Bytes["image"] += l.Size
 	}
+	if p.streams() {
+		p.img, err = ckpt.NewFetching(p.meta, p.o.Limits, func(ctx context.Context, dest types.ImageReference, again func() bool) error {
+			fmt.Fprintf(p.log, "Fetching %s into the restore\n", transfer.Display(from))
+			o := p.o.Transfer
+			o.Again = again
+			d, err := transfer.Copy(ctx, "pulling", dest, from, o)
+			if err == nil && d != p.meta.ManifestDigest {
+				err = fmt.Errorf("%w: %s changed while it was read (manifest %s, then %s); pull again", tarsafe.ErrUnsafe, transfer.Display(p.src), p.meta.ManifestDigest, d)
+			}
+			return err
+		})
+		return err
+	}
+	// An encrypted image, decrypted into staging while planning.
+	fmt.Fprintf(p.log, "Fetching %s\n", transfer.Display(from))
+	start := time.Now()
+	if err := p.staged.Fetch(ctx, p.tmp, p.local, p.o.Transfer); err != nil {
+		return err
+	}
+	fmt.Fprintf(p.log, "Fetched in %s; verifying\n", time.Since(start).Round(time.Millisecond))
+	p.res.Seconds["fetch"] = since(start)
 	return nil
 }
 
 // verifyImage finishes the verification: every entry of every layer.
 func (p *pulling) verifyImage(ctx context.Context) error {
+	if p.streams() {
+		p.plan.LogRelocation(p.log)
+		return nil // during the restore
+	}
 	var err error
 	if p.imgSrc, err = p.local.NewImageSource(ctx, nil); err != nil {
 		return err
 	}
 	start := time.Now()
-	if p.verify != nil {
-		p.img, err = p.verify.Image(ctx, p.imgSrc)
-	} else {
-		p.img, err = ckpt.Open(ctx, p.imgSrc, p.o.Limits)
-	}
+	p.img, err = ckpt.Open(ctx, p.imgSrc, p.o.Limits)
 	if err != nil {
 		return fmt.Errorf("checking %s: %w", transfer.Display(p.src), err)
 	}
@@ -204,6 +217,9 @@ func (p *pulling) restore(ctx context.Context) error {
 		p.lastErr = err
 		return id, err
 	}
+	if _, streamed := p.img.(*ckpt.Fetching); streamed {
+		try = p.refetching(ctx, try)
+	}
 	var id string
 	var err error
 	if _, once := p.img.(*ckpt.Live); once {
@@ -224,6 +240,30 @@ func (p *pulling) restore(ctx context.Context) error {
 	p.res.ID, p.res.Name = id, name
 	p.res.Bytes["sent"], p.res.Compress = p.plan.Sent, p.plan.Compressed
 	return nil
+}
+
+// refetching makes a streamed restore whole again after a transient
+// failure of its fetch, as transfer.Copy does a copy: the copy cannot
+// start over by itself once part of the image went to podman, but podman
+// acts on nothing before the stream ends, so the restore can.
+func (p *pulling) refetching(ctx context.Context, try func() (string, error)) func() (string, error) {
+	return func() (id string, err error) {
+		again := false
+		err = transfer.RetryIf(ctx, p.o.Transfer, func(err error) bool {
+			var source *ckpt.SourceError
+			return errors.As(err, &source) && transfer.Transient(source.Err)
+		}, func() error {
+			if again {
+				if err := restore.Cleanup(ctx, p.c, p.plan.Name, p.plan.CreatedVolumes(), "", p.log); err != nil {
+					return err
+				}
+			}
+			again = true
+			id, err = try()
+			return err
+		})
+		return id, err
+	}
 }
 
 // undo is pull's one way back: it removes what the restore created and

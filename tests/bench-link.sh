@@ -243,7 +243,9 @@ for size in $sizes; do
 	bytes[pp]=$(($(crossed) - c0))
 	same_process "$name" "$boot"
 	read -r pp_ck pp_build pp_up < <(seconds "$state/pp-push.out" seconds.checkpoint seconds.build seconds.upload)
-	read -r pp_fetch pp_verify pp_restore < <(seconds "$state/pp-pull.out" seconds.fetch seconds.verify seconds.restore)
+	read -r pp_plan pp_fetch pp_verify pp_restore < <(seconds "$state/pp-pull.out" seconds.plan seconds.fetch seconds.verify seconds.restore)
+	pp_fv="in restore" # a streamed pull fetches and verifies while podman reads
+	[[ $pp_fetch == - ]] || pp_fv=$(sum "$pp_fetch" "${pp_verify/-/0}")
 	pp_total=$(sum "${secs[pp-push]}" "${secs[pp-pull]}")
 	# Frozen from push's checkpoint to the end of pull.
 	pp_frozen=$(sum "$pp_ck" "$pp_build" "$pp_up" "${secs[pp-pull]}")
@@ -258,7 +260,8 @@ for size in $sizes; do
 	row "  neutralise, compress | build" "$(sum "${secs[flraw-neutralise]}")" "$(sum "${secs[flzstd-neutralise]}" "${secs[flzstd-compress]}")" - "$pp_build"
 	row "  - | move: head, plan" - - "$(sum "$mv_head" "$mv_plan")" -
 	row "  - | upload" - - - "$pp_up"
-	row "  - | fetch, verify" - - - "$(sum "${pp_fetch/-/0}" "${pp_verify/-/0}")"
+	row "  - | pull: metadata, plan" - - - "$pp_plan"
+	row "  - | fetch, verify" - - - "$pp_fv"
 	row "  import | restore" "${secs[flraw-import]}" "${secs[flzstd-import]}" "$mv_restore" "$pp_restore"
 	row "crossed the link, MB" "$(mb "${bytes[flraw]}")" "$(mb "${bytes[flzstd]}")" "$(mb "${bytes[mv]}")" "$(mb "${bytes[pp]}")"
 	row "podman's export, MB" "$(mb "${archive[flraw]}")" "$(mb "${archive[flzstd]}")" - -

@@ -141,11 +141,13 @@ for size in $sizes; do
 	same_process "$HOST_B_URL" "$name" "$boot"
 	pm_reg=$(($(registry_bytes) - before))
 	pm_total=$(sum "${secs[pm-push]}" "${secs[pm-pull]}")
-	need push.seconds.{checkpoint,build,upload,total} push.bytes.{archive,image} pull.seconds.{plan,fetch,verify,restore,total}
+	need push.seconds.{checkpoint,build,upload,total} push.bytes.{archive,image} pull.seconds.{plan,restore,total}
 	pm_ck=$(sec push.seconds.checkpoint) pm_build=$(sec push.seconds.build) pm_up=$(sec push.seconds.upload)
+	# A streamed pull fetches and verifies during the restore: no phases of their own.
 	pm_plan=$(sec pull.seconds.plan) pm_fetch=$(sec pull.seconds.fetch) pm_verify=$(sec pull.seconds.verify)
+	[[ $pm_fetch != n/a ]] || pm_fetch=- pm_verify=-
 	pm_restore=$(sec pull.seconds.restore) pm_archive=$(val push.bytes.archive) pm_image=$(val push.bytes.image)
-	pm_other=$(sub "$pm_total" "$(sum "$pm_ck" "$pm_build" "$pm_up" "$pm_plan" "$pm_fetch" "$pm_verify" "$pm_restore")")
+	pm_other=$(sub "$pm_total" "$(sum "$pm_ck" "$pm_build" "$pm_up" "$pm_plan" "${pm_fetch/-/0}" "${pm_verify/-/0}" "$pm_restore")")
 	"${A[@]}" rm -f "$name" >/dev/null
 	"${B[@]}" rm -f "$name" >/dev/null
 
@@ -195,7 +197,7 @@ for size in $sizes; do
 	row "  plan (pull's preflight)" "$pm_plan" - -
 	row "  download | - | pull" "$pm_fetch" - "${secs[nat-pull]}"
 	row "  verify" "$pm_verify" - -
-	row "  podman restore | import | restore" "$pm_restore" "${secs[fl-import]}" "${secs[nat-restore]}"
+	row "  (download,) restore | import | restore" "$pm_restore" "${secs[fl-import]}" "${secs[nat-restore]}"
 	row "  other (start-up, preflight, cleanup)" "$pm_other" - -
 	row "push | - | ckpt+push, seconds" "${secs[pm-push]}" - "$(sum "${secs[nat-checkpoint]}" "${secs[nat-push]}")"
 	row "pull | - | pull+restore, seconds" "${secs[pm-pull]}" - "$(sum "${secs[nat-pull]}" "${secs[nat-restore]}")"

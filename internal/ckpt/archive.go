@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 
@@ -95,4 +96,34 @@ func (img *Image) WriteArchive(ctx context.Context, w io.Writer, e Edits) (retEr
 		return err
 	}
 	return tw.Close()
+}
+
+// nestedError is a tar inside a member that failed its check.
+type nestedError struct{ err error }
+
+func (e *nestedError) Error() string { return e.err.Error() }
+func (e *nestedError) Unwrap() error { return e.err }
+
+// verifyTee runs use on body while a tarsafe check of the tar it holds
+// reads the same bytes. The check's failure (a *nestedError) comes first:
+// use then mostly fails only because the check stopped reading.
+func verifyTee(body io.Reader, budget *tarsafe.Budget, use func(io.Reader) error) (*tarsafe.Checker, error) {
+	pr, pw := io.Pipe()
+	type verdict struct {
+		c   *tarsafe.Checker
+		err error
+	}
+	verified := make(chan verdict, 1)
+	go func() {
+		c, err := tarsafe.Verify(pr, tarsafe.Tree, budget.Nested())
+		pr.CloseWithError(err)
+		verified <- verdict{c, err}
+	}()
+	err := use(io.TeeReader(body, pw))
+	pw.CloseWithError(err) // nil: the check reads to the end
+	v := <-verified
+	if v.err != nil && (err == nil || errors.Is(err, io.ErrClosedPipe) || errors.Is(err, v.err)) {
+		return nil, &nestedError{v.err}
+	}
+	return v.c, err
 }

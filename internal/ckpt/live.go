@@ -242,24 +242,12 @@ func (l *Live) hold(m *held, total *int64, dir string) error {
 // verifyTee runs use on the member's body while a tarsafe check reads the
 // same bytes, and returns the check's verdict first.
 func (l *Live) verifyTee(name string, use func(io.Reader) error) (*tarsafe.Checker, error) {
-	pr, pw := io.Pipe()
-	type verdict struct {
-		c   *tarsafe.Checker
-		err error
+	c, err := verifyTee(l.rd, l.budget, use)
+	var bad *nestedError
+	if errors.As(err, &bad) {
+		return nil, fmt.Errorf("%w: %s: %w", ErrBadArchive, name, bad.err)
 	}
-	verified := make(chan verdict, 1)
-	go func() {
-		c, err := tarsafe.Verify(pr, tarsafe.Tree, l.budget.Nested())
-		pr.CloseWithError(err)
-		verified <- verdict{c, err}
-	}()
-	err := use(io.TeeReader(l.rd, pw))
-	pw.CloseWithError(err) // nil: the check reads to the end
-	v := <-verified
-	if v.err != nil && (err == nil || errors.Is(err, io.ErrClosedPipe) || errors.Is(err, v.err)) {
-		return nil, fmt.Errorf("%w: %s: %w", ErrBadArchive, name, v.err)
-	}
-	return v.c, err
+	return c, err
 }
 
 func (l *Live) keep(m *held, body io.Reader, total *int64, dir string) error {

@@ -2,6 +2,7 @@ package ckpt
 
 import (
 	"archive/tar"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -226,7 +227,7 @@ func (v *verifier) fromSource(ctx context.Context, i int, checkBlob bool) (*laye
 	if blobHash != nil {
 		r = blobHash
 	}
-	f, err := v.check(i, r)
+	f, err := v.check(i, r, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -242,8 +243,9 @@ func (v *verifier) fromSource(ctx context.Context, i int, checkBlob bool) (*laye
 // check verifies layer i from its compressed stream: every entry, its
 // role, and the uncompressed content against the config's diff ID. The
 // compressed bytes are not hashed here. It reads r to the end of the
-// archive and its padding, not necessarily to EOF.
-func (v *verifier) check(i int, compressed io.Reader) (*layerFinds, error) {
+// archive and its padding, not necessarily to EOF. With out, every entry
+// that passed its own checks goes on to out while its content is checked.
+func (v *verifier) check(i int, compressed io.Reader, out *emitter) (*layerFinds, error) {
 	desc := v.meta.Manifest.Layers[i]
 	diffID := v.meta.ImageConfig.RootFS.DiffIDs[i]
 	wantRole := Role(desc.Annotations[AnnLayerRole])
@@ -268,14 +270,14 @@ func (v *verifier) check(i int, compressed io.Reader) (*layerFinds, error) {
 			return &tarsafe.EntryError{Name: h.Name, Reason: fmt.Sprintf("belongs to the %s role, found in a layer marked %s", role, wantRole)}
 		}
 		if h.Typeflag == tar.TypeDir {
-			return nil
+			return out.dir(name, h)
 		}
-		if files[name] {
+		if files[name] || out.seen(name) {
 			return &tarsafe.EntryError{Name: h.Name, Reason: "appears twice in the image"}
 		}
 		files[name] = true
 		f.files = append(f.files, name)
-		return f.member(name, body, budget)
+		return f.member(name, body, budget, out.member(name, h))
 	})
 	if err != nil {
 		return nil, err
@@ -330,64 +332,78 @@ func readSmall(name string, r io.Reader) ([]byte, error) {
 }
 
 // member checks one regular file's content where podman will act on it;
-// budget is its layer's.
-func (f *layerFinds) member(name string, r io.Reader, budget *tarsafe.Budget) error {
+// budget is its layer's. out, when not nil, takes the content as checked.
+func (f *layerFinds) member(name string, r io.Reader, budget *tarsafe.Budget, out func(io.Reader) error) error {
+	small := func(check func([]byte) error) error {
+		b, err := readSmall(name, r)
+		if err == nil {
+			err = check(b)
+		}
+		if err == nil && out != nil {
+			err = out(bytes.NewReader(b))
+		}
+		return err
+	}
 	switch {
 	case name == ConfigDump:
-		b, err := readSmall(name, r)
-		if err != nil {
-			return err
-		}
-		cfg, err := dump.ReadConfig(strings.NewReader(string(b)))
-		if err != nil {
-			return fmt.Errorf("%w: %w", tarsafe.ErrUnsafe, err)
-		}
-		f.config, f.configDump = cfg, b
-	case name == SpecDump:
-		b, err := readSmall(name, r)
-		if err != nil {
-			return err
-		}
-		if !json.Valid(b) {
-			return &tarsafe.EntryError{Name: name, Reason: "not a JSON document"}
-		}
-		f.specDump = b
-	case name == NetworkStatus:
-		b, err := readSmall(name, r)
-		if err != nil {
-			return err
-		}
-		if !json.Valid(b) {
-			return &tarsafe.EntryError{Name: name, Reason: "not a JSON document"}
-		}
-		f.networkStatus = b
-	case name == DeletedFiles:
-		b, err := readSmall(name, r)
-		if err != nil {
-			return err
-		}
-		var deleted []string
-		if json.Unmarshal(b, &deleted) != nil {
-			return &tarsafe.EntryError{Name: name, Reason: "not a JSON list of paths"}
-		}
-		for _, p := range deleted {
-			if err := tarsafe.CheckDeletedPath(p); err != nil {
-				return fmt.Errorf("%s: %w", name, err)
+		return small(func(b []byte) error {
+			cfg, err := dump.ReadConfig(bytes.NewReader(b))
+			if err != nil {
+				return fmt.Errorf("%w: %w", tarsafe.ErrUnsafe, err)
 			}
+			f.config, f.configDump = cfg, b
+			return nil
+		})
+	case name == SpecDump, name == NetworkStatus:
+		return small(func(b []byte) error {
+			if !json.Valid(b) {
+				return &tarsafe.EntryError{Name: name, Reason: "not a JSON document"}
+			}
+			if name == SpecDump {
+				f.specDump = b
+			} else {
+				f.networkStatus = b
+			}
+			return nil
+		})
+	case name == DeletedFiles:
+		return small(func(b []byte) error {
+			var deleted []string
+			if json.Unmarshal(b, &deleted) != nil {
+				return &tarsafe.EntryError{Name: name, Reason: "not a JSON list of paths"}
+			}
+			for _, p := range deleted {
+				if err := tarsafe.CheckDeletedPath(p); err != nil {
+					return fmt.Errorf("%s: %w", name, err)
+				}
+			}
+			f.deleted = append([]string{}, deleted...) // non-nil: present
+			return nil
+		})
+	case nestedTar(name):
+		var c *tarsafe.Checker
+		var err error
+		if out == nil {
+			c, err = tarsafe.Verify(r, tarsafe.Tree, budget.Nested())
+		} else {
+			c, err = verifyTee(r, budget, out)
 		}
-		f.deleted = append([]string{}, deleted...) // non-nil: present
-	case name == RootfsDiffTar:
-		c, err := tarsafe.Verify(r, tarsafe.Tree, budget.Nested())
 		if err != nil {
+			var bad *nestedError
+			if errors.As(err, &bad) {
+				err = bad.err
+			}
 			return fmt.Errorf("%s: %w", name, err)
 		}
-		f.rootfsLinks = c
-	case name == DevShmTar, strings.HasPrefix(name, VolumesDir+"/"):
-		if _, err := tarsafe.Verify(r, tarsafe.Tree, budget.Nested()); err != nil {
-			return fmt.Errorf("%s: %w", name, err)
+		if name == RootfsDiffTar {
+			f.rootfsLinks = c
 		}
+		return nil
 	case strings.HasPrefix(name, CheckpointDir+"/"):
 		f.hasCRIU = true
+	}
+	if out != nil {
+		return out(r)
 	}
 	return nil
 }

@@ -48,7 +48,7 @@ type rejectCase struct {
 }
 
 // rejectCases are the images Open must refuse, and so must every other
-// way pull verifies an image (TestStreamVerifyRejects).
+// way pull verifies an image (TestFetchingRejects).
 func rejectCases(t *testing.T) []rejectCase {
 	nested := func(entries ...ckpttest.Entry) []byte { return ckpttest.Tar(t, entries) }
 	return []rejectCase{

@@ -32,6 +32,16 @@ func Retry(ctx context.Context, o Options, op func() error) error {
 	return retryIf(ctx, o, retryable, op)
 }
 
+// RetryIf is withRetry where op is more than a copy (a pull streamed into
+// podman's restore, made again whole): again picks, from op's errors, the
+// copy's transient failures.
+func RetryIf(ctx context.Context, o Options, again func(error) bool, op func() error) error {
+	return retryIf(ctx, o, again, op)
+}
+
+// Transient says whether a copy's failure is worth another try.
+func Transient(err error) bool { return copyRetryable(err) }
+
 // retryIf runs op again while again says its error is worth it.
 //
 // It is pkg/retry's IfNecessary loop, with the same backoff, reporting
@@ -48,7 +58,7 @@ func retryIf(ctx context.Context, o Options, again func(error) bool, op func() e
 	}
 	for attempt := 0; ; attempt++ {
 		err := op()
-		if err == nil || attempt >= n || ctx.Err() != nil || !again(err) {
+		if err == nil || attempt >= n || ctx.Err() != nil || !again(err) || o.Again != nil && !o.Again() {
 			return err
 		}
 		delay := o.RetryDelay

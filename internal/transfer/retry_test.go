@@ -217,3 +217,24 @@ func TestRetryStopsWhenInterrupted(t *testing.T) {
 		t.Fatalf("tries %d, err %v; want one try and its error", tries, err)
 	}
 }
+
+// TestRetryAsksAgain: a destination that cannot take the image twice says
+// so through Options.Again, and the first failure stands, unretried; while
+// it can, transient failures are retried as ever.
+func TestRetryAsksAgain(t *testing.T) {
+	reset := &net.OpError{Op: "read", Err: syscall.ECONNRESET}
+	for _, can := range []bool{true, false} {
+		tries := 0
+		err := RetryIf(context.Background(), Options{Retries: 2, RetryDelay: time.Millisecond, Again: func() bool { return can }}, Transient, func() error {
+			tries++
+			return reset
+		})
+		want := 3
+		if !can {
+			want = 1
+		}
+		if tries != want || !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("Again %v: %d tries, err %v; want %d and the reset", can, tries, err, want)
+		}
+	}
+}

@@ -141,6 +141,9 @@ type Options struct {
 	// between tries (0: exponential backoff from 2 s, as podman's).
 	Retries    int
 	RetryDelay time.Duration
+	// Again, when set, is asked before each retry; false ends the copy
+	// with its error (a destination that cannot take the image twice).
+	Again func() bool
 	// Encrypt encrypts the layers EncryptLayers names (nil: all of them;
 	// 0 is the first, -1 the last) of what Copy writes (crypto.go).
 	Encrypt       *encconfig.EncryptConfig

@@ -296,7 +296,7 @@ func readHostB(t *testing.T) hostBState {
 		volumes:    list("volume", "ls", "--format", "{{.Name}}"),
 		networks:   list("network", "ls", "--format", "{{.Name}}"),
 		// Where podman unpacks an imported checkpoint.
-		podmanTmp: strings.Fields(onB(t, "ls -d /tmp/checkpoint* /var/tmp/checkpoint* 2>/dev/null; true")),
+		podmanTmp: strings.Fields(onB(t, "ls -d /tmp/checkpoint* /var/tmp/checkpoint* /tmp/restore* /var/tmp/restore* 2>/dev/null; true")),
 	}
 }
 

@@ -89,8 +89,10 @@ func TestHostileImagesNeverReachPodman(t *testing.T) {
 
 // TestHostileLayerRefusedWhileFetched: a real checkpoint whose CRIU layer,
 // which planning does not read, gains a link out of the archive. The plan
-// passes; pull must refuse the layer while fetching it, with exit 5, and
-// podman must see nothing.
+// passes; pull must refuse the layer while fetching it into the restore,
+// with exit 5. The link never goes to podman, which got the metadata layer
+// but never the archive's end, so it acts on nothing: no container, volume,
+// network or temporary file is left on B.
 func TestHostileLayerRefusedWhileFetched(t *testing.T) {
 	src, dst := "e2e-hostile-layer-src", "e2e-hostile-layer"
 	real, ref := hosts.Registry+"/e2e/hostile-layer-real:v1", hosts.Registry+"/e2e/hostile-layer:v1"
@@ -149,10 +151,11 @@ func TestHostileLayerRefusedWhileFetched(t *testing.T) {
 	if r := runCmd(t, "skopeo", "copy", "--dest-tls-verify=false", "oci:"+hostile+":checkpoint", "docker://"+ref); r.code != 0 {
 		t.Fatalf("skopeo copy: %s", r.stderr)
 	}
-	unchanged := unchangedOnB(t)
-	r := migrate(t, "--url", hosts.HostBURL, "pull", "--tls-verify=false", "--name", dst, ref)
+	tmp := t.TempDir()
+	unchanged := nothingLeftOnB(t, tmp)
+	r := migrate(t, "--url", hosts.HostBURL, "pull", "--tmpdir", tmp, "--tls-verify=false", "--name", dst, ref)
 	if r.code != 5 || !strings.Contains(r.stderr, "Fetching") || !strings.Contains(r.stderr, "verifying layer 1 (") ||
-		!strings.Contains(r.stderr, "symbolic links are not allowed here") || strings.Contains(r.stderr, "Restoring") {
+		!strings.Contains(r.stderr, "symbolic links are not allowed here") || strings.Contains(r.stderr, "Restored") {
 		t.Fatalf("exit %d, stderr %q; want 5, the CRIU layer refused while fetched", r.code, r.stderr)
 	}
 	unchanged()
