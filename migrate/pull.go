@@ -32,7 +32,7 @@ type pulling struct {
 	plan    *restore.Plan
 	tmp     string
 	local   types.ImageReference
-	img     ckpt.Archive         // the verified image, or a move's live archive
+	img     ckpt.Archive // the verified image, or a move's live archive
 	imgSrc  types.ImageSource
 	base    string // the base image this pull fetched, if any
 	tried   bool   // a restore was attempted: what it made must go on failure

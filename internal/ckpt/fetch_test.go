@@ -194,7 +194,6 @@ func zstdLayers(t *testing.T, layers []ckpttest.Layer) []ckpttest.Layer {
 	return out
 }
 
-
 // rig fetches images with transfer.Copy, as pull does, counting the
 // GetBlob calls per digest.
 type rig struct {
