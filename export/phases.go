@@ -25,16 +25,6 @@ type Source struct {
 	Known map[string]string
 }
 
-// InspectSource finds the running container o names and what the image
-// will record of its host.
-func InspectSource(ctx context.Context, c podman.Source, o PushOptions) (*Source, error) {
-	ctr, err := InspectRunning(ctx, c, o.Container)
-	if err != nil {
-		return nil, err
-	}
-	return Describe(ctx, c, ctr)
-}
-
 // InspectRunning finds the running container name.
 func InspectRunning(ctx context.Context, c podman.Source, name string) (*podman.Container, error) {
 	ctr, err := c.InspectContainer(ctx, name)
@@ -51,8 +41,9 @@ func InspectRunning(ctx context.Context, c podman.Source, name string) (*podman.
 }
 
 // Describe learns what the image will record of ctr's host. podman's info
-// takes most of a second on 4.3.1: a move runs this while the checkpoint
-// is taken.
+// takes most of a second on Debian's 4.3.1 (it asks dpkg which package
+// each helper came from): push and move run this while the checkpoint is
+// taken.
 func Describe(ctx context.Context, c podman.Source, ctr *podman.Container) (*Source, error) {
 	info, err := c.Info(ctx)
 	if err != nil {

@@ -165,6 +165,9 @@ func TestPushFaults(t *testing.T) {
 			o.Dest = strings.TrimPrefix(failingRegistry.URL, "http://") + "/ckpt/web:v1"
 			o.Transfer = transfer.Options{TLSVerify: transfer.TLSVerify(true, false), Retries: -1}
 		}, fault.Registry, 1, true, nil},
+		// podman's info is asked during the checkpoint: its failure is
+		// one past the checkpoint, and the container is restored.
+		{"podman's info fails", func(f *podmantest.Fake, o *export.PushOptions) { f.Fail["Info"] = podmanDown }, fault.Podman, 1, true, nil},
 		{"rollback fails too", func(f *podmantest.Fake, o *export.PushOptions) {
 			f.Archive = []byte("not a tar")
 			f.Fail["RestoreKept"] = podmanDown

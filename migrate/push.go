@@ -38,6 +38,10 @@ type pushing struct {
 	staged   types.ImageReference
 	streamer *transfer.Streamer // nil: nothing streamed
 	built    *ckpt.Built
+	// described brings what the image records of the source's host,
+	// learnt while the checkpoint is taken: podman's info alone takes
+	// 0.6 s on Debian's 4.3.1, which asks dpkg about its helpers.
+	described chan describedSource
 }
 
 // Push checkpoints a running container, converts the checkpoint into an
@@ -73,10 +77,32 @@ func (p *pushing) inspect(ctx context.Context) error {
 	if _, _, err := ckpt.MediaType(p.o.Compression); err != nil {
 		return err
 	}
-	if p.src, err = export.InspectSource(ctx, p.c, p.o); err != nil {
+	ctr, err := export.InspectRunning(ctx, p.c, p.o.Container)
+	if err != nil {
 		return err
 	}
-	p.res.Container, p.res.ID = p.src.Container.Name, p.src.Container.ID
+	p.src = &export.Source{Container: ctr, Known: map[string]string{}}
+	p.res.Container, p.res.ID = ctr.Name, ctr.ID
+	p.described = make(chan describedSource, 1)
+	go func() {
+		s, err := export.Describe(ctx, p.c, ctr)
+		p.described <- describedSource{s, err}
+	}()
+	return nil
+}
+
+// describe waits for what Describe learnt, keeping what push settled
+// meanwhile (the --include-base copy).
+func (p *pushing) describe() error {
+	ds := <-p.described
+	p.described = nil
+	if ds.err != nil {
+		return ds.err
+	}
+	for k, v := range p.src.Known {
+		ds.s.Known[k] = v
+	}
+	p.src = ds.s
 	return nil
 }
 
@@ -99,6 +125,9 @@ func (p *pushing) stage(context.Context) error {
 }
 
 func (p *pushing) removeStaging() {
+	if p.described != nil {
+		<-p.described // Describe ends within ctx's bounds; nothing outlives the push
+	}
 	if p.archive != nil {
 		p.archive.Close()
 	}
@@ -151,6 +180,9 @@ func (p *pushing) checkpoint(ctx context.Context) error {
 // CRIU layer goes on to a registry DEST while it is built.
 func (p *pushing) build(ctx context.Context) error {
 	start := time.Now()
+	if err := p.describe(); err != nil {
+		return err
+	}
 	counted := progress.NewReader(p.archive, p.log, "Reading the checkpoint from podman")
 	created := time.Now().UTC()
 	var err error
