@@ -296,26 +296,6 @@ func (d sinkDest) PutBlob(_ context.Context, stream io.Reader, info types.BlobIn
 	return types.BlobInfo{Digest: info.Digest, Size: body.n}, nil
 }
 
-// boundedBlob stops a blob at the size the manifest gives, and keeps the
-// first failure reading it: the cause, when a check fails on a cut blob.
-type boundedBlob struct {
-	r      io.Reader
-	n, max int64
-	err    error
-}
-
-func (b *boundedBlob) Read(p []byte) (int, error) {
-	n, err := b.r.Read(p)
-	b.n += int64(n)
-	if b.max >= 0 && b.n > b.max {
-		err = fmt.Errorf("%w: blob is larger than the %d bytes the manifest says", tarsafe.ErrUnsafe, b.max)
-	}
-	if err != nil && err != io.EOF && b.err == nil {
-		b.err = err
-	}
-	return n, err
-}
-
 // badLayer is a layer that failed verification although its bytes matched
 // their digest: the image's fault, for good. It hides io.ErrUnexpectedEOF
 // (a member cut short), which transfer.Copy takes for a connection dropped

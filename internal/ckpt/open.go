@@ -431,23 +431,38 @@ func (v *verifier) complete(whole bool) error {
 	return nil
 }
 
+// boundedBlob stops a blob at the size the manifest gives, not at whatever
+// end the registry chooses (zstd's skippable frames decompress to
+// nothing), and keeps the first failure reading it: the cause, when a check
+// fails on a cut blob.
+type boundedBlob struct {
+	r      io.Reader
+	n, max int64
+	err    error
+}
+
+func (b *boundedBlob) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	b.n += int64(n)
+	if b.max >= 0 && b.n > b.max {
+		err = fmt.Errorf("%w: blob is larger than the %d bytes the manifest says", tarsafe.ErrUnsafe, b.max)
+	}
+	if err != nil && err != io.EOF && b.err == nil {
+		b.err = err
+	}
+	return n, err
+}
+
 // blobCheck hashes a compressed stream as it is read.
 type blobCheck struct {
-	r    io.Reader
-	h    hash.Hash
-	desc imgspecv1.Descriptor
-	n    int64
+	sized boundedBlob
+	h     hash.Hash
+	desc  imgspecv1.Descriptor
 }
 
 func (b *blobCheck) Read(p []byte) (int, error) {
-	n, err := b.r.Read(p)
+	n, err := b.sized.Read(p)
 	b.h.Write(p[:n])
-	b.n += int64(n)
-	// Stop at the size the manifest gives, not at whatever end the
-	// registry chooses (zstd's skippable frames decompress to nothing).
-	if b.desc.Size >= 0 && b.n > b.desc.Size {
-		return n, fmt.Errorf("%w: blob is larger than the %d bytes the manifest says", tarsafe.ErrUnsafe, b.desc.Size)
-	}
 	return n, err
 }
 
@@ -458,8 +473,8 @@ func (b *blobCheck) finish() error {
 	if got := digest.NewDigest(b.desc.Digest.Algorithm(), b.h); got != b.desc.Digest {
 		return fmt.Errorf("%w: blob content is %s, the manifest says %s", tarsafe.ErrUnsafe, got, b.desc.Digest)
 	}
-	if b.desc.Size >= 0 && b.n != b.desc.Size {
-		return fmt.Errorf("%w: blob is %d bytes, the manifest says %d", tarsafe.ErrUnsafe, b.n, b.desc.Size)
+	if b.desc.Size >= 0 && b.sized.n != b.desc.Size {
+		return fmt.Errorf("%w: blob is %d bytes, the manifest says %d", tarsafe.ErrUnsafe, b.sized.n, b.desc.Size)
 	}
 	return nil
 }
@@ -474,7 +489,7 @@ func openBlob(ctx context.Context, src types.ImageSource, desc imgspecv1.Descrip
 	if !checkBlob {
 		return rc, nil, nil
 	}
-	return rc, &blobCheck{r: rc, h: desc.Digest.Algorithm().Hash(), desc: desc}, nil
+	return rc, &blobCheck{sized: boundedBlob{r: rc, max: desc.Size}, h: desc.Digest.Algorithm().Hash(), desc: desc}, nil
 }
 
 // openLayer returns the uncompressed stream of a layer, as stored.
