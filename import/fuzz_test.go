@@ -28,6 +28,8 @@ func fuzzTarget(f *testing.F) *target {
 		switch {
 		case strings.HasSuffix(r.URL.Path, "/_ping"):
 			_, _ = w.Write([]byte("OK"))
+		case strings.HasSuffix(r.URL.Path, "/info"):
+			_, _ = w.Write([]byte(`{"store":{"volumePath":"/var/lib/containers/storage/volumes"}}`))
 		case strings.HasSuffix(r.URL.Path, "/networks/podman/json"):
 			_, _ = w.Write([]byte(`{"name":"podman","subnets":[{"subnet":"10.88.0.0/16"}]}`))
 		default:
@@ -40,9 +42,7 @@ func fuzzTarget(f *testing.F) *target {
 	if err != nil {
 		f.Fatal(err)
 	}
-	info := &podman.Info{}
-	info.Store.VolumePath = "/var/lib/containers/storage/volumes"
-	return &target{c: c, info: info}
+	return &target{c: c}
 }
 
 // FuzzRelocate plans the rewriting of a pulled config.dump, spec.dump and

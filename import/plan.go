@@ -36,6 +36,7 @@ type Plan struct {
 	Warnings  []string      `json:"warnings"`
 	Blockers  []string      `json:"blockers"`
 	relocated *relocated
+	host      *hostCheck // until Settle
 	// Wire and Sent are how the last restore attempt sent the archive,
 	// and how many bytes podman read; Compressed is what the wire did
 	// ("auto: zstd for 40% of 256 MiB").
@@ -200,24 +201,24 @@ func orUnknown(s string) string {
 
 // target is what the plan needs to know of the host it restores on.
 type target struct {
-	c    podman.Target
-	info *podman.Info
+	c podman.Target
 	// root is the service's root directory seen from here
 	// (/proc/PID/root), "" when the service is not on this machine.
 	root string
 }
 
-func newTarget(ctx context.Context, c podman.Target) (*target, error) {
-	info, err := c.Info(ctx)
-	if err != nil {
-		return nil, err
-	}
-	t := &target{c: c, info: info}
+func newTarget(c podman.Target) *target {
+	t := &target{c: c}
 	if pid, err := c.ServicePID(); err == nil && pid > 0 {
 		t.root = "/proc/" + strconv.Itoa(pid) + "/root"
 	}
-	return t, nil
+	return t
 }
+
+// info is podman's info. podman gathers it afresh for each request, which
+// takes 0.5 s on Debian's 4.3.1 (it asks dpkg for package versions), so
+// the client keeps the answer and the plan asks only where it must.
+func (t *target) info(ctx context.Context) (*podman.Info, error) { return t.c.Info(ctx) }
 
 // stat looks a path up in the podman service's mount namespace.
 func (t *target) stat(p string) (fs.FileInfo, error) {
@@ -237,9 +238,83 @@ func (t *target) criuVersion(ctx context.Context) string {
 	return t.c.CRIUVersion(ctx)
 }
 
+// hostCheck is the comparison of the source host, as the annotations
+// record it, with the target. It waits for podman's info, so it runs in
+// the background: a restore settles it before its archive ends, and
+// podman acts on none of an archive before its end.
+type hostCheck struct {
+	done               chan struct{}
+	facts              []HostFact
+	warnings, blockers []string
+	err                error
+}
+
+func (p *Plan) compareHosts(ctx context.Context, t *target, meta *ckpt.Metadata, cfg *dump.Config) {
+	h := &hostCheck{done: make(chan struct{})}
+	p.host = h
+	go func() {
+		defer close(h.done)
+		info, err := t.info(ctx)
+		if err != nil {
+			h.err = err
+			return
+		}
+		var q Plan
+		q.hostFacts(ctx, t, info, meta, cfg)
+		h.facts, h.warnings, h.blockers = q.Host, q.Warnings, q.Blockers
+	}()
+}
+
+// Settle waits for the comparison of the hosts and adds what it found to
+// the plan, printing its warnings and problems to w (nil: none). Its error
+// is a failure to ask podman; Err says whether the plan can proceed. A
+// plan is settled once; later calls return nil at once.
+func (p *Plan) Settle(ctx context.Context, w io.Writer) error {
+	h := p.host
+	if h == nil {
+		return nil
+	}
+	select {
+	case <-h.done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if h.err != nil {
+		return h.err
+	}
+	p.host = nil
+	p.Host = h.facts
+	p.Warnings = append(p.Warnings, h.warnings...)
+	p.Blockers = append(p.Blockers, h.blockers...)
+	if w != nil {
+		for _, s := range h.warnings {
+			fmt.Fprintf(w, "Warning: %s\n", s)
+		}
+		for _, s := range h.blockers {
+			fmt.Fprintf(w, "Problem: %s\n", s)
+		}
+	}
+	return nil
+}
+
+// hostBlocked is closed once the comparison of the hosts found a blocker
+// or failed; it stays open while the plan may proceed.
+func (p *Plan) hostBlocked() <-chan struct{} {
+	out := make(chan struct{})
+	if h := p.host; h != nil {
+		go func() {
+			<-h.done
+			if h.err != nil || len(h.blockers) > 0 {
+				close(out)
+			}
+		}()
+	}
+	return out
+}
+
 // hostFacts compares the source host, as the annotations record it, with
 // the target: a different architecture blocks, other differences warn.
-func (p *Plan) hostFacts(ctx context.Context, t *target, meta *ckpt.Metadata, cfg *dump.Config) {
+func (p *Plan) hostFacts(ctx context.Context, t *target, info *podman.Info, meta *ckpt.Metadata, cfg *dump.Config) {
 	src := meta.Provenance()
 	arch := src.HostArch
 	if arch == "" {
@@ -251,26 +326,26 @@ func (p *Plan) hostFacts(ctx context.Context, t *target, meta *ckpt.Metadata, cf
 	}
 	criu := t.criuVersion(ctx)
 	p.Host = []HostFact{
-		{"Arch", arch, t.info.Host.Arch},
-		{"Kernel", src.HostKernel, t.info.Host.Kernel},
-		{"Podman", src.PodmanVersion, t.info.Version.Version},
-		{"Runtime", runtimeName, t.info.Host.OCIRuntime.Name},
+		{"Arch", arch, info.Host.Arch},
+		{"Kernel", src.HostKernel, info.Host.Kernel},
+		{"Podman", src.PodmanVersion, info.Version.Version},
+		{"Runtime", runtimeName, info.Host.OCIRuntime.Name},
 		{"CRIU", src.CRIUVersion, criu},
-		{"Cgroups", src.CgroupVersion, t.info.Host.CgroupsVersion},
+		{"Cgroups", src.CgroupVersion, info.Host.CgroupsVersion},
 	}
-	if arch != "" && t.info.Host.Arch != "" && arch != t.info.Host.Arch {
-		p.block("the checkpoint was taken on %s and this host is %s: CRIU cannot restore across architectures", arch, t.info.Host.Arch)
+	if arch != "" && info.Host.Arch != "" && arch != info.Host.Arch {
+		p.block("the checkpoint was taken on %s and this host is %s: CRIU cannot restore across architectures", arch, info.Host.Arch)
 	}
-	if k := src.HostKernel; k != "" && k != t.info.Host.Kernel {
-		p.warn("kernel %s on the source, %s here: CRIU may refuse features the older kernel lacks", k, t.info.Host.Kernel)
+	if k := src.HostKernel; k != "" && k != info.Host.Kernel {
+		p.warn("kernel %s on the source, %s here: CRIU may refuse features the older kernel lacks", k, info.Host.Kernel)
 	}
-	if runtimeName != "" && t.info.Host.OCIRuntime.Name != "" && runtimeName != t.info.Host.OCIRuntime.Name {
+	if runtimeName != "" && info.Host.OCIRuntime.Name != "" && runtimeName != info.Host.OCIRuntime.Name {
 		// podman restores with its default runtime whatever config.dump
 		// says, and CRIU's images of one runtime do not restore under the
 		// other (measured: crun's under runc, "mnt: No mapping for …
 		// mountpoint").
 		p.block("the checkpoint was taken under %s, and this host's podman restores with its default runtime %s: restore it on a host whose default runtime is %s (containers.conf [engine] runtime)",
-			runtimeName, t.info.Host.OCIRuntime.Name, runtimeName)
+			runtimeName, info.Host.OCIRuntime.Name, runtimeName)
 	}
 	if v := src.CRIUVersion; v != "" && criu != "" && versionLess(criu, v) {
 		p.warn("CRIU %s here is older than the source's %s", criu, v)

@@ -129,13 +129,14 @@ func isContentError(err error) bool {
 
 // NewPlan works out what restoring meta (read from source) would do on
 // the host c serves, creating nothing; Plan.Err says whether it can
-// proceed.
+// proceed. The comparison of the hosts goes on in the background until
+// Settle (Restore settles it before the archive ends); ctx bounds it.
 func NewPlan(ctx context.Context, c podman.Target, source string, meta *ckpt.Metadata, o PullOptions) (*Plan, error) {
-	t, err := newTarget(ctx, c)
-	if err != nil {
-		return nil, err
-	}
-	var fromCRIO []string
+	t := newTarget(c)
+	var (
+		fromCRIO []string
+		err      error
+	)
 	if ckpt.MadeByCRIO(meta.SpecDump) {
 		if fromCRIO, err = ckpt.FromCRIO(meta); err != nil {
 			return nil, err
@@ -164,7 +165,7 @@ func NewPlan(ctx context.Context, c podman.Target, source string, meta *ckpt.Met
 		return nil, err
 	}
 	p.privileges(meta, o.AllowPrivileged)
-	p.hostFacts(ctx, t, meta, cfg)
+	p.compareHosts(ctx, t, meta, cfg)
 	return p, nil
 }
 
@@ -246,10 +247,26 @@ func (p *Plan) restore(ctx context.Context, c podman.Target, img ckpt.Archive, o
 	p.Wire = wire
 	pr, pw := io.Pipe()
 	werr := make(chan error, 1)
+	// The comparison of the hosts may still be running: a blocker it
+	// finds stops the stream early, and the stream ends only once it is
+	// settled and found none.
+	wctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	blocked := p.hostBlocked()
+	go func() {
+		select {
+		case <-blocked:
+			stop(errHostBlocked)
+		case <-wctx.Done():
+		}
+	}()
 	go func() {
 		w, err := wire.writer(pw)
 		if err == nil {
-			err = img.WriteArchive(ctx, w, rel.edits)
+			err = img.WriteArchive(wctx, w, rel.edits)
+			if err == nil || errors.Is(context.Cause(wctx), errHostBlocked) {
+				err = p.settle(ctx, logw)
+			}
 			if ferr := w.Close(); err == nil {
 				err = ferr
 			}
@@ -282,9 +299,14 @@ func (p *Plan) restore(ctx context.Context, c podman.Target, img ckpt.Archive, o
 	// before the staging directory goes.
 	sent.Close()
 	pr.CloseWithError(errRestoreDone)
-	var source *ckpt.SourceError
+	var (
+		source *ckpt.SourceError
+		before *unsettled
+	)
 	if wErr := <-werr; err != nil && wErr != nil && !errors.Is(wErr, errRestoreDone) {
-		if errors.As(wErr, &source) && ctx.Err() == nil {
+		if errors.As(wErr, &before) {
+			err = before.err // podman's failure is the stream cut short
+		} else if errors.As(wErr, &source) && ctx.Err() == nil {
 			// Fetching failed, or found the image bad: podman's failure
 			// is the stream cut short.
 			err = source
@@ -300,6 +322,29 @@ func (p *Plan) restore(ctx context.Context, c podman.Target, img ckpt.Archive, o
 		err = fmt.Errorf("restoring: %w; podman had restored container %s, which is removed again", ctx.Err(), ckpt.ShortID(id))
 	}
 	return id, err
+}
+
+// errHostBlocked stops a restore's stream when the comparison of the
+// hosts found a blocker.
+var errHostBlocked = errors.New("the hosts differ")
+
+// unsettled is the plan failing to settle before the archive's end.
+type unsettled struct{ err error }
+
+func (u *unsettled) Error() string { return u.err.Error() }
+func (u *unsettled) Unwrap() error { return u.err }
+
+// settle settles the plan before a restore's archive ends: its error
+// (a blocker, or podman's info failing) stops the archive short of its
+// end, so that podman acts on none of it.
+func (p *Plan) settle(ctx context.Context, logw io.Writer) error {
+	if err := p.Settle(ctx, logw); err != nil {
+		return &unsettled{err}
+	}
+	if err := p.Err(); err != nil {
+		return &unsettled{err}
+	}
+	return nil
 }
 
 // criuLog finds the restore log podman names when CRIU failed ("criu

@@ -200,8 +200,12 @@ func (rl *relocating) relocateVolume(ctx context.Context, v dump.VolumeMount) er
 	}
 	rl.p.Volumes = append(rl.p.Volumes, vp)
 	rl.r.volumes = append(rl.r.volumes, nw)
-	if rl.t.info.Store.VolumePath != "" {
-		rl.setSource(v.Destination, path.Join(rl.t.info.Store.VolumePath, nw, "_data"))
+	info, err := rl.t.info(ctx) // where podman keeps volumes
+	if err != nil {
+		return err
+	}
+	if info.Store.VolumePath != "" {
+		rl.setSource(v.Destination, path.Join(info.Store.VolumePath, nw, "_data"))
 	}
 	if nw != v.Name {
 		rl.r.edits.Rename[ckpt.VolumesDir+"/"+v.Name+".tar"] = ckpt.VolumesDir + "/" + nw + ".tar"

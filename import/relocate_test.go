@@ -34,6 +34,8 @@ func fakePodman(t *testing.T, volumes []string, networks map[string]string) *pod
 		switch {
 		case strings.HasSuffix(r.URL.Path, "/_ping"):
 			w.Write([]byte("OK"))
+		case len(parts) == 1 && parts[0] == "info":
+			w.Write([]byte(`{"store":{"volumePath":"/elsewhere/volumes"}}`))
 		case len(parts) == 3 && parts[0] == "volumes":
 			for _, v := range volumes {
 				if v == parts[1] {
@@ -97,8 +99,7 @@ func sources(t *testing.T, specJSON []byte) map[string]string {
 
 func relocateFixture(t *testing.T, meta *ckpt.Metadata, root string, c *podman.Client, o PullOptions) *Plan {
 	t.Helper()
-	tg := &target{c: c, info: &podman.Info{}, root: root}
-	tg.info.Store.VolumePath = "/elsewhere/volumes"
+	tg := &target{c: c, root: root}
 	p := &Plan{}
 	if err := p.relocate(context.Background(), tg, meta, o); err != nil {
 		t.Fatalf("relocate: %v", err)

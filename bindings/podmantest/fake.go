@@ -46,7 +46,11 @@ type Fake struct {
 	// RestoredConfig is the config.dump of the last archive RestoreImport
 	// read.
 	RestoredConfig []byte
-	calls          []string
+	// InfoGate, when set, holds Info's answer until it is closed.
+	InfoGate chan struct{}
+	// Reading, when set, is closed as RestoreImport starts to read (once).
+	Reading chan struct{}
+	calls   []string
 }
 
 // NewFake is a fake podman with one running container, name, of image
@@ -127,7 +131,14 @@ func notFound(what string) error {
 }
 
 // Info implements podman.Inspector.
-func (f *Fake) Info(context.Context) (*podman.Info, error) {
+func (f *Fake) Info(ctx context.Context) (*podman.Info, error) {
+	if f.InfoGate != nil {
+		select {
+		case <-f.InfoGate:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 	if err := f.call("Info"); err != nil {
 		return nil, err
 	}
@@ -257,6 +268,12 @@ func (f *Fake) SaveImage(context.Context, string) (io.ReadCloser, error) {
 func (f *Fake) RestoreImport(_ context.Context, body io.Reader, o podman.RestoreOptions) (string, error) {
 	br := bufio.NewReader(body)
 	head, _ := br.Peek(10)
+	f.mu.Lock()
+	if f.Reading != nil {
+		close(f.Reading)
+		f.Reading = nil
+	}
+	f.mu.Unlock()
 	c := archive.DetectCompression(head)
 	kind := c.Extension()
 	name, cfg, rerr := nameInArchive(br)

@@ -7,6 +7,7 @@ import (
 	"archive/tar"
 	"bytes"
 	_ "embed"
+	"encoding/json"
 	"math/rand"
 	"sort"
 	"testing"
@@ -110,6 +111,50 @@ func Archive(t testing.TB) []Entry {
 		{Name: "volumes/", Type: tar.TypeDir},
 		{Name: "volumes/fixvol.tar", Body: volume},
 	}
+}
+
+// ArchiveWithoutVolumes is Archive without the named volume: neither its
+// tar nor its mount in config.dump and spec.dump.
+func ArchiveWithoutVolumes(t testing.TB) []Entry {
+	t.Helper()
+	var out []Entry
+	for _, e := range Archive(t) {
+		switch e.Name {
+		case "volumes/", "volumes/fixvol.tar":
+			continue
+		case "config.dump":
+			e.Body = editJSON(t, e.Body, func(m map[string]any) {
+				delete(m, "namedVolumes")
+				m["userVolumes"] = []string{"/srv2"}
+			})
+		case "spec.dump":
+			e.Body = editJSON(t, e.Body, func(m map[string]any) {
+				var keep []any
+				for _, mt := range m["mounts"].([]any) {
+					if mt.(map[string]any)["destination"] != "/data" {
+						keep = append(keep, mt)
+					}
+				}
+				m["mounts"] = keep
+			})
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+func editJSON(t testing.TB, b []byte, edit func(map[string]any)) []byte {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	edit(m)
+	b, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 // Members reads a tar archive into name → content (directories map to
