@@ -19,9 +19,11 @@ type Container struct {
 	Image      string `json:"Image"`     // image ID
 	ImageName  string `json:"ImageName"` // image name as resolved
 	OCIRuntime string `json:"OCIRuntime"`
+	Pod        string `json:"Pod"` // the pod's ID, "" for none
 	State      struct {
-		Status  string `json:"Status"`
-		Running bool   `json:"Running"`
+		Status     string `json:"Status"`
+		Running    bool   `json:"Running"`
+		CgroupPath string `json:"CgroupPath"`
 	} `json:"State"`
 	Mounts []struct {
 		Type        string `json:"Type"`

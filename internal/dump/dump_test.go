@@ -112,3 +112,13 @@ func neutral(c *Config) bool {
 	}
 	return !bytes.Contains(c.raw["mounts"], []byte("/userdata/shm"))
 }
+
+func TestNamespaceContainers(t *testing.T) {
+	cfg, err := ReadConfig(strings.NewReader(`{"name":"m","pod":"p1","netNsCtr":"infra","ipcNsCtr":"infra","pidNsCtr":"other","utsNsCtr":""}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.NamespaceContainers(); strings.Join(got, ",") != "infra,other" || cfg.Pod() != "p1" {
+		t.Fatalf("NamespaceContainers %v, Pod %q", got, cfg.Pod())
+	}
+}

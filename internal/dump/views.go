@@ -48,3 +48,25 @@ func (c *Config) NetworkNames() []string {
 	sort.Strings(names)
 	return names
 }
+
+// Pod is the ID of the pod the container was in, "" for none.
+func (c *Config) Pod() string { return c.String("pod") }
+
+// nsCtrKeys are config.dump's links to containers whose namespaces this
+// one joins (podman's ContainerNamespaceConfig).
+var nsCtrKeys = []string{"netNsCtr", "ipcNsCtr", "pidNsCtr", "utsNsCtr", "cgroupNsCtr", "userNsCtr", "mountNsCtr"}
+
+// NamespaceContainers lists the IDs of the containers whose namespaces this
+// one joins, each once, sorted.
+func (c *Config) NamespaceContainers() []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, k := range nsCtrKeys {
+		if id := c.String(k); id != "" && !seen[id] {
+			seen[id] = true
+			out = append(out, id)
+		}
+	}
+	sort.Strings(out)
+	return out
+}

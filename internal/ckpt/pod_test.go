@@ -1,0 +1,144 @@
+package ckpt
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+	imgspecv1 "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/podman-migrate/podman-migrate/internal/tarsafe"
+)
+
+func samplePod() (*Pod, []imgspecv1.Descriptor) {
+	pod := &Pod{
+		Name: "web", ID: strings.Repeat("a", 64), Hostname: "web", Labels: map[string]string{"app": "shop"},
+		Shared: []string{"ipc", "net", "uts"}, InfraID: strings.Repeat("b", 64),
+		Ports:    []PodPort{{HostPort: 8080, ContainerPort: 80, Protocol: "tcp"}},
+		Networks: []string{"podman"},
+	}
+	var ms []imgspecv1.Descriptor
+	for _, n := range []string{"server", "reader"} {
+		d := digest.FromString(n)
+		pod.Members = append(pod.Members, PodMember{Name: n, ID: n + "-id", Digest: d})
+		ms = append(ms, imgspecv1.Descriptor{Digest: d, Size: 123})
+	}
+	return pod, ms
+}
+
+func TestPodIndexRoundTrip(t *testing.T) {
+	pod, ms := samplePod()
+	b, err := PodIndex(pod, ms)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !IsPodIndex(imgspecv1.MediaTypeImageIndex, b) || IsPodIndex(imgspecv1.MediaTypeImageManifest, b) {
+		t.Fatal("IsPodIndex does not tell the pod's index")
+	}
+	got, err := ReadPodIndex(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := json.Marshal(pod)
+	have, _ := json.Marshal(got)
+	if string(want) != string(have) {
+		t.Fatalf("read back\n%s\nwant\n%s", have, want)
+	}
+	var ix imgspecv1.Index
+	if err := json.Unmarshal(b, &ix); err != nil {
+		t.Fatal(err)
+	}
+	if ix.MediaType != imgspecv1.MediaTypeImageIndex || ix.Manifests[1].Annotations[AnnPodMember] != "reader" ||
+		ix.Manifests[0].MediaType != imgspecv1.MediaTypeImageManifest || ix.Manifests[0].Size != 123 {
+		t.Fatalf("index %s", b)
+	}
+}
+
+// TestPodIndexRefusesHostile: a pulled index is checked before anything
+// acts on it.
+func TestPodIndexRefusesHostile(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		edit func(ix map[string]any, rec map[string]any)
+		is   error
+	}{
+		{"member listed twice", func(ix, rec map[string]any) {
+			m := rec["members"].([]any)
+			rec["members"] = []any{m[0], m[0]}
+			ms := ix["manifests"].([]any)
+			ix["manifests"] = []any{ms[0], ms[0]}
+		}, tarsafe.ErrUnsafe},
+		{"member not in the index", func(ix, rec map[string]any) {
+			rec["members"].([]any)[1].(map[string]any)["digest"] = digest.FromString("other").String()
+		}, tarsafe.ErrUnsafe},
+		{"index has a manifest more", func(ix, rec map[string]any) {
+			ms := ix["manifests"].([]any)
+			ix["manifests"] = append(ms, ms[0])
+		}, tarsafe.ErrUnsafe},
+		{"member's manifest is an index", func(ix, rec map[string]any) {
+			ix["manifests"].([]any)[0].(map[string]any)["mediaType"] = imgspecv1.MediaTypeImageIndex
+		}, tarsafe.ErrUnsafe},
+		{"member annotation names another", func(ix, rec map[string]any) {
+			ix["manifests"].([]any)[0].(map[string]any)["annotations"] = map[string]any{AnnPodMember: "reader"}
+		}, tarsafe.ErrUnsafe},
+		{"namespace podman does not share", func(ix, rec map[string]any) { rec["sharedNamespaces"] = []any{"net", "mnt"} }, tarsafe.ErrUnsafe},
+		{"pod name with a slash", func(ix, rec map[string]any) { rec["name"] = "../web" }, tarsafe.ErrUnsafe},
+		{"member name with a slash", func(ix, rec map[string]any) {
+			rec["members"].([]any)[0].(map[string]any)["name"] = "a/b"
+		}, tarsafe.ErrUnsafe},
+		{"no members", func(ix, rec map[string]any) { rec["members"] = []any{}; ix["manifests"] = []any{} }, tarsafe.ErrUnsafe},
+		{"port 0", func(ix, rec map[string]any) {
+			rec["ports"] = []any{map[string]any{"hostPort": 1, "containerPort": 0, "protocol": "tcp"}}
+		}, tarsafe.ErrUnsafe},
+		{"unknown protocol", func(ix, rec map[string]any) {
+			rec["ports"] = []any{map[string]any{"hostPort": 1, "containerPort": 2, "protocol": "icmp"}}
+		}, tarsafe.ErrUnsafe},
+		{"unknown field", func(ix, rec map[string]any) { rec["privileged"] = true }, ErrNotCheckpoint},
+		{"no record", func(ix, rec map[string]any) { delete(ix, "annotations") }, ErrNotCheckpoint},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pod, ms := samplePod()
+			b, err := PodIndex(pod, ms)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ix, rec map[string]any
+			if err := json.Unmarshal(b, &ix); err != nil {
+				t.Fatal(err)
+			}
+			if err := json.Unmarshal([]byte(pod.record(t)), &rec); err != nil {
+				t.Fatal(err)
+			}
+			tc.edit(ix, rec)
+			if a, ok := ix["annotations"].(map[string]any); ok {
+				r, _ := json.Marshal(rec)
+				a[AnnPod] = string(r)
+			}
+			b, _ = json.Marshal(ix)
+			_, err = ReadPodIndex(b)
+			if !errors.Is(err, tc.is) {
+				t.Fatalf("ReadPodIndex: %v, want %v", err, tc.is)
+			}
+		})
+	}
+}
+
+func (p *Pod) record(t *testing.T) string {
+	b, err := json.Marshal(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestPodOutside(t *testing.T) {
+	pod, _ := samplePod()
+	if o := pod.Outside([]string{pod.InfraID, ""}); o != "" {
+		t.Fatalf("the infra container counted as outside: %q", o)
+	}
+	if o := pod.Outside([]string{pod.InfraID, "c0ffee"}); o != "c0ffee" {
+		t.Fatalf("Outside = %q, want c0ffee", o)
+	}
+}
