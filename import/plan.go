@@ -287,30 +287,26 @@ func (p *Plan) Settle(ctx context.Context, w io.Writer) error {
 	p.Warnings = append(p.Warnings, h.warnings...)
 	p.Blockers = append(p.Blockers, h.blockers...)
 	if w != nil {
-		for _, s := range h.warnings {
-			fmt.Fprintf(w, "Warning: %s\n", s)
-		}
-		for _, s := range h.blockers {
-			fmt.Fprintf(w, "Problem: %s\n", s)
-		}
+		logFindings(w, h.warnings, h.blockers)
 	}
 	return nil
 }
 
-// hostBlocked is closed once the comparison of the hosts found a blocker
-// or failed; it stays open while the plan may proceed.
-func (p *Plan) hostBlocked() <-chan struct{} {
-	out := make(chan struct{})
-	if h := p.host; h != nil {
-		go func() {
-			<-h.done
-			if h.err != nil || len(h.blockers) > 0 {
-				close(out)
-			}
-		}()
+// LogFindings prints the plan's warnings and blockers, one line each.
+func (p *Plan) LogFindings(w io.Writer) { logFindings(w, p.Warnings, p.Blockers) }
+
+func logFindings(w io.Writer, warnings, blockers []string) {
+	for _, s := range warnings {
+		fmt.Fprintf(w, "Warning: %s\n", s)
 	}
-	return out
+	for _, s := range blockers {
+		fmt.Fprintf(w, "Problem: %s\n", s)
+	}
 }
+
+// blocks says whether the comparison of the hosts, once done, stops the
+// restore: it found a blocker, or could not ask podman.
+func (h *hostCheck) blocks() bool { return h.err != nil || len(h.blockers) > 0 }
 
 // hostFacts compares the source host, as the annotations record it, with
 // the target: a different architecture blocks, other differences warn.

@@ -1,7 +1,6 @@
 package restore
 
 import (
-	"encoding/json"
 	"os"
 	"strings"
 	"testing"
@@ -16,21 +15,6 @@ func fixtureDumps(t *testing.T) (cfg, spec []byte) {
 	t.Helper()
 	m := ckpttest.Members(t, ckpttest.Tar(t, ckpttest.Archive(t)))
 	return m[ckpt.ConfigDump], m[ckpt.SpecDump]
-}
-
-// edit applies fn to a dump decoded as generic JSON.
-func edit(t *testing.T, b []byte, fn func(m map[string]any)) []byte {
-	t.Helper()
-	var m map[string]any
-	if err := json.Unmarshal(b, &m); err != nil {
-		t.Fatal(err)
-	}
-	fn(m)
-	out, err := json.Marshal(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
 }
 
 func obj(m map[string]any, keys ...string) map[string]any {
@@ -50,7 +34,7 @@ func TestPrivilegeProblems(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	specWith := func(fn func(m map[string]any)) []byte { return edit(t, spec, fn) }
+	specWith := func(fn func(m map[string]any)) []byte { return ckpttest.EditJSON(t, spec, fn) }
 	tests := []struct {
 		name      string
 		cfg, spec []byte
@@ -66,8 +50,8 @@ func TestPrivilegeProblems(t *testing.T) {
 			"no seccomp filter",
 			"no masked kernel paths",
 		}},
-		{"privileged in config.dump only", edit(t, cfg, func(m map[string]any) { m["privileged"] = true }), spec, []string{"privileged mode (--privileged)"}},
-		{"--device /dev/fuse, as measured", edit(t, cfg, func(m map[string]any) {
+		{"privileged in config.dump only", ckpttest.EditJSON(t, cfg, func(m map[string]any) { m["privileged"] = true }), spec, []string{"privileged mode (--privileged)"}},
+		{"--device /dev/fuse, as measured", ckpttest.EditJSON(t, cfg, func(m map[string]any) {
 			m["device_host_src"] = []any{map[string]any{"path": "/dev/fuse", "type": "", "major": 0, "minor": 0}}
 		}), specWith(func(m map[string]any) {
 			l := obj(m, "linux")
@@ -98,7 +82,7 @@ func TestPrivilegeProblems(t *testing.T) {
 				c[set] = append(c[set].([]any), "CAP_SYS_ADMIN")
 			}
 		}), []string{"capabilities beyond podman's defaults: CAP_SYS_ADMIN"}},
-		{"--network host", edit(t, cfg, func(m map[string]any) { m["networkMode"] = "host"; m["createNetNS"] = false }), specWith(func(m map[string]any) {
+		{"--network host", ckpttest.EditJSON(t, cfg, func(m map[string]any) { m["networkMode"] = "host"; m["createNetNS"] = false }), specWith(func(m map[string]any) {
 			l := obj(m, "linux")
 			var kept []any
 			for _, ns := range l["namespaces"].([]any) {
@@ -116,10 +100,10 @@ func TestPrivilegeProblems(t *testing.T) {
 			obj(m, "linux")["namespaces"].([]any)[0].(map[string]any)["path"] = "/proc/1/ns/pid"
 		}), []string{"the existing pid namespace at /proc/1/ns/pid"}},
 		{"network path podman replaces", cfg, spec, nil},
-		{"network path kept without createNetNS", edit(t, cfg, func(m map[string]any) { m["createNetNS"] = false; m["networkMode"] = "ns:/proc/1/ns/net" }), specWith(func(m map[string]any) {
+		{"network path kept without createNetNS", ckpttest.EditJSON(t, cfg, func(m map[string]any) { m["createNetNS"] = false; m["networkMode"] = "ns:/proc/1/ns/net" }), specWith(func(m map[string]any) {
 			obj(m, "linux")["namespaces"].([]any)[1].(map[string]any)["path"] = "/proc/1/ns/net"
 		}), []string{"the existing network namespace at /proc/1/ns/net"}},
-		{"pod member: podman swaps the shared namespace", edit(t, cfg, func(m map[string]any) { m["pod"] = "p"; m["ipcNsCtr"] = "infra" }), specWith(func(m map[string]any) {
+		{"pod member: podman swaps the shared namespace", ckpttest.EditJSON(t, cfg, func(m map[string]any) { m["pod"] = "p"; m["ipcNsCtr"] = "infra" }), specWith(func(m map[string]any) {
 			obj(m, "linux")["namespaces"].([]any)[2].(map[string]any)["path"] = "/proc/4242/ns/ipc"
 		}), nil},
 		{"org.criu.config", cfg, specWith(func(m map[string]any) {
@@ -166,7 +150,7 @@ func TestPrivilegeProblems(t *testing.T) {
 
 func TestPrivilegesInPlan(t *testing.T) {
 	meta := fixtureMeta(t, nil)
-	meta.SpecDump = edit(t, meta.SpecDump, func(m map[string]any) {
+	meta.SpecDump = ckpttest.EditJSON(t, meta.SpecDump, func(m map[string]any) {
 		c := obj(m, "process", "capabilities")
 		c["bounding"] = append(c["bounding"].([]any), "CAP_SYS_ADMIN")
 	})

@@ -252,14 +252,17 @@ func (p *Plan) restore(ctx context.Context, c podman.Target, img ckpt.Archive, o
 	// settled and found none.
 	wctx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
-	blocked := p.hostBlocked()
-	go func() {
-		select {
-		case <-blocked:
-			stop(errHostBlocked)
-		case <-wctx.Done():
-		}
-	}()
+	if h := p.host; h != nil {
+		go func() {
+			select {
+			case <-h.done:
+				if h.blocks() {
+					stop(errHostBlocked)
+				}
+			case <-wctx.Done():
+			}
+		}()
+	}
 	go func() {
 		w, err := wire.writer(pw)
 		if err == nil {

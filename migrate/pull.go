@@ -119,12 +119,7 @@ func (p *pulling) checkPlan(ctx context.Context) error {
 			return err
 		}
 	}
-	for _, w := range p.plan.Warnings {
-		fmt.Fprintf(p.log, "Warning: %s\n", w)
-	}
-	for _, b := range p.plan.Blockers {
-		fmt.Fprintf(p.log, "Problem: %s\n", b)
-	}
+	p.plan.LogFindings(p.log)
 	return p.plan.Err()
 }
 

@@ -123,12 +123,12 @@ func ArchiveWithoutVolumes(t testing.TB) []Entry {
 		case "volumes/", "volumes/fixvol.tar":
 			continue
 		case "config.dump":
-			e.Body = editJSON(t, e.Body, func(m map[string]any) {
+			e.Body = EditJSON(t, e.Body, func(m map[string]any) {
 				delete(m, "namedVolumes")
 				m["userVolumes"] = []string{"/srv2"}
 			})
 		case "spec.dump":
-			e.Body = editJSON(t, e.Body, func(m map[string]any) {
+			e.Body = EditJSON(t, e.Body, func(m map[string]any) {
 				var keep []any
 				for _, mt := range m["mounts"].([]any) {
 					if mt.(map[string]any)["destination"] != "/data" {
@@ -143,7 +143,8 @@ func ArchiveWithoutVolumes(t testing.TB) []Entry {
 	return out
 }
 
-func editJSON(t testing.TB, b []byte, edit func(map[string]any)) []byte {
+// EditJSON applies edit to a JSON object (a dump) decoded generically.
+func EditJSON(t testing.TB, b []byte, edit func(map[string]any)) []byte {
 	t.Helper()
 	var m map[string]any
 	if err := json.Unmarshal(b, &m); err != nil {

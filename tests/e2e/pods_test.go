@@ -43,7 +43,9 @@ func TestPodGroundwork(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if err := c.RemovePod(context.Background(), id); err != nil {
+		cctx, ccancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer ccancel()
+		if err := c.RemovePod(cctx, id); err != nil {
 			t.Errorf("removing the pod: %v", err)
 		}
 	})
@@ -75,6 +77,17 @@ func TestPodGroundwork(t *testing.T) {
 		}
 		ctrs = append(ctrs, ctr)
 	}
+	// Cleanups run last first: thaw before the members are removed, as a
+	// frozen member (cgroup v1) ignores SIGKILL.
+	t.Cleanup(func() {
+		cctx, ccancel := context.WithTimeout(context.Background(), time.Minute)
+		defer ccancel()
+		for _, ctr := range ctrs {
+			if err := c.FreezeContainer(cctx, ctr, false); err != nil {
+				t.Errorf("thawing %s: %v", ctr.Name, err)
+			}
+		}
+	})
 	for _, ctr := range ctrs {
 		if err := c.FreezeContainer(ctx, ctr, true); err != nil {
 			t.Fatal(err)
