@@ -70,10 +70,30 @@ type Target interface {
 	Host
 }
 
+// PodSource is the podman a pod is checkpointed on: its members are
+// frozen through their cgroups before the first is dumped.
+type PodSource interface {
+	Source
+	InspectPod(ctx context.Context, nameOrID string) (*Pod, error)
+	PodExists(ctx context.Context, nameOrID string) (bool, error)
+	FreezeContainer(ctx context.Context, ctr *Container, frozen bool) error
+}
+
+// PodTarget is the podman a pod is made again on.
+type PodTarget interface {
+	Target
+	PodExists(ctx context.Context, nameOrID string) (bool, error)
+	CreatePod(ctx context.Context, spec PodSpec) (string, error)
+	StartPod(ctx context.Context, nameOrID string) error
+	RemovePod(ctx context.Context, nameOrID string) error
+}
+
 // Address is the service's URI.
 func (c *Client) Address() string { return c.URI }
 
 var (
 	_ Source = (*Client)(nil)
 	_ Target = (*Client)(nil)
+	_ PodSource = (*Client)(nil)
+	_ PodTarget = (*Client)(nil)
 )

@@ -593,3 +593,9 @@ func subnetList(n *podman.Network) string {
 	}
 	return listOrNone(s)
 }
+
+// NameMaps parses OLD=NEW maps of podman names (--network-map,
+// --volume-map) as pull does.
+func NameMaps(flag string, vals []string) (map[string]string, error) {
+	return parseNameMaps(flag, vals)
+}

@@ -95,8 +95,10 @@ func Pull(ctx context.Context, c podman.Target, o restore.PullOptions) (*restore
 // fetched whole and decrypted first).
 func (p *pulling) metadata(ctx context.Context) error {
 	var err error
-	if p.src, err = transfer.ParseReference(p.o.Source); err != nil {
-		return err
+	if p.src == nil { // a pod's member comes as its instance of the index
+		if p.src, err = transfer.ParseReference(p.o.Source); err != nil {
+			return err
+		}
 	}
 	fmt.Fprintf(p.log, "Reading the checkpoint's metadata from %s\n", transfer.Display(p.src))
 	p.meta, p.staged, err = restore.ReadMetadata(ctx, p.src, p.o.Transfer, p.o.Limits, p.o.TmpDir)

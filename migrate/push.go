@@ -1,6 +1,7 @@
 package migrate
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -38,6 +39,10 @@ type pushing struct {
 	staged   types.ImageReference
 	streamer *transfer.Streamer // nil: nothing streamed
 	built    *ckpt.Built
+	// tag names the image in the staging layout; shared says the layout
+	// is a pod's, which removes it.
+	tag    string
+	shared bool
 	// described brings what the image records of the source's host,
 	// learnt while the checkpoint is taken: podman's info alone takes
 	// 0.6 s on Debian's 4.3.1, which asks dpkg about its helpers.
@@ -125,14 +130,20 @@ func (p *pushing) stage(context.Context) error {
 }
 
 func (p *pushing) removeStaging() {
+	p.release()
+	if p.tmp != "" && !p.shared {
+		os.RemoveAll(p.tmp)
+	}
+}
+
+// release waits for Describe and closes podman's archive.
+func (p *pushing) release() {
 	if p.described != nil {
 		<-p.described // Describe ends within ctx's bounds; nothing outlives the push
 	}
 	if p.archive != nil {
 		p.archive.Close()
-	}
-	if p.tmp != "" {
-		os.RemoveAll(p.tmp)
+		p.archive = nil
 	}
 }
 
@@ -186,7 +197,7 @@ func (p *pushing) build(ctx context.Context) error {
 	counted := progress.NewReader(p.archive, p.log, "Reading the checkpoint from podman")
 	created := time.Now().UTC()
 	var err error
-	if p.staged, err = layout.NewReference(p.tmp, "checkpoint"); err != nil {
+	if p.staged, err = layout.NewReference(p.tmp, cmp.Or(p.tag, "checkpoint")); err != nil {
 		return err
 	}
 	dest, err := p.staged.NewImageDestination(ctx, nil)
@@ -237,17 +248,22 @@ func (p *pushing) upload(ctx context.Context) error {
 		return err
 	}
 	p.res.Seconds["upload"] = since(start)
+	p.reportLayers(topts.Sent)
+	p.res.Reference, p.res.Digest = transfer.Display(p.dest), d.String()
+	return nil
+}
+
+// reportLayers lists the image's layers, and which of them were sent.
+func (p *pushing) reportLayers(sent *transfer.Blobs) {
 	p.res.Bytes["sent"] = 0
 	for _, l := range p.built.Layers {
 		pl := export.PushedLayer{Role: string(l.Role), Volume: l.Volume, Digest: l.Desc.Digest.String(), Size: l.Desc.Size}
-		pl.Sent = p.streamer.Uploaded(l.Desc.Digest) || topts.Sent.Has(l.Desc.Digest)
+		pl.Sent = p.streamer.Uploaded(l.Desc.Digest) || sent.Has(l.Desc.Digest)
 		if pl.Sent {
 			p.res.Bytes["sent"] += l.Desc.Size
 		}
 		p.res.Layers = append(p.res.Layers, pl)
 	}
-	p.res.Reference, p.res.Digest = transfer.Display(p.dest), d.String()
-	return nil
 }
 
 // rollback is push's one way back: after a failure past the checkpoint,

@@ -2,12 +2,15 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 
 	"github.com/spf13/cobra"
 
+	podman "github.com/podman-migrate/podman-migrate/bindings"
 	restore "github.com/podman-migrate/podman-migrate/import"
+	"github.com/podman-migrate/podman-migrate/internal/ckpt"
 	"github.com/podman-migrate/podman-migrate/migrate"
 )
 
@@ -27,7 +30,7 @@ func newPullCmd(g *globalOptions) *cobra.Command {
 	o := &pullOptions{global: g}
 	cmd := &cobra.Command{
 		Use:   "pull [flags] SOURCE",
-		Short: "Fetch a checkpoint image and restore it as a new container",
+		Short: "Fetch a checkpoint image and restore it as a new container (or pod)",
 		Long: `Fetch the checkpoint image SOURCE, verify it (digests, signature policy,
 every archive entry), and restore it through podman as a new container with
 new storage. The process continues where it was checkpointed.
@@ -49,6 +52,13 @@ added devices or capabilities, OCI hooks, runtime annotations) is one such
 problem unless --allow-privileged is given. A layer that decompresses past
 --max-layer-size or holds more than --max-layer-entries entries stops the
 pull (exit 5) before anything is restored.
+
+A pod's index (push POD) makes the pod again: a new pod with the recorded
+shared namespaces, hostname, labels, DNS and resource settings, its ports
+replaced by --publish and its networks renamed by --network-map, --name
+naming the pod; then every member is restored into it, each planned before
+anything is made. If one member fails, the pod and every member restored
+into it are removed again. Prints the new pod's ID.
 
 An encrypted image (push --encryption-key) needs --decryption-key; it is
 fetched whole and decrypted before planning, --dry-run included.
@@ -80,11 +90,13 @@ func (o *pullOptions) run(ctx context.Context, args []string, stdout io.Writer) 
 	if err != nil {
 		return err
 	}
+	// The fields a template may name depend on what SOURCE holds (one
+	// container's checkpoint or a pod's), checked again once known.
 	var sample any = &restore.PullResult{}
 	if o.dryRun {
 		sample = &restore.Plan{}
 	}
-	if err := o.out.check(sample); err != nil {
+	if err := o.out.check(nil); err != nil {
 		return err
 	}
 	if err := o.trust.check(); err != nil {
@@ -112,8 +124,14 @@ func (o *pullOptions) run(ctx context.Context, args []string, stdout io.Writer) 
 	o.registry.fill(&po.Transfer)
 	o.trust.fill(&po.Transfer)
 	po.Transfer.Report = o.global.log()
+	if err := o.out.check(sample); err != nil {
+		return err
+	}
 	if o.dryRun {
 		p, err := migrate.PlanPull(ctx, c, po)
+		if ix := podIndex(err); ix != nil {
+			return o.runPod(ctx, c, po, ix, args, stdout)
+		}
 		if err != nil {
 			return fmt.Errorf("planning the pull of %q: %w", args[0], err)
 		}
@@ -128,8 +146,56 @@ func (o *pullOptions) run(ctx context.Context, args []string, stdout io.Writer) 
 		return nil
 	}
 	res, err := migrate.Pull(ctx, c, po)
+	if ix := podIndex(err); ix != nil {
+		return o.runPod(ctx, c, po, ix, args, stdout)
+	}
 	if err != nil {
 		return fmt.Errorf("pulling %q: %w", args[0], err)
+	}
+	if !o.out.text() {
+		return o.out.write(stdout, res)
+	}
+	_, err = fmt.Fprintln(stdout, res.ID)
+	return err
+}
+
+// podIndex is the pod's index a pull found where it looked for one
+// container's checkpoint, nil for any other outcome.
+func podIndex(err error) *ckpt.IndexError {
+	var ix *ckpt.IndexError
+	if errors.As(err, &ix) && ckpt.IsPodIndex(ix.MediaType, ix.Manifest) {
+		return ix
+	}
+	return nil
+}
+
+// runPod pulls, or plans, a pod's index: the pod is made anew.
+func (o *pullOptions) runPod(ctx context.Context, c *podman.Client, po restore.PullOptions, ix *ckpt.IndexError, args []string, stdout io.Writer) error {
+	var sample any = &migrate.PodPullResult{}
+	if o.dryRun {
+		sample = &migrate.PodPlan{}
+	}
+	if err := o.out.check(sample); err != nil {
+		return err
+	}
+	if o.dryRun {
+		p, err := migrate.PlanPodPull(ctx, c, po, ix)
+		if err != nil {
+			return fmt.Errorf("planning the pull of pod %q: %w", args[0], err)
+		}
+		if o.out.text() {
+			p.Print(stdout)
+		} else if err := o.out.write(stdout, p); err != nil {
+			return err
+		}
+		if err := p.Err(); err != nil {
+			return fmt.Errorf("pulling pod %q: %w", args[0], err)
+		}
+		return nil
+	}
+	res, err := migrate.PullPod(ctx, c, po, ix)
+	if err != nil {
+		return fmt.Errorf("pulling pod %q: %w", args[0], err)
 	}
 	if !o.out.text() {
 		return o.out.write(stdout, res)

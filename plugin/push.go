@@ -25,8 +25,8 @@ type pushOptions struct {
 func newPushCmd(g *globalOptions) *cobra.Command {
 	o := &pushOptions{global: g}
 	cmd := &cobra.Command{
-		Use:   "push [flags] CONTAINER DEST",
-		Short: "Checkpoint a running container and publish it as an OCI image",
+		Use:   "push [flags] CONTAINER|POD DEST",
+		Short: "Checkpoint a running container, or a pod, and publish it as an OCI image",
 		Long: `Checkpoint CONTAINER with CRIU and publish the checkpoint to DEST.
 
 DEST is a registry reference (host[:port]/repo:tag) or any containers/image
@@ -41,6 +41,12 @@ A checkpoint that takes longer than --checkpoint-timeout (CRIU < 4.2 hangs
 forever on VM guests) is ended, the container runs on, and push exits 3;
 after 30s it warns. A first Ctrl-C waits for the checkpoint, then restores
 the container; a second stops waiting at once and prints how to recover.
+
+A POD (a name that is no container's) is pushed whole: its members are
+frozen through their cgroups before the first is dumped, and DEST gets one
+OCI image index, a checkpoint image per member and the pod's record; pull
+makes the pod again. This needs the podman service on this machine, and
+takes neither --leave-running, --include-base, encryption nor signing yet.
 
 --encryption-key encrypts the layers on their way to DEST (the staging copy
 on this host stays plaintext, readable by root only);
@@ -62,7 +68,7 @@ on this host stays plaintext, readable by root only);
 }
 
 func (o *pushOptions) run(ctx context.Context, args []string, stdout io.Writer) error {
-	if err := o.out.check(&export.PushResult{}); err != nil {
+	if err := o.out.check(nil); err != nil {
 		return err
 	}
 	if err := o.seal.check(args[1]); err != nil {
@@ -74,6 +80,17 @@ func (o *pushOptions) run(ctx context.Context, args []string, stdout io.Writer) 
 	}
 	c, err := connectRootful(ctx, d)
 	if err != nil {
+		return err
+	}
+	pod, err := migrate.IsPod(ctx, c, args[0])
+	if err != nil {
+		return err
+	}
+	var sample any = &export.PushResult{}
+	if pod {
+		sample = &migrate.PodPushResult{}
+	}
+	if err := o.out.check(sample); err != nil {
 		return err
 	}
 	po := export.PushOptions{
@@ -90,6 +107,17 @@ func (o *pushOptions) run(ctx context.Context, args []string, stdout io.Writer) 
 	o.registry.fill(&po.Transfer)
 	o.seal.fill(&po.Transfer)
 	po.Transfer.Report = o.global.log()
+	if pod {
+		res, err := migrate.PushPod(ctx, c, po)
+		if err != nil {
+			return fmt.Errorf("pushing pod %q to %q: %w", args[0], args[1], err)
+		}
+		if !o.out.text() {
+			return o.out.write(stdout, res)
+		}
+		_, err = fmt.Fprintf(stdout, "%s@%s\n", res.Reference, res.Digest)
+		return err
+	}
 	res, err := migrate.Push(ctx, c, po)
 	if err != nil {
 		return fmt.Errorf("pushing %q to %q: %w", args[0], args[1], err)

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/containers/image/v5/image"
+	"github.com/containers/image/v5/manifest"
 	"github.com/containers/image/v5/pkg/blobinfocache/none"
 	"github.com/containers/image/v5/pkg/compression"
 	"github.com/containers/image/v5/types"
@@ -106,6 +107,9 @@ func newVerifier(ctx context.Context, src types.ImageSource, lim Limits) (*verif
 	}
 	if len(mb) > maxMetaSize {
 		return nil, fmt.Errorf("%w: manifest of %d bytes", tarsafe.ErrUnsafe, len(mb))
+	}
+	if manifest.MIMETypeIsMultiImage(mt) {
+		return nil, &IndexError{Manifest: mb, MediaType: mt}
 	}
 	if mt != imgspecv1.MediaTypeImageManifest {
 		return nil, fmt.Errorf("%w: manifest type %q", ErrNotCheckpoint, mt)

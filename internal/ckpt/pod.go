@@ -73,6 +73,24 @@ var podNamespaces = []string{"cgroup", "ipc", "net", "pid", "user", "uts"}
 // podmanName is what podman accepts as a container or pod name.
 var podmanName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
 
+// IndexError is what reading a checkpoint finds at a reference that
+// holds an image index or manifest list, not a single image: a pod's
+// index (IsPodIndex), or anything else, which is no checkpoint.
+type IndexError struct {
+	Manifest  []byte
+	MediaType string
+}
+
+func (e *IndexError) Error() string {
+	if IsPodIndex(e.MediaType, e.Manifest) {
+		return "an image index of a pod's checkpoints, not one container's"
+	}
+	return fmt.Sprintf("%s: %s is a list of images (a multi-architecture image?), not one checkpoint nor a pod's index", ErrNotCheckpoint, e.MediaType)
+}
+
+// Unwrap makes an index no checkpoint of one container.
+func (e *IndexError) Unwrap() error { return ErrNotCheckpoint }
+
 // IsPodIndex says whether an index manifest is a pod's.
 func IsPodIndex(mediaType string, index []byte) bool {
 	if mediaType != imgspecv1.MediaTypeImageIndex {

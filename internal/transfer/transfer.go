@@ -154,6 +154,9 @@ type Options struct {
 	// key file, opened with SignPassphrase.
 	SignBySigstoreKey string
 	SignPassphrase    []byte
+	// AllImages copies every image of an index (a pod's), not only the
+	// one for this machine's platform.
+	AllImages bool
 	// Sent, when set, collects the blobs Copy read from the source and
 	// wrote, as opposed to those the destination already had.
 	Sent *Blobs
@@ -213,6 +216,9 @@ func Copy(ctx context.Context, op string, dst, src types.ImageReference, o Optio
 		RemoveSignatures:             op == "pulling",
 		OciDecryptConfig:             o.Decrypt,
 		SignBySigstorePrivateKeyFile: o.SignBySigstoreKey,
+	}
+	if o.AllImages {
+		copts.ImageListSelection = copy.CopyAllImages
 	}
 	if o.SignBySigstoreKey != "" {
 		// copy.Image refuses a nil passphrase; an empty one is a key's own.

@@ -4,14 +4,21 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	podmanapi "github.com/podman-migrate/podman-migrate/bindings"
+	"github.com/podman-migrate/podman-migrate/internal/ckpt"
 )
 
 // TestPodGroundwork is what moving a pod stands on, on real podman 4.3.1:
@@ -120,5 +127,236 @@ func TestPodGroundwork(t *testing.T) {
 	}
 	for _, m := range members {
 		checkContinued(t, hosts.HostAURL, m, before[m])
+	}
+}
+
+// freePort is a TCP port free on this machine when asked.
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// peerStatus is the workload's status with what it read of its peer.
+type peerStatus struct {
+	status
+	PeerBoot    string `json:"peer_boot"`
+	PeerCounter uint64 `json:"peer_counter"`
+	PeerReads   uint64 `json:"peer_reads"`
+}
+
+func readPeerStatus(t *testing.T, url, ctr string) peerStatus {
+	t.Helper()
+	var st peerStatus
+	out := podman(t, url, append([]string{"exec", ctr}, statusCmd...)...)
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("parsing status %q: %v", out, err)
+	}
+	return st
+}
+
+// startTalkingPod starts, on the host at url, a pod publishing port
+// 8080 on hostPort: a server member (NAME-srv) that serves its status
+// there, and a client member (NAME-cli) that reads it every tick over the
+// pod's localhost. It returns both members' statuses once the client has
+// read the server a few times.
+func startTalkingPod(t *testing.T, url, pod string, hostPort int) (srv status, cli peerStatus) {
+	t.Helper()
+	podman(t, url, "pod", "create", "--name", pod, "--label", "app=e2e", "--hostname", pod+"-host", "-p", fmt.Sprintf("%d:8080", hostPort))
+	t.Cleanup(func() { podmanTry(t, url, "pod", "rm", "-f", "-t", "0", pod) })
+	run := func(name string, args ...string) {
+		podman(t, url, append([]string{"run", "-d", "--name", name, "--pod", pod, hosts.TestImage, "/bin/workload", "-mem", "16", "-sum-every", "5"}, args...)...)
+		t.Cleanup(func() { podmanTry(t, url, "rm", "-f", "-t", "0", name) })
+	}
+	run(pod+"-srv", "-serve", ":8080")
+	run(pod+"-cli", "-peer", "http://localhost:8080/")
+	srv = waitStatus(t, url, pod+"-srv", func(s status) bool { return s.Counter >= 5 })
+	waitStatus(t, url, pod+"-cli", func(status) bool { return readPeerStatus(t, url, pod+"-cli").PeerReads >= 3 })
+	cli = readPeerStatus(t, url, pod+"-cli")
+	if cli.PeerBoot != srv.Boot {
+		t.Fatalf("the client read boot %q, the server's is %q", cli.PeerBoot, srv.Boot)
+	}
+	return srv, cli
+}
+
+// getStatus reads the workload's status from its published port.
+func getStatus(t *testing.T, port int) (status, error) {
+	t.Helper()
+	c := &http.Client{Timeout: 5 * time.Second}
+	var st status
+	resp, err := c.Get(fmt.Sprintf("http://%s/", net.JoinHostPort(hostAddr(t), strconv.Itoa(port))))
+	if err != nil {
+		return st, err
+	}
+	defer resp.Body.Close()
+	return st, json.NewDecoder(resp.Body).Decode(&st)
+}
+
+// hostAddr is this machine's first non-loopback address: netavark's
+// port forwarding does not answer on 127.0.0.1 here.
+func hostAddr(t *testing.T) string {
+	t.Helper()
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range addrs {
+		if ip, ok := a.(*net.IPNet); ok && ip.IP.To4() != nil && !ip.IP.IsLoopback() {
+			return ip.IP.String()
+		}
+	}
+	t.Fatal("no non-loopback IPv4 address")
+	return ""
+}
+
+// TestPodPushPull moves a pod whose members talk over the pod's localhost
+// from host A to host B through the registry: push freezes both members
+// and publishes one index, pull makes the pod anew on B (its port
+// remapped by --publish) and restores both into it. Both processes
+// continue, the client still reads the same server, and B's port answers
+// with the server's state.
+func TestPodPushPull(t *testing.T) {
+	const pod = "e2e-pod-move"
+	portA, portB := freePort(t), freePort(t)
+	srv, cli := startTalkingPod(t, hosts.HostAURL, pod, portA)
+	ref := hosts.Registry + "/e2e/pod-move:v1"
+
+	r := migrate(t, "--url", hosts.HostAURL, "push", "--tls-verify=false", "--tcp-established", "--format", "json", pod, ref)
+	if r.code != 0 {
+		t.Fatalf("push failed: %s", r.stderr)
+	}
+	var pushed struct {
+		Reference, Digest, Pod string
+		Members              []struct{ Container, Digest string }
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &pushed); err != nil {
+		t.Fatalf("push --format json: %v: %s", err, r.stdout)
+	}
+	if pushed.Pod != pod || len(pushed.Members) != 2 || pushed.Members[0].Container != pod+"-cli" || pushed.Members[1].Container != pod+"-srv" {
+		t.Fatalf("push reported %+v", pushed)
+	}
+	for _, m := range []string{pod + "-cli", pod + "-srv"} {
+		if state := podman(t, hosts.HostAURL, "inspect", "--format", "{{.State.Status}}", m); state != "exited" {
+			t.Errorf("member %s on A after the push: %s, want exited (checkpointed)", m, state)
+		}
+	}
+
+	// The index holds the pod's record.
+	raw := runCmd(t, "skopeo", "inspect", "--raw", "--tls-verify=false", "docker://"+ref)
+	var ix struct {
+		MediaType   string
+		Annotations map[string]string
+		Manifests   []struct{ Digest string }
+	}
+	if raw.code != 0 || json.Unmarshal([]byte(raw.stdout), &ix) != nil || ix.MediaType != "application/vnd.oci.image.index.v1+json" ||
+		!strings.Contains(ix.Annotations[ckpt.AnnPod], `"name":"`+pod+`"`) || len(ix.Manifests) != 2 || ix.Manifests[0].Digest != pushed.Members[0].Digest {
+		t.Fatalf("skopeo inspect --raw: exit %d: %s%s", raw.code, raw.stdout, raw.stderr)
+	}
+
+	r = migrate(t, "--url", hosts.HostBURL, "pull", "--tls-verify=false", "--publish", fmt.Sprintf("%d:8080", portB), ref+"@"+pushed.Digest)
+	t.Cleanup(func() { podmanTry(t, hosts.HostBURL, "pod", "rm", "-f", "-t", "0", pod) })
+	if r.code != 0 {
+		t.Fatalf("pull failed: %s", r.stderr)
+	}
+	podID := strings.TrimSpace(r.stdout)
+	var got struct {
+		ID, Name, Hostname string
+		Labels             map[string]string
+		SharedNamespaces   []string
+		Containers         []struct{ Name string }
+	}
+	out := podman(t, hosts.HostBURL, "pod", "inspect", pod)
+	if strings.HasPrefix(out, "[") { // podman 5 prints a list
+		out = strings.TrimSuffix(strings.TrimPrefix(out, "["), "]")
+	}
+	if err := json.Unmarshal([]byte(out), &got); err != nil {
+		t.Fatalf("pod inspect: %v: %s", err, out)
+	}
+	slices.Sort(got.SharedNamespaces)
+	if !strings.HasPrefix(got.ID, podID) || got.Hostname != pod+"-host" || got.Labels["app"] != "e2e" ||
+		!slices.Equal(got.SharedNamespaces, []string{"ipc", "net", "uts"}) || len(got.Containers) != 3 {
+		t.Fatalf("pod on B: %+v (pull printed %q)", got, podID)
+	}
+
+	checkContinued(t, hosts.HostBURL, pod+"-srv", srv)
+	checkContinued(t, hosts.HostBURL, pod+"-cli", cli.status)
+	waitStatus(t, hosts.HostBURL, pod+"-cli", func(status) bool {
+		return readPeerStatus(t, hosts.HostBURL, pod+"-cli").PeerReads > cli.PeerReads+2
+	})
+	now := readPeerStatus(t, hosts.HostBURL, pod+"-cli")
+	if now.PeerBoot != srv.Boot || now.PeerCounter <= cli.PeerCounter {
+		t.Fatalf("the client on B reads boot %q counter %d; the server's boot is %q, and it read %d before", now.PeerBoot, now.PeerCounter, srv.Boot, cli.PeerCounter)
+	}
+	served, err := getStatus(t, portB)
+	if err != nil || served.Boot != srv.Boot || served.Counter <= srv.Counter {
+		t.Fatalf("B's port %d: %+v, %v; the server's boot is %q", portB, served, err, srv.Boot)
+	}
+}
+
+// TestPodPullFailsWhole pulls a pod whose second member's CRIU layer was
+// damaged in an OCI layout: the first member is restored, the second
+// fails its digest while it streams, and the pod, with the restored
+// member, is gone from B again. The source pod is restored on A.
+func TestPodPullFailsWhole(t *testing.T) {
+	const pod = "e2e-pod-fail"
+	srv, cli := startTalkingPod(t, hosts.HostAURL, pod, freePort(t))
+	dir := filepath.Join(t.TempDir(), "layout")
+	r := migrate(t, "--url", hosts.HostAURL, "push", "--tcp-established", pod, "oci:"+dir+":v1")
+	if r.code != 0 {
+		t.Fatalf("push failed: %s", r.stderr)
+	}
+	damageMember(t, dir, 1)
+	unchanged := unchangedOnB(t)
+	r = migrate(t, "--url", hosts.HostBURL, "pull", "--publish", fmt.Sprintf("%d:8080", freePort(t)), "oci:"+dir+":v1")
+	if r.code == 0 || !strings.Contains(r.stderr, pod+"-srv") || !strings.Contains(r.stderr, "was removed again") {
+		t.Fatalf("pull of a damaged member: exit %d: %s", r.code, r.stderr)
+	}
+	unchanged()
+	if out := podmanTry(t, hosts.HostBURL, "pod", "exists", pod); out.code == 0 {
+		t.Fatalf("pod %s left on B", pod)
+	}
+	for _, m := range []string{pod + "-cli", pod + "-srv"} {
+		podman(t, hosts.HostAURL, "container", "restore", "--keep", "--tcp-established", m)
+	}
+	checkContinued(t, hosts.HostAURL, pod+"-srv", srv)
+	checkContinued(t, hosts.HostAURL, pod+"-cli", cli.status)
+}
+
+// damageMember flips bytes in the middle of the largest layer of the
+// index's member i in an OCI layout.
+func damageMember(t *testing.T, dir string, i int) {
+	t.Helper()
+	blob := func(d string) string { return filepath.Join(dir, "blobs", strings.Replace(d, ":", "/", 1)) }
+	readJSON := func(path string, v any) {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(b, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	type desc struct {
+		Digest string
+		Size   int64
+	}
+	var top struct{ Manifests []desc }
+	readJSON(filepath.Join(dir, "index.json"), &top)
+	var ix struct{ Manifests []desc }
+	readJSON(blob(top.Manifests[0].Digest), &ix)
+	var m struct{ Layers []desc }
+	readJSON(blob(ix.Manifests[i].Digest), &m)
+	big := slices.MaxFunc(m.Layers, func(a, b desc) int { return int(a.Size - b.Size) })
+	f, err := os.OpenFile(blob(big.Digest), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt([]byte("damaged!"), big.Size/2); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -12,8 +12,11 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 )
 
@@ -25,6 +28,11 @@ type Status struct {
 	Sum        string `json:"sum"`
 	SumAt      uint64 `json:"sum_at"`
 	MemMiB     int    `json:"mem_mib"`
+	// With -peer: the peer's boot and counter as last read, and how many
+	// reads succeeded.
+	PeerBoot    string `json:"peer_boot,omitempty"`
+	PeerCounter uint64 `json:"peer_counter,omitempty"`
+	PeerReads   uint64 `json:"peer_reads,omitempty"`
 }
 
 func main() {
@@ -33,6 +41,8 @@ func main() {
 	tick := flag.Duration("tick", 100*time.Millisecond, "counter interval")
 	sumEvery := flag.Int("sum-every", 10, "recompute the memory checksum every N ticks (0: never)")
 	cat := flag.String("cat", "", "print this file and exit: the status reader for images without cat")
+	serve := flag.String("serve", "", "serve the status as JSON over HTTP on this address (a pod's port)")
+	peer := flag.String("peer", "", "read a -serve peer's status at this URL every tick (a pod's localhost)")
 	flag.Parse()
 	if *cat != "" {
 		b, err := os.ReadFile(*cat)
@@ -45,11 +55,11 @@ func main() {
 	}
 
 	// run only returns on failure: the workload runs until it is killed.
-	fmt.Fprintln(os.Stderr, "workload:", run(*memMiB, *dir, *tick, *sumEvery))
+	fmt.Fprintln(os.Stderr, "workload:", run(*memMiB, *dir, *tick, *sumEvery, *serve, *peer))
 	os.Exit(1)
 }
 
-func run(memMiB int, dir string, tick time.Duration, sumEvery int) error {
+func run(memMiB int, dir string, tick time.Duration, sumEvery int, serve, peer string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
@@ -72,10 +82,35 @@ func run(memMiB int, dir string, tick time.Duration, sumEvery int) error {
 	if err := os.WriteFile(filepath.Join(dir, "started"), []byte(st.Boot+"\n"), 0o644); err != nil {
 		return err
 	}
+	var mu sync.Mutex
+	if serve != "" {
+		ln, err := net.Listen("tcp", serve)
+		if err != nil {
+			return err
+		}
+		go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			mu.Lock()
+			b, _ := json.Marshal(st)
+			mu.Unlock()
+			w.Write(b)
+		}))
+	}
+	// A connection per read: none stays open between ticks.
+	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	for {
+		mu.Lock()
 		st.Counter++
 		if sumEvery > 0 && st.Counter%uint64(sumEvery) == 0 {
 			st.Sum, st.SumAt = checksum(mem), st.Counter
+		}
+		mu.Unlock()
+		if peer != "" {
+			if p, err := readPeer(client, peer); err == nil {
+				mu.Lock()
+				st.PeerBoot, st.PeerCounter = p.Boot, p.Counter
+				st.PeerReads++
+				mu.Unlock()
+			}
 		}
 		if err := writeStatus(dir, &st); err != nil {
 			return err
@@ -85,6 +120,16 @@ func run(memMiB int, dir string, tick time.Duration, sumEvery int) error {
 		}
 		time.Sleep(tick)
 	}
+}
+
+func readPeer(c *http.Client, url string) (*Status, error) {
+	resp, err := c.Get(url)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var p Status
+	return &p, json.NewDecoder(resp.Body).Decode(&p)
 }
 
 func checksum(b []byte) string {

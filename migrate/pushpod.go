@@ -1,0 +1,410 @@
+package migrate
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/containers/image/v5/oci/layout"
+	"github.com/containers/image/v5/types"
+	imgspecv1 "github.com/opencontainers/image-spec/specs-go/v1"
+
+	podman "github.com/podman-migrate/podman-migrate/bindings"
+	"github.com/podman-migrate/podman-migrate/export"
+	"github.com/podman-migrate/podman-migrate/internal/ckpt"
+	"github.com/podman-migrate/podman-migrate/internal/fault"
+	"github.com/podman-migrate/podman-migrate/internal/transfer"
+)
+
+// ErrPodOption is wrapped when a push option does not apply to a pod yet.
+var ErrPodOption = fault.New(fault.Usage, "not supported for a pod")
+
+// podTag names the pod's index in the staging layout; members are
+// member/N (podman's names are not all OCI reference names).
+const podTag = "pod/index"
+
+// PodPushResult is what a pod's push did, for people and programs.
+type PodPushResult struct {
+	Reference string `json:"reference"`
+	Digest    string `json:"digest"` // the index's
+	Pod       string `json:"pod"`
+	ID        string `json:"id"`
+	// Members in the index's order, each as a container's push.
+	Members []*export.PushResult `json:"members"`
+	// Seconds: freeze (the first freeze to the last member built: the
+	// members' downtime on this host), upload, total.
+	Seconds map[string]float64 `json:"seconds"`
+}
+
+// PodPushError is a failure after a member was frozen. It says what
+// became of each member on this host.
+type PodPushError struct {
+	Pod string
+	Err error
+	// Restored members run again from their kept checkpoints; Thawed
+	// ones were only frozen; Stuck ones are still checkpointed (why).
+	Restored, Thawed []string
+	Stuck            map[string]error
+}
+
+func (e *PodPushError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%v; pod %q", e.Err, e.Pod)
+	if len(e.Stuck) == 0 {
+		b.WriteString(" runs again on this host")
+		if len(e.Restored) > 0 {
+			fmt.Fprintf(&b, " (restored from their checkpoints: %s)", strings.Join(e.Restored, ", "))
+		}
+		return b.String()
+	}
+	names := make([]string, 0, len(e.Stuck))
+	for n := range e.Stuck {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		fmt.Fprintf(&b, "; restoring member %q on this host failed (%v): it is still checkpointed, run `podman container restore --keep %s` to resume it", n, e.Stuck[n], n)
+	}
+	return b.String()
+}
+
+func (e *PodPushError) Unwrap() error { return e.Err }
+
+// IsPod says whether name is no container but a pod on the host c serves:
+// push and move take either.
+func IsPod(ctx context.Context, c podman.PodSource, name string) (bool, error) {
+	if ok, err := c.ContainerExists(ctx, name); err != nil || ok {
+		return false, err
+	}
+	return c.PodExists(ctx, name)
+}
+
+// podPushing is one pod's push: its members each go through a
+// container's checkpoint and build into one staging layout, all frozen
+// before the first is dumped, and then out as one image index.
+type podPushing struct {
+	c     podman.PodSource
+	o     export.PushOptions
+	log   io.Writer
+	res   *PodPushResult
+	began time.Time
+
+	pod     *podman.Pod
+	dest    types.ImageReference
+	tmp     string
+	members []*pushing
+	frozen  []*podman.Container
+}
+
+// PushPod checkpoints every member of a pod, each frozen through its
+// cgroup before the first is dumped and none resumed before the last is,
+// and publishes one OCI image index: a checkpoint image per member, the
+// pod's record in the index's annotation. A failure after the freeze
+// restores every checkpointed member and thaws the others.
+func PushPod(ctx context.Context, c podman.PodSource, o export.PushOptions) (*PodPushResult, error) {
+	pp := &podPushing{c: c, o: o, log: logOrDiscard(o.Log), began: time.Now(),
+		res: &PodPushResult{Seconds: map[string]float64{}}}
+	defer pp.removeStaging()
+	err := runOp(ctx, "push", []phase{
+		{"inspect", pp.inspect},
+		{"preflight", pp.preflight},
+		{"stage", pp.stage},
+		{"freeze", pp.freeze},
+		{"checkpoint", pp.checkpoint},
+		{"index", pp.index},
+		{"upload", pp.upload},
+	}, func(err error) error { return pp.rollback(ctx, err) })
+	if err != nil {
+		return nil, err
+	}
+	pp.res.Seconds["total"] = since(pp.began)
+	return pp.res, nil
+}
+
+// refuse names the push options a pod's push does not take yet.
+func refusePodOptions(o export.PushOptions) error {
+	for flag, set := range map[string]bool{
+		"--leave-running":                o.LeaveRunning,
+		"--include-base":                 o.IncludeBase,
+		"--encryption-key":               o.Transfer.Encrypt != nil,
+		"--sign-by-sigstore-private-key": o.Transfer.SignBySigstoreKey != "",
+	} {
+		if set {
+			return fmt.Errorf("%s: %w", flag, ErrPodOption)
+		}
+	}
+	return nil
+}
+
+func (pp *podPushing) inspect(ctx context.Context) error {
+	if err := refusePodOptions(pp.o); err != nil {
+		return err
+	}
+	var err error
+	if pp.dest, err = transfer.ParseReference(pp.o.Dest); err != nil {
+		return err
+	}
+	if _, err := pp.c.ServicePID(); err != nil {
+		return fault.Wrap(fault.Usage, fmt.Errorf("pushing a pod freezes its members through their cgroups, which needs the podman service on this machine (%s): %w", pp.c.Address(), err))
+	}
+	if pp.pod, err = pp.c.InspectPod(ctx, pp.o.Container); err != nil {
+		return err
+	}
+	pp.res.Pod, pp.res.ID = pp.pod.Name, pp.pod.ID
+	var names []string
+	for _, m := range pp.pod.Containers {
+		if m.ID != pp.pod.InfraContainerID {
+			names = append(names, m.Name)
+		}
+	}
+	if len(names) == 0 {
+		return fmt.Errorf("%w: pod %q has no containers but its infra container", export.ErrNotRunning, pp.pod.Name)
+	}
+	slices.Sort(names)
+	for i, name := range names {
+		mo := pp.o
+		mo.Container, mo.NoStream = name, true
+		m := &pushing{c: pp.c, o: mo, log: pp.log, began: pp.began, tag: fmt.Sprintf("member/%d", i), shared: true,
+			res: &export.PushResult{Seconds: map[string]float64{}, Bytes: map[string]int64{}}}
+		pp.members = append(pp.members, m)
+		if err := m.inspect(ctx); err != nil {
+			return fmt.Errorf("member %q of pod %q: %w", name, pp.pod.Name, err)
+		}
+		if m.src.Container.Pod != pp.pod.ID {
+			return fmt.Errorf("member %q left pod %q while it was read", name, pp.pod.Name)
+		}
+	}
+	return nil
+}
+
+// preflight checks DEST once, and the staging room for every member.
+func (pp *podPushing) preflight(ctx context.Context) error {
+	if err := transfer.Preflight(ctx, pp.dest, pp.o.Transfer); err != nil {
+		return fmt.Errorf("%w; pod %q was not touched", err, pp.pod.Name)
+	}
+	for _, m := range pp.members {
+		if err := export.CheckStagingRoom(ctx, pp.c, m.src.Container, transfer.StagingDir(pp.o.TmpDir)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (pp *podPushing) stage(context.Context) error {
+	tmp, err := os.MkdirTemp(transfer.StagingDir(pp.o.TmpDir), "podman-migrate-push-")
+	if err != nil {
+		return fmt.Errorf("creating a staging directory: %w", err)
+	}
+	pp.tmp = tmp
+	for _, m := range pp.members {
+		m.tmp = tmp
+	}
+	return nil
+}
+
+func (pp *podPushing) removeStaging() {
+	for _, m := range pp.members {
+		m.removeStaging()
+	}
+	if pp.tmp != "" {
+		os.RemoveAll(pp.tmp)
+	}
+}
+
+// freeze stops every member before the first is dumped.
+func (pp *podPushing) freeze(ctx context.Context) error {
+	fmt.Fprintf(pp.log, "Freezing the %d members of pod %s\n", len(pp.members), pp.pod.Name)
+	for _, m := range pp.members {
+		ctr := m.src.Container
+		pp.frozen = append(pp.frozen, ctr)
+		if err := pp.c.FreezeContainer(ctx, ctr, true); err != nil {
+			return fmt.Errorf("freezing member %q: %w", ctr.Name, err)
+		}
+	}
+	return nil
+}
+
+// checkpoint dumps and builds each member in turn; the frozen ones wait.
+func (pp *podPushing) checkpoint(ctx context.Context) error {
+	start := time.Now()
+	for _, m := range pp.members {
+		for _, ph := range []phase{{"checkpoint", m.checkpoint}, {"build", m.build}} {
+			if err := runPhases(ctx, "push", []phase{ph}); err != nil {
+				return fmt.Errorf("member %q: %w", m.src.Container.Name, err)
+			}
+		}
+		m.res.Container, m.res.ID = m.src.Container.Name, m.src.Container.ID
+	}
+	pp.res.Seconds["freeze"] = since(start)
+	return pp.thaw(ctx)
+}
+
+// thaw thaws the frozen members: those dumped are gone with their cgroups.
+func (pp *podPushing) thaw(ctx context.Context) error {
+	var errs []error
+	for _, ctr := range pp.frozen {
+		if err := pp.c.FreezeContainer(ctx, ctr, false); err != nil {
+			errs = append(errs, fmt.Errorf("thawing member %q: %w", ctr.Name, err))
+		}
+	}
+	pp.frozen = nil
+	return errors.Join(errs...)
+}
+
+// index writes the pod's record and index next to its members' images.
+func (pp *podPushing) index(ctx context.Context) error {
+	rec := podRecord(pp.pod)
+	var descs []imgspecv1.Descriptor
+	for _, m := range pp.members {
+		size, err := manifestSize(ctx, m.staged)
+		if err != nil {
+			return err
+		}
+		rec.Members = append(rec.Members, ckpt.PodMember{Name: m.src.Container.Name, ID: m.src.Container.ID, Digest: m.built.Digest})
+		descs = append(descs, imgspecv1.Descriptor{Digest: m.built.Digest, Size: size,
+			Platform: &imgspecv1.Platform{OS: "linux", Architecture: m.src.Info.Host.Arch}})
+	}
+	ix, err := ckpt.PodIndex(rec, descs)
+	if err != nil {
+		return err
+	}
+	ref, err := layout.NewReference(pp.tmp, podTag)
+	if err != nil {
+		return err
+	}
+	dest, err := ref.NewImageDestination(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer dest.Close()
+	if err := dest.PutManifest(ctx, ix, nil); err != nil {
+		return err
+	}
+	return dest.Commit(ctx, nil)
+}
+
+func manifestSize(ctx context.Context, ref types.ImageReference) (int64, error) {
+	src, err := ref.NewImageSource(ctx, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer src.Close()
+	m, _, err := src.GetManifest(ctx, nil)
+	return int64(len(m)), err
+}
+
+// podRecord is what the target needs to make the pod again, as its
+// inspect data says.
+func podRecord(p *podman.Pod) *ckpt.Pod {
+	rec := &ckpt.Pod{Name: p.Name, ID: p.ID, Hostname: p.Hostname, Labels: p.Labels,
+		Shared: slices.Clone(p.SharedNamespaces), InfraID: p.InfraContainerID,
+		CgroupParent: p.CgroupParent, CPUPeriod: p.CPUPeriod, CPUQuota: p.CPUQuota,
+		CPUSetCPUs: p.CPUSetCPUs, MemoryLimit: p.MemoryLimit}
+	slices.Sort(rec.Shared)
+	for _, m := range p.Containers {
+		if m.ID == p.InfraContainerID {
+			rec.InfraName = m.Name
+		}
+	}
+	if ic := p.InfraConfig; ic != nil {
+		rec.HostNetwork, rec.Networks = ic.HostNetwork, ic.Networks
+		rec.DNSServer, rec.DNSSearch, rec.DNSOption = ic.DNSServer, ic.DNSSearch, ic.DNSOption
+		rec.NoManageResolvConf, rec.NoManageHosts, rec.HostAdd = ic.NoManageResolvConf, ic.NoManageHosts, ic.HostAdd
+		for port, binds := range ic.PortBindings {
+			num, proto, _ := strings.Cut(port, "/")
+			cport, err := strconv.ParseUint(num, 10, 16)
+			if err != nil {
+				continue
+			}
+			for _, b := range binds {
+				hport, err := strconv.ParseUint(cmp.Or(b.HostPort, num), 10, 16)
+				if err != nil {
+					continue
+				}
+				rec.Ports = append(rec.Ports, ckpt.PodPort{HostIP: b.HostIP, HostPort: uint16(hport), ContainerPort: uint16(cport), Protocol: cmp.Or(proto, "tcp")})
+			}
+		}
+		slices.SortFunc(rec.Ports, func(a, b ckpt.PodPort) int {
+			return cmp.Or(cmp.Compare(a.ContainerPort, b.ContainerPort), strings.Compare(a.Protocol, b.Protocol), cmp.Compare(a.HostPort, b.HostPort))
+		})
+	}
+	return rec
+}
+
+// upload copies the index and every member's image to DEST.
+func (pp *podPushing) upload(ctx context.Context) error {
+	start := time.Now()
+	fmt.Fprintf(pp.log, "Copying the pod's images to %s\n", transfer.Display(pp.dest))
+	staged, err := layout.NewReference(pp.tmp, podTag)
+	if err != nil {
+		return err
+	}
+	topts := pp.o.Transfer
+	topts.AllImages, topts.Sent = true, &transfer.Blobs{}
+	d, err := transfer.Copy(ctx, "pushing", pp.dest, staged, topts)
+	if err != nil {
+		return err
+	}
+	pp.res.Seconds["upload"] = since(start)
+	pp.res.Reference, pp.res.Digest = transfer.Display(pp.dest), d.String()
+	for _, m := range pp.members {
+		m.reportLayers(topts.Sent)
+		m.res.Reference, m.res.Digest = transfer.WithDigest(pp.dest, m.built.Digest), m.built.Digest.String()
+		pp.res.Members = append(pp.res.Members, m.res)
+	}
+	return nil
+}
+
+// rollback is a pod push's one way back: frozen members are thawed, and
+// every member podman checkpointed is restored from its kept checkpoint,
+// even if ctx was cancelled.
+func (pp *podPushing) rollback(ctx context.Context, cause error) error {
+	if pp.pod == nil || (len(pp.frozen) == 0 && !pp.anyAnswered()) {
+		return cause
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rollbackBound)
+	defer cancel()
+	perr := &PodPushError{Pod: pp.pod.Name, Err: cause, Stuck: map[string]error{}}
+	for _, ctr := range pp.frozen {
+		if err := pp.c.FreezeContainer(rctx, ctr, false); err != nil {
+			perr.Stuck[ctr.Name] = fmt.Errorf("thawing it: %w", err)
+		}
+	}
+	for _, m := range pp.members {
+		name := m.src.Container.Name
+		if _, stuck := perr.Stuck[name]; stuck {
+			continue
+		}
+		if !m.answered {
+			if slices.Contains(pp.frozen, m.src.Container) {
+				perr.Thawed = append(perr.Thawed, name)
+			}
+			continue
+		}
+		var merr *export.PushError
+		if !errors.As(m.rollback(rctx, cause), &merr) {
+			continue
+		}
+		switch {
+		case merr.RolledBack:
+			perr.Restored = append(perr.Restored, name)
+		case merr.NotStopped:
+			perr.Thawed = append(perr.Thawed, name)
+		default:
+			perr.Stuck[name] = merr.RollbackErr
+		}
+	}
+	pp.frozen = nil
+	return perr
+}
+
+func (pp *podPushing) anyAnswered() bool {
+	return slices.ContainsFunc(pp.members, func(m *pushing) bool { return m.answered })
+}
