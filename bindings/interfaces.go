@@ -92,8 +92,8 @@ type PodTarget interface {
 func (c *Client) Address() string { return c.URI }
 
 var (
-	_ Source = (*Client)(nil)
-	_ Target = (*Client)(nil)
+	_ Source    = (*Client)(nil)
+	_ Target    = (*Client)(nil)
 	_ PodSource = (*Client)(nil)
 	_ PodTarget = (*Client)(nil)
 )

@@ -231,7 +231,7 @@ func TestPodPushPull(t *testing.T) {
 	}
 	var pushed struct {
 		Reference, Digest, Pod string
-		Members              []struct{ Container, Digest string }
+		Members                []struct{ Container, Digest string }
 	}
 	if err := json.Unmarshal([]byte(r.stdout), &pushed); err != nil {
 		t.Fatalf("push --format json: %v: %s", err, r.stdout)
