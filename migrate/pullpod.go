@@ -117,7 +117,7 @@ func PullPod(ctx context.Context, c podman.PodTarget, o restore.PullOptions, ix 
 			m.close()
 		}
 	}()
-	err := runOp(ctx, "pull", []phase{
+	err := runOp(ctx, "pull pod", []phase{
 		{"plan", func(ctx context.Context) error { return pp.makePlan(ctx, ix) }},
 		{"check", pp.check},
 		{"pod", pp.makePod},
@@ -168,7 +168,7 @@ func (pp *podPulling) makePlan(ctx context.Context, ix *ckpt.IndexError) error {
 		if m.src, err = transfer.Instance(pp.src, rm.Digest); err != nil {
 			return err
 		}
-		if err := runPhases(ctx, "plan", []phase{{"metadata", m.metadata}, {"plan", m.makePlan}}); err != nil {
+		if err := runPhases(ctx, "plan member", []phase{{"metadata", m.metadata}, {"plan", m.makePlan}}); err != nil {
 			return fmt.Errorf("member %q: %w", rm.Name, err)
 		}
 		if err := pp.checkMember(rm, m.meta); err != nil {
@@ -234,7 +234,7 @@ func (pp *podPulling) restore(ctx context.Context) error {
 	start := time.Now()
 	for _, m := range pp.members {
 		m.o.Pod = pp.podID
-		err := runOp(ctx, "pull", []phase{
+		err := runOp(ctx, "pull member", []phase{
 			{"stage", m.stage},
 			{"fetch", m.fetch},
 			{"verify", m.verifyImage},

@@ -112,7 +112,7 @@ func PushPod(ctx context.Context, c podman.PodSource, o export.PushOptions) (*Po
 	pp := &podPushing{c: c, o: o, log: logOrDiscard(o.Log), began: time.Now(),
 		res: &PodPushResult{Seconds: map[string]float64{}}}
 	defer pp.removeStaging()
-	err := runOp(ctx, "push", []phase{
+	err := runOp(ctx, "push pod", []phase{
 		{"inspect", pp.inspect},
 		{"preflight", pp.preflight},
 		{"stage", pp.stage},
@@ -236,7 +236,7 @@ func (pp *podPushing) checkpoint(ctx context.Context) error {
 	start := time.Now()
 	for _, m := range pp.members {
 		for _, ph := range []phase{{"checkpoint", m.checkpoint}, {"build", m.build}} {
-			if err := runPhases(ctx, "push", []phase{ph}); err != nil {
+			if err := runPhases(ctx, "push member", []phase{ph}); err != nil {
 				return fmt.Errorf("member %q: %w", m.src.Container.Name, err)
 			}
 		}

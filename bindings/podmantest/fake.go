@@ -50,7 +50,16 @@ type Fake struct {
 	InfoGate chan struct{}
 	// Reading, when set, is closed as RestoreImport starts to read (once).
 	Reading chan struct{}
-	calls   []string
+	// Pods live here by name; a container's Pod field is its pod's ID.
+	Pods map[string]*podman.Pod
+	// PodSpecs are the specs CreatePod was given.
+	PodSpecs []podman.PodSpec
+	// Frozen is whether each container is frozen now (FreezeContainer).
+	Frozen map[string]bool
+	// Local makes the fake's service count as on this machine (ServicePID
+	// answers), as a pod's push needs.
+	Local bool
+	calls []string
 }
 
 // NewFake is a fake podman with one running container, name, of image
@@ -63,6 +72,8 @@ func NewFake(name, imageID string, archive []byte) *Fake {
 		Networks:   map[string]*podman.Network{},
 		Archive:    archive,
 		Fail:       map[string]error{},
+		Pods:       map[string]*podman.Pod{},
+		Frozen:     map[string]bool{},
 	}
 	f.InfoValue.Host.Arch = "amd64"
 	f.InfoValue.Version.Version = "4.3.1"
@@ -290,7 +301,10 @@ func (f *Fake) RestoreImport(_ context.Context, body io.Reader, o podman.Restore
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.RestoredConfig, f.RestoredAs = cfg, kind
-	ctr := &podman.Container{ID: fakeID(name), Name: name}
+	ctr := &podman.Container{ID: fakeID(name), Name: name, Pod: o.Pod}
+	if o.Pod != "" && f.findPod(o.Pod) == nil {
+		return "", &podman.Error{Op: "restoring", Status: 404, Err: podman.ErrNotFound}
+	}
 	ctr.State.Running, ctr.State.Status = err == nil, map[bool]string{true: "running", false: "created"}[err == nil]
 	f.Containers[name] = ctr
 	return ctr.ID, err
@@ -388,8 +402,14 @@ func removeFrom[V any](f *Fake, method string, m map[string]V, key string) error
 	return nil
 }
 
-// ServicePID implements podman.Host: the fake is never on this machine.
-func (f *Fake) ServicePID() (int, error) { return 0, podman.ErrRemote }
+// ServicePID implements podman.Host: the fake is on this machine only
+// when Local, as PID 1.
+func (f *Fake) ServicePID() (int, error) {
+	if f.Local {
+		return 1, nil
+	}
+	return 0, podman.ErrRemote
+}
 
 // EndStuckCRIU implements podman.Host.
 func (f *Fake) EndStuckCRIU(string, string) ([]int, error) {
@@ -408,9 +428,146 @@ func (f *Fake) Address() string {
 	return "fake://podman"
 }
 
+// AddPod adds a running pod with an infra container and the named
+// running members, and returns the pod.
+func (f *Fake) AddPod(name string, members ...string) *podman.Pod {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	p := &podman.Pod{ID: fakeID("pod " + name), Name: name, State: "Running", SharedNamespaces: []string{"net", "uts", "ipc"}}
+	infra := &podman.Container{ID: fakeID(name + "-infra"), Name: name + "-infra", Pod: p.ID}
+	infra.State.Running, infra.State.Status = true, "running"
+	f.Containers[infra.Name], p.InfraContainerID = infra, infra.ID
+	for _, m := range members {
+		c := &podman.Container{ID: fakeID(m), Name: m, Pod: p.ID}
+		c.State.Running, c.State.Status, c.State.CgroupPath = true, "running", "/libpod_parent/"+p.ID+"/"+m
+		f.Containers[m] = c
+	}
+	f.Pods[name] = p
+	return p
+}
+
+func (f *Fake) findPod(nameOrID string) *podman.Pod {
+	if p, ok := f.Pods[nameOrID]; ok {
+		return p
+	}
+	for _, p := range f.Pods {
+		if p.ID == nameOrID {
+			return p
+		}
+	}
+	return nil
+}
+
+// InspectPod implements podman.PodSource: the pod with its containers.
+func (f *Fake) InspectPod(_ context.Context, nameOrID string) (*podman.Pod, error) {
+	if err := f.call("InspectPod"); err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	p := f.findPod(nameOrID)
+	if p == nil {
+		return nil, notFound("pod " + nameOrID)
+	}
+	cp := *p
+	cp.Containers = nil
+	for _, c := range f.Containers {
+		if c.Pod == p.ID {
+			cp.Containers = append(cp.Containers, struct {
+				ID    string `json:"Id"`
+				Name  string `json:"Name"`
+				State string `json:"State"`
+			}{c.ID, c.Name, c.State.Status})
+		}
+	}
+	return &cp, nil
+}
+
+// PodExists implements podman.PodSource and podman.PodTarget.
+func (f *Fake) PodExists(_ context.Context, nameOrID string) (bool, error) {
+	if err := f.call("PodExists"); err != nil {
+		return false, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.findPod(nameOrID) != nil, nil
+}
+
+// FreezeContainer implements podman.PodSource.
+func (f *Fake) FreezeContainer(_ context.Context, ctr *podman.Container, frozen bool) error {
+	if err := f.call("FreezeContainer"); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.Frozen[ctr.Name] = frozen
+	return nil
+}
+
+// CreatePod implements podman.PodTarget: a pod with its infra container,
+// not started.
+func (f *Fake) CreatePod(_ context.Context, spec podman.PodSpec) (string, error) {
+	if err := f.call("CreatePod"); err != nil {
+		return "", err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.findPod(spec.Name) != nil {
+		return "", &podman.Error{Op: "creating pod", Status: 409, Err: errors.New("pod exists")}
+	}
+	p := &podman.Pod{ID: fakeID("pod " + spec.Name), Name: spec.Name, State: "Created", SharedNamespaces: spec.SharedNamespaces}
+	infra := &podman.Container{ID: fakeID(spec.Name + "-infra"), Name: spec.Name + "-infra", Pod: p.ID}
+	f.Containers[infra.Name], p.InfraContainerID = infra, infra.ID
+	f.Pods[spec.Name] = p
+	f.PodSpecs = append(f.PodSpecs, spec)
+	return p.ID, nil
+}
+
+// StartPod implements podman.PodTarget.
+func (f *Fake) StartPod(_ context.Context, nameOrID string) error {
+	if err := f.call("StartPod"); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	p := f.findPod(nameOrID)
+	if p == nil {
+		return notFound("pod " + nameOrID)
+	}
+	p.State = "Running"
+	for _, c := range f.Containers {
+		if c.Pod == p.ID && c.ID == p.InfraContainerID {
+			c.State.Running, c.State.Status = true, "running"
+		}
+	}
+	return nil
+}
+
+// RemovePod implements podman.PodTarget: the pod and all its containers.
+func (f *Fake) RemovePod(_ context.Context, nameOrID string) error {
+	if err := f.call("RemovePod"); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	p := f.findPod(nameOrID)
+	if p == nil {
+		return notFound("pod " + nameOrID)
+	}
+	for n, c := range f.Containers {
+		if c.Pod == p.ID {
+			delete(f.Containers, n)
+		}
+	}
+	delete(f.Pods, p.Name)
+	return nil
+}
+
 var (
-	_ podman.Source = (*Fake)(nil)
-	_ podman.Target = (*Fake)(nil)
+	_ podman.Source    = (*Fake)(nil)
+	_ podman.Target    = (*Fake)(nil)
+	_ podman.PodSource = (*Fake)(nil)
+	_ podman.PodTarget = (*Fake)(nil)
 )
 
 // StandIn is a client of a fake libpod whose host is played by the test:

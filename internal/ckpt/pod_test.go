@@ -1,14 +1,19 @@
 package ckpt
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
 
+	"github.com/containers/image/v5/oci/layout"
+	"github.com/containers/image/v5/types"
 	"github.com/opencontainers/go-digest"
+	specs "github.com/opencontainers/image-spec/specs-go"
 	imgspecv1 "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/podman-migrate/podman-migrate/internal/ckpttest"
 	"github.com/podman-migrate/podman-migrate/internal/tarsafe"
 )
 
@@ -140,5 +145,70 @@ func TestPodOutside(t *testing.T) {
 	}
 	if o := pod.Outside([]string{pod.InfraID, "c0ffee"}); o != "c0ffee" {
 		t.Fatalf("Outside = %q, want c0ffee", o)
+	}
+}
+
+// TestReadMetadataOfAnIndex: an index is told apart from a checkpoint; a
+// list that is no pod's (a multi-architecture image) is no checkpoint.
+func TestReadMetadataOfAnIndex(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	img := ckpttest.WriteImage(t, dir, nil, nil)
+	src, err := img.NewImageSource(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _, err := src.GetManifest(ctx, nil)
+	src.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeIndex := func(tag string, ix []byte) types.ImageReference {
+		ref, err := layout.NewReference(dir, tag)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dest, err := ref.NewImageDestination(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer dest.Close()
+		if err := dest.PutManifest(ctx, ix, nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := dest.Commit(ctx, nil); err != nil {
+			t.Fatal(err)
+		}
+		return ref
+	}
+	desc := imgspecv1.Descriptor{MediaType: imgspecv1.MediaTypeImageManifest, Digest: digest.FromBytes(m), Size: int64(len(m)),
+		Platform: &imgspecv1.Platform{OS: "linux", Architecture: "arm64"}}
+	plain, _ := json.Marshal(imgspecv1.Index{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: imgspecv1.MediaTypeImageIndex, Manifests: []imgspecv1.Descriptor{desc}})
+	pod, _ := samplePod()
+	pod.Members = pod.Members[:1]
+	pod.Members[0].Digest = desc.Digest
+	podIx, err := PodIndex(pod, []imgspecv1.Descriptor{desc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for tag, wantPod := range map[string]bool{"plain": false, "pod": true} {
+		ix := plain
+		if wantPod {
+			ix = podIx
+		}
+		ref := writeIndex(tag, ix)
+		src, err := ref.NewImageSource(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = ReadMetadata(ctx, src, Limits{})
+		src.Close()
+		var ie *IndexError
+		if !errors.As(err, &ie) || !errors.Is(err, ErrNotCheckpoint) || IsPodIndex(ie.MediaType, ie.Manifest) != wantPod {
+			t.Fatalf("%s index: %v", tag, err)
+		}
+		if !wantPod && !strings.Contains(err.Error(), "list of images") {
+			t.Fatalf("a plain index's error %q does not say what it is", err)
+		}
 	}
 }

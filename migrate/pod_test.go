@@ -1,0 +1,350 @@
+package migrate
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	podman "github.com/podman-migrate/podman-migrate/bindings"
+	"github.com/podman-migrate/podman-migrate/bindings/podmantest"
+	"github.com/podman-migrate/podman-migrate/export"
+	restore "github.com/podman-migrate/podman-migrate/import"
+	"github.com/podman-migrate/podman-migrate/internal/ckpt"
+	"github.com/podman-migrate/podman-migrate/internal/ckpttest"
+	"github.com/podman-migrate/podman-migrate/internal/fault"
+	"github.com/podman-migrate/podman-migrate/internal/tarsafe"
+)
+
+var podMembers = []string{"web-a", "web-b"}
+
+// podSource is a fake podman, on this machine, running pod "web" of two
+// members whose checkpoints record the pod (edit changes config.dump
+// further).
+func podSource(t *testing.T, edit func(map[string]any)) *podmantest.Fake {
+	f := podmantest.NewFake("", baseID, nil)
+	f.Local = true
+	p := f.AddPod("web", podMembers...)
+	var entries []ckpttest.Entry
+	for _, e := range ckpttest.ArchiveWithoutVolumes(t) {
+		if e.Name == "config.dump" {
+			e.Body = ckpttest.EditJSON(t, e.Body, func(m map[string]any) {
+				m["pod"], m["netNsCtr"], m["ipcNsCtr"] = p.ID, p.InfraContainerID, p.InfraContainerID
+				if edit != nil {
+					edit(m)
+				}
+			})
+		}
+		entries = append(entries, e)
+	}
+	f.Archive = ckpttest.Tar(t, entries)
+	return f
+}
+
+func podPushOpts(t *testing.T) export.PushOptions {
+	o := pushOpts(t)
+	o.Container, o.Dest = "web", "oci:"+filepath.Join(t.TempDir(), "layout")+":web"
+	return o
+}
+
+// failNth makes phase name of op fail with err the nth time it runs.
+func failNth(t *testing.T, op, name string, n int, err error) {
+	t.Helper()
+	seen := 0
+	beforePhase = func(o, ph string) error {
+		if o == op && ph == name {
+			if seen++; seen == n {
+				return err
+			}
+		}
+		return nil
+	}
+	t.Cleanup(func() { beforePhase = nil })
+}
+
+// pushedPod pushes pod web from src and returns the index's reference.
+func pushedPod(t *testing.T, src *podmantest.Fake) string {
+	t.Helper()
+	o := podPushOpts(t)
+	if _, err := PushPod(context.Background(), src, o); err != nil {
+		t.Fatal(err)
+	}
+	return o.Dest
+}
+
+// pullPod pulls ref as the CLI does: a pull that finds a pod's index
+// pulls the pod.
+func pullPod(t *testing.T, dst *podmantest.Fake, o restore.PullOptions) (*PodPullResult, error) {
+	t.Helper()
+	_, err := Pull(context.Background(), dst, o)
+	var ix *ckpt.IndexError
+	if !errors.As(err, &ix) || !ckpt.IsPodIndex(ix.MediaType, ix.Manifest) {
+		t.Fatalf("pull of a pod's index: %v, want a pod's IndexError", err)
+	}
+	return PullPod(context.Background(), dst, o, ix)
+}
+
+func TestPodPushAndPullWithFakes(t *testing.T) {
+	src := podSource(t, nil)
+	src.Pods["web"].Hostname = "web-host"
+	o := podPushOpts(t)
+	res, err := PushPod(context.Background(), src, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Every member frozen before the first dump, all thawed after.
+	calls := src.Calls()
+	firstDump := slices.Index(calls, "Checkpoint")
+	if n := strings.Count(strings.Join(calls[:firstDump], " "), "FreezeContainer"); n != len(podMembers) {
+		t.Fatalf("%d freezes before the first checkpoint, want %d: %v", n, len(podMembers), calls)
+	}
+	for _, m := range podMembers {
+		if src.Frozen[m] || src.Running(m) {
+			t.Fatalf("member %s after the push: frozen %t, running %t", m, src.Frozen[m], src.Running(m))
+		}
+	}
+	if res.Pod != "web" || len(res.Members) != 2 || res.Members[0].Container != "web-a" || !strings.HasPrefix(res.Digest, "sha256:") {
+		t.Fatalf("push result %+v", res)
+	}
+
+	dst := target()
+	pulled, err := pullPod(t, dst, restore.PullOptions{Source: o.Dest, TmpDir: t.TempDir(), Publish: []string{"9090:8080"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod := dst.Pods["web"]
+	if pod == nil || pulled.ID != pod.ID || len(pulled.Members) != 2 || pulled.Digest != res.Digest {
+		t.Fatalf("pull result %+v, pods on the target %v", pulled, dst.Pods)
+	}
+	spec := dst.PodSpecs[0]
+	if spec.Hostname != "web-host" || !slices.Equal(spec.SharedNamespaces, []string{"ipc", "net", "uts"}) ||
+		len(spec.PortMappings) != 1 || spec.PortMappings[0] != (podman.PortMapping{HostPort: 9090, ContainerPort: 8080, Protocol: "tcp"}) {
+		t.Fatalf("pod spec %+v", spec)
+	}
+	for _, m := range podMembers {
+		ctr, err := dst.InspectContainer(context.Background(), m)
+		if err != nil || !ctr.State.Running || ctr.Pod != pod.ID {
+			t.Fatalf("member %s on the target: %+v, %v", m, ctr, err)
+		}
+	}
+}
+
+// TestPodPushFailsAtEachPhase: before the freeze the pod is untouched;
+// after it, every member runs again: thawed, or restored from its kept
+// checkpoint exactly once.
+func TestPodPushFailsAtEachPhase(t *testing.T) {
+	phases := phasesOf(t, "push pod", func() {
+		if _, err := PushPod(context.Background(), podSource(t, nil), podPushOpts(t)); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if !slices.Equal(phases, []string{"inspect", "preflight", "stage", "freeze", "checkpoint", "index", "upload"}) {
+		t.Fatalf("a pod's push phases are %v", phases)
+	}
+	restoredAfter := map[string]int{"index": 2, "upload": 2}
+	for _, name := range phases {
+		t.Run(name, func(t *testing.T) {
+			src := podSource(t, nil)
+			failAt(t, "push pod", name, fault.Wrap(fault.Registry, errInjected))
+			_, err := PushPod(context.Background(), src, podPushOpts(t))
+			checkPodPushFailed(t, src, err, restoredAfter[name])
+		})
+	}
+	// Within the checkpoint phase, member by member.
+	for _, tc := range []struct {
+		name     string
+		op, ph   string
+		nth      int
+		restored int
+	}{
+		{"first member's dump refused", "push member", "checkpoint", 1, 0},
+		{"second member's dump refused", "push member", "checkpoint", 2, 1},
+		{"second member's build fails", "push member", "build", 2, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := podSource(t, nil)
+			failNth(t, tc.op, tc.ph, tc.nth, fault.Wrap(fault.Registry, errInjected))
+			_, err := PushPod(context.Background(), src, podPushOpts(t))
+			checkPodPushFailed(t, src, err, tc.restored)
+		})
+	}
+}
+
+func checkPodPushFailed(t *testing.T, src *podmantest.Fake, err error, restored int) {
+	t.Helper()
+	if !errors.Is(err, errInjected) || fault.KindOf(err) != fault.Registry {
+		t.Fatalf("error %v (kind %s), want the injected registry failure", err, fault.KindOf(err))
+	}
+	if n := src.Count("RestoreKept"); n != restored {
+		t.Fatalf("restored %d members, want %d: %v", n, restored, err)
+	}
+	for _, m := range podMembers {
+		if src.Frozen[m] || !src.Running(m) {
+			t.Fatalf("member %s after a failed push: frozen %t, running %t: %v", m, src.Frozen[m], src.Running(m), err)
+		}
+	}
+	var perr *PodPushError
+	if froze := src.Count("FreezeContainer") > 0; froze != errors.As(err, &perr) {
+		t.Fatalf("froze %t, but the error %v is a PodPushError: %t", froze, err, !froze)
+	}
+	if perr != nil && !strings.Contains(err.Error(), `pod "web" runs again on this host`) {
+		t.Fatalf("error %q does not say the pod runs again", err)
+	}
+}
+
+func TestPodPushRefuses(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		setup func(*podmantest.Fake, *export.PushOptions)
+		kind  fault.Kind
+		want  string
+	}{
+		{"--leave-running", func(_ *podmantest.Fake, o *export.PushOptions) { o.LeaveRunning = true }, fault.Usage, "--leave-running"},
+		{"--include-base", func(_ *podmantest.Fake, o *export.PushOptions) { o.IncludeBase = true }, fault.Usage, "--include-base"},
+		{"a remote service", func(f *podmantest.Fake, _ *export.PushOptions) { f.Local = false }, fault.Usage, "needs the podman service on this machine"},
+		{"no member but infra", func(f *podmantest.Fake, _ *export.PushOptions) {
+			for _, m := range podMembers {
+				delete(f.Containers, m)
+			}
+		}, fault.Input, "no containers but its infra"},
+		{"a member not running", func(f *podmantest.Fake, _ *export.PushOptions) {
+			f.Containers["web-b"].State.Running, f.Containers["web-b"].State.Status = false, "exited"
+		}, fault.Input, `member "web-b"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := podSource(t, nil)
+			o := podPushOpts(t)
+			tc.setup(src, &o)
+			_, err := PushPod(context.Background(), src, o)
+			if err == nil || fault.KindOf(err) != tc.kind || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v (kind %s), want %s naming %q", err, fault.KindOf(err), tc.kind, tc.want)
+			}
+			if src.Count("FreezeContainer") != 0 || src.Count("Checkpoint") != 0 {
+				t.Fatalf("a refused push touched the pod: %v", src.Calls())
+			}
+		})
+	}
+}
+
+// TestPodPullFailsAtEachPhase: whatever fails, the target keeps no pod
+// and no container of the pull.
+func TestPodPullFailsAtEachPhase(t *testing.T) {
+	ref := pushedPod(t, podSource(t, nil))
+	opts := func() restore.PullOptions { return restore.PullOptions{Source: ref, TmpDir: t.TempDir()} }
+	phases := phasesOf(t, "pull pod", func() {
+		if _, err := pullPod(t, target(), opts()); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if !slices.Equal(phases, []string{"plan", "check", "pod", "restore"}) {
+		t.Fatalf("a pod's pull phases are %v", phases)
+	}
+	check := func(t *testing.T, dst *podmantest.Fake, err error) {
+		t.Helper()
+		if !errors.Is(err, errInjected) {
+			t.Fatalf("error %v, want the injected failure", err)
+		}
+		if len(dst.Pods) != 0 || len(dst.Containers) != 0 {
+			t.Fatalf("a failed pull left pods %v and containers %v", dst.Pods, dst.Containers)
+		}
+	}
+	for _, name := range phases {
+		t.Run(name, func(t *testing.T) {
+			dst := target()
+			failAt(t, "pull pod", name, errInjected)
+			_, err := pullPod(t, dst, opts())
+			check(t, dst, err)
+		})
+	}
+	t.Run("second member's restore fails", func(t *testing.T) {
+		dst := target()
+		failNth(t, "pull member", "restore", 2, errInjected)
+		_, err := pullPod(t, dst, opts())
+		check(t, dst, err)
+		if !strings.Contains(err.Error(), `member "web-b"`) || !strings.Contains(err.Error(), "was removed again") {
+			t.Fatalf("error %q names neither the member nor the pod's removal", err)
+		}
+	})
+	t.Run("the pod does not start", func(t *testing.T) {
+		dst := target()
+		dst.Fail["StartPod"] = errInjected
+		_, err := pullPod(t, dst, opts())
+		check(t, dst, err)
+	})
+}
+
+func TestPodPullRefuses(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		edit  func(map[string]any) // the members' config.dump
+		setup func(*podmantest.Fake, *restore.PullOptions)
+		is    error
+	}{
+		{"pod name taken", nil, func(f *podmantest.Fake, _ *restore.PullOptions) { f.AddPod("web") }, restore.ErrBlocked},
+		{"member name taken", nil, func(f *podmantest.Fake, _ *restore.PullOptions) {
+			f.Containers["web-b"] = &podman.Container{ID: "x", Name: "web-b"}
+		}, restore.ErrBlocked},
+		{"--pod", nil, func(_ *podmantest.Fake, o *restore.PullOptions) { o.Pod = "other" }, nil},
+		{"a member joins a container outside the pod", func(m map[string]any) { m["pidNsCtr"] = strings.Repeat("e", 64) }, nil, tarsafe.ErrUnsafe},
+		{"a member of another pod", func(m map[string]any) { m["pod"] = strings.Repeat("f", 64) }, nil, tarsafe.ErrUnsafe},
+		{"a bad --publish", nil, func(_ *podmantest.Fake, o *restore.PullOptions) { o.Publish = []string{"80-90:80"} }, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ref := pushedPod(t, podSource(t, tc.edit))
+			dst := target()
+			o := restore.PullOptions{Source: ref, TmpDir: t.TempDir()}
+			if tc.setup != nil {
+				tc.setup(dst, &o)
+			}
+			before := len(dst.Containers)
+			pods := len(dst.Pods)
+			_, err := pullPod(t, dst, o)
+			if err == nil || (tc.is != nil && !errors.Is(err, tc.is)) {
+				t.Fatalf("error %v, want %v", err, tc.is)
+			}
+			if dst.Count("CreatePod") != 0 || dst.Count("RestoreImport") != 0 || len(dst.Containers) != before || len(dst.Pods) != pods {
+				t.Fatalf("a refused pull made something: %v", dst.Calls())
+			}
+		})
+	}
+}
+
+func TestParsePublish(t *testing.T) {
+	for in, want := range map[string]ckpt.PodPort{
+		"8080":                {ContainerPort: 8080, Protocol: "tcp"},
+		"9090:8080":           {HostPort: 9090, ContainerPort: 8080, Protocol: "tcp"},
+		"127.0.0.1:9090:8080": {HostIP: "127.0.0.1", HostPort: 9090, ContainerPort: 8080, Protocol: "tcp"},
+		"127.0.0.1::53/udp":   {HostIP: "127.0.0.1", ContainerPort: 53, Protocol: "udp"},
+		"[::1]:9090:8080":     {HostIP: "::1", HostPort: 9090, ContainerPort: 8080, Protocol: "tcp"},
+	} {
+		got, err := parsePublish(in)
+		if err != nil || got != want {
+			t.Errorf("parsePublish(%q) = %+v, %v; want %+v", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "0", "x:80", "80:x", "70000:80", "80/icmp", "80-90:80", "nohost:80:80"} {
+		if _, err := parsePublish(in); err == nil {
+			t.Errorf("parsePublish(%q) accepted", in)
+		}
+	}
+}
+
+func TestPodSpec(t *testing.T) {
+	rec := &ckpt.Pod{Name: "web", Shared: []string{"ipc", "net"}, Networks: []string{"appnet"},
+		Ports: []ckpt.PodPort{{HostPort: 80, ContainerPort: 8080, Protocol: "tcp"}}, CgroupParent: "/libpod_parent",
+		MemoryLimit: 64 << 20, CPUSetCPUs: "0"}
+	spec, err := podSpec(rec, restore.PullOptions{Name: "web2", NetworkMap: []string{"appnet=prodnet"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if spec.Name != "web2" || spec.CgroupParent != "" || spec.Networks["prodnet"] == nil || len(spec.Networks) != 1 ||
+		spec.NetNS.NSMode != "bridge" || spec.PortMappings[0].HostPort != 80 || spec.ResourceLimits["memory"] == nil {
+		t.Fatalf("spec %+v", spec)
+	}
+	rec.HostNetwork = true
+	if spec, _ = podSpec(rec, restore.PullOptions{}); spec.NetNS.NSMode != "host" || spec.Networks != nil {
+		t.Fatalf("a host-network pod's spec %+v", spec)
+	}
+}
