@@ -17,6 +17,7 @@ import (
 	"github.com/containers/image/v5/docker/reference"
 	ociarchive "github.com/containers/image/v5/oci/archive"
 	"github.com/containers/image/v5/types"
+	"github.com/opencontainers/go-digest"
 
 	podman "github.com/podman-migrate/podman-migrate/bindings"
 	"github.com/podman-migrate/podman-migrate/internal/ckpt"
@@ -536,4 +537,32 @@ func Inspect(ctx context.Context, source string, o transfer.Options, lim ckpt.Li
 		return nil, err
 	}
 	return ckpt.Describe(meta), nil
+}
+
+// InspectPod describes the pod whose index ix Inspect found at source:
+// its record, and every member's checkpoint, each read (and verified) as
+// Inspect reads one.
+func InspectPod(ctx context.Context, source string, ix *ckpt.IndexError, o transfer.Options, lim ckpt.Limits) (*ckpt.PodDescription, error) {
+	ref, err := transfer.ParseReference(source)
+	if err != nil {
+		return nil, err
+	}
+	pod, err := ckpt.ReadPodIndex(ix.Manifest)
+	if err != nil {
+		return nil, err
+	}
+	d := &ckpt.PodDescription{Format: "podman-migrate pod", Digest: digest.FromBytes(ix.Manifest).String(), Pod: pod}
+	for _, m := range pod.Members {
+		inst, err := transfer.Instance(ref, m.Digest)
+		if err != nil {
+			return nil, err
+		}
+		meta, st, err := ReadMetadata(ctx, inst, o, lim, "")
+		st.Remove()
+		if err != nil {
+			return nil, fmt.Errorf("member %q: %w", m.Name, err)
+		}
+		d.Members = append(d.Members, ckpt.Describe(meta))
+	}
+	return d, nil
 }

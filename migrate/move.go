@@ -44,6 +44,9 @@ type MoveResult struct {
 	Downtime float64             `json:"downtime,omitempty"`
 	Pushed   *export.PushResult  `json:"push,omitempty"`
 	Pulled   *restore.PullResult `json:"pull,omitempty"`
+	// A pod's move: Container and Name are the pod's, ID the new pod's.
+	PodPushed *PodPushResult `json:"podPush,omitempty"`
+	PodPulled *PodPullResult `json:"podPull,omitempty"`
 	Err      error               `json:"-"`
 	Error    string              `json:"error,omitempty"`
 	Took     time.Duration       `json:"-"`
@@ -59,9 +62,16 @@ type MoveError struct {
 	Err       error
 	Resumed   bool
 	ResumeErr error
+	Pod       bool // Container names a pod, resumed member by member
 }
 
 func (e *MoveError) Error() string {
+	if e.Pod {
+		if e.Resumed {
+			return fmt.Sprintf("%v; pod %q: every member was restored from its checkpoint and runs again on the source host", e.Err, e.Container)
+		}
+		return fmt.Sprintf("%v; restoring pod %q's members on the source host also failed (%v): run `podman container restore --keep` on each member still exited there", e.Err, e.Container, e.ResumeErr)
+	}
 	if e.Resumed {
 		return fmt.Sprintf("%v; container %q was restored from its checkpoint and is running again on the source host", e.Err, e.Container)
 	}
@@ -146,10 +156,15 @@ func moveOnce(ctx context.Context, from podman.Source, to podman.Target, ctr str
 	m.push = o.Push
 	m.push.Container, m.push.LeaveRunning, m.push.Log = ctr, false, m.log
 	m.push.Transfer.Report = nil
-	var err error
-	if o.Via == "" {
+	pod, err := isPodMove(ctx, from, to, ctr)
+	switch {
+	case err != nil:
+		err = fault.OnSide(fault.Source, err)
+	case pod:
+		err = m.movePod(ctx, from.(podman.PodSource), to.(podman.PodTarget))
+	case o.Via == "":
 		err = m.direct(ctx)
-	} else {
+	default:
 		m.push.Dest = o.Via + ":" + ctr
 		err = runOp(ctx, "move", []phase{
 			{"push", m.pushPhase},

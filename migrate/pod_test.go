@@ -3,10 +3,15 @@ package migrate
 import (
 	"context"
 	"errors"
+	"io"
+	"log"
+	"net/http/httptest"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/google/go-containerregistry/pkg/registry"
 
 	podman "github.com/podman-migrate/podman-migrate/bindings"
 	"github.com/podman-migrate/podman-migrate/bindings/podmantest"
@@ -16,6 +21,7 @@ import (
 	"github.com/podman-migrate/podman-migrate/internal/ckpttest"
 	"github.com/podman-migrate/podman-migrate/internal/fault"
 	"github.com/podman-migrate/podman-migrate/internal/tarsafe"
+	"github.com/podman-migrate/podman-migrate/internal/transfer"
 )
 
 var podMembers = []string{"web-a", "web-b"}
@@ -107,6 +113,18 @@ func TestPodPushAndPullWithFakes(t *testing.T) {
 	}
 	if res.Pod != "web" || len(res.Members) != 2 || res.Members[0].Container != "web-a" || !strings.HasPrefix(res.Digest, "sha256:") {
 		t.Fatalf("push result %+v", res)
+	}
+
+	// inspect shows the pod and each member.
+	_, err = restore.Inspect(context.Background(), o.Dest, transfer.Options{}, ckpt.Limits{})
+	var ix *ckpt.IndexError
+	if !errors.As(err, &ix) {
+		t.Fatalf("inspect of a pod's index: %v", err)
+	}
+	desc, err := restore.InspectPod(context.Background(), o.Dest, ix, transfer.Options{}, ckpt.Limits{})
+	if err != nil || desc.Pod.Name != "web" || desc.Pod.Hostname != "web-host" || len(desc.Members) != 2 ||
+		desc.Members[1].Digest != res.Members[1].Digest || desc.Digest != res.Digest {
+		t.Fatalf("inspect of the pod: %+v, %v", desc, err)
 	}
 
 	dst := target()
@@ -346,5 +364,61 @@ func TestPodSpec(t *testing.T) {
 	rec.HostNetwork = true
 	if spec, _ = podSpec(rec, restore.PullOptions{}); spec.NetNS.NSMode != "host" || spec.Networks != nil {
 		t.Fatalf("a host-network pod's spec %+v", spec)
+	}
+}
+
+// TestMovePod: move takes a pod's name, with or without a registry; a
+// pod the target cannot make runs again on the source, every member
+// restored from its kept checkpoint.
+func TestMovePod(t *testing.T) {
+	reg := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	defer reg.Close()
+	for _, tc := range []struct {
+		name  string
+		via   string
+		fail  string // a method of the target's podman that fails
+		moved bool
+	}{
+		{"direct", "", "", true},
+		{"through a registry", strings.TrimPrefix(reg.URL, "http://") + "/pods", "", true},
+		{"the target's pod does not start", "", "StartPod", false},
+		{"a member's restore fails", "", "RestoreImport", false},
+		{"a member's restore fails, through a registry", strings.TrimPrefix(reg.URL, "http://") + "/pods", "RestoreImport", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src, dst := podSource(t, nil), target()
+			if tc.fail != "" {
+				dst.Fail[tc.fail] = errInjected
+			}
+			o := MoveOptions{Containers: []string{"web"}, Via: tc.via, Push: podPushOpts(t), Pull: restore.PullOptions{TmpDir: t.TempDir()}}
+			plain := transfer.Options{TLSVerify: transfer.TLSVerify(true, false), Retries: -1}
+			o.Push.Dest, o.Push.Transfer, o.Pull.Transfer = "", plain, plain
+			var got []MoveResult
+			err := Move(context.Background(), src, dst, o, func(r MoveResult) { got = append(got, r) })
+			if tc.moved {
+				if err != nil || len(got) != 1 || got[0].PodPulled == nil || got[0].ID != dst.Pods["web"].ID || got[0].Downtime <= 0 ||
+					(tc.via != "") != strings.HasPrefix(got[0].Digest, "sha256:") {
+					t.Fatalf("move: %v, %+v", err, got)
+				}
+				for _, m := range podMembers {
+					if !dst.Running(m) || src.Running(m) {
+						t.Fatalf("member %s: on the target %t, on the source %t", m, dst.Running(m), src.Running(m))
+					}
+				}
+				return
+			}
+			var me *MoveError
+			if !errors.As(err, &me) || !me.Pod || !me.Resumed || fault.SideOf(err) != fault.Target {
+				t.Fatalf("error %v, want the target's, the pod resumed", err)
+			}
+			if len(dst.Pods) != 0 || len(dst.Containers) != 0 || src.Count("RestoreKept") != 2 {
+				t.Fatalf("target keeps %v %v; source restored %d members", dst.Pods, dst.Containers, src.Count("RestoreKept"))
+			}
+			for _, m := range podMembers {
+				if !src.Running(m) {
+					t.Fatalf("member %s does not run on the source again", m)
+				}
+			}
+		})
 	}
 }

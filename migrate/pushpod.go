@@ -41,6 +41,9 @@ type PodPushResult struct {
 	// Seconds: freeze (the first freeze to the last member built: the
 	// members' downtime on this host), upload, total.
 	Seconds map[string]float64 `json:"seconds"`
+	// FrozeAt is when the first member was frozen: the pod's downtime
+	// begins.
+	FrozeAt time.Time `json:"-"`
 }
 
 // PodPushError is a failure after a member was frozen. It says what
@@ -221,6 +224,7 @@ func (pp *podPushing) removeStaging() {
 // freeze stops every member before the first is dumped.
 func (pp *podPushing) freeze(ctx context.Context) error {
 	fmt.Fprintf(pp.log, "Freezing the %d members of pod %s\n", len(pp.members), pp.pod.Name)
+	pp.res.FrozeAt = time.Now()
 	for _, m := range pp.members {
 		ctr := m.src.Container
 		pp.frozen = append(pp.frozen, ctr)
@@ -233,7 +237,6 @@ func (pp *podPushing) freeze(ctx context.Context) error {
 
 // checkpoint dumps and builds each member in turn; the frozen ones wait.
 func (pp *podPushing) checkpoint(ctx context.Context) error {
-	start := time.Now()
 	for _, m := range pp.members {
 		for _, ph := range []phase{{"checkpoint", m.checkpoint}, {"build", m.build}} {
 			if err := runPhases(ctx, "push member", []phase{ph}); err != nil {
@@ -242,7 +245,7 @@ func (pp *podPushing) checkpoint(ctx context.Context) error {
 		}
 		m.res.Container, m.res.ID = m.src.Container.Name, m.src.Container.ID
 	}
-	pp.res.Seconds["freeze"] = since(start)
+	pp.res.Seconds["freeze"] = since(pp.res.FrozeAt)
 	return pp.thaw(ctx)
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -25,13 +26,15 @@ func newInspectCmd(g *globalOptions) *cobra.Command {
 	o := &inspectOptions{global: g}
 	cmd := &cobra.Command{
 		Use:   "inspect [flags] SOURCE",
-		Short: "Show what a checkpoint image holds, without restoring it",
+		Short: "Show what a checkpoint image (or a pod's index) holds, without restoring it",
 		Long: `Show what the checkpoint image SOURCE holds: the container's name and
 command, its base image, the source host's kernel, architecture, podman,
 runtime and cgroups, each layer with its role and size, bind mounts, named
 volumes, networks with their addresses, published ports, and the CRIU
 options it was taken with. Works on podman-migrate's images and on those of
-'podman container checkpoint --create-image'.
+'podman container checkpoint --create-image'. A pod's index (push POD)
+shows the pod's record (shared namespaces, ports, networks, labels), then
+each member as a container.
 
 Only the manifest, the image config and the metadata layer are fetched
 (the whole layer for podman's single-layer images; the whole image, into
@@ -54,7 +57,7 @@ document described in the README; a --format template runs on it, e.g.
 }
 
 func (o *inspectOptions) run(ctx context.Context, args []string, stdout io.Writer) error {
-	if err := o.out.check(&ckpt.Description{}); err != nil {
+	if err := o.out.check(nil); err != nil {
 		return err
 	}
 	lim, err := o.limits.limits()
@@ -68,8 +71,25 @@ func (o *inspectOptions) run(ctx context.Context, args []string, stdout io.Write
 	o.registry.fill(&tr)
 	o.trust.fill(&tr)
 	d, err := restore.Inspect(ctx, args[0], tr, lim)
+	if ix := podIndex(err); ix != nil {
+		if err := o.out.check(&ckpt.PodDescription{}); err != nil {
+			return err
+		}
+		pd, err := restore.InspectPod(ctx, args[0], ix, tr, lim)
+		if err != nil {
+			return fmt.Errorf("inspecting pod %q: %w", args[0], err)
+		}
+		if !o.out.text() {
+			return o.out.write(stdout, pd)
+		}
+		printPodDescription(stdout, pd)
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("inspecting %q: %w", args[0], err)
+	}
+	if err := o.out.check(&ckpt.Description{}); err != nil {
+		return err
 	}
 	if !o.out.text() {
 		return o.out.write(stdout, d)
@@ -131,6 +151,34 @@ func printDescription(w io.Writer, d *ckpt.Description) {
 		fmt.Fprintf(w, "Options:     tcp-established=%t file-locks=%t leave-running=%t\n", d.Options.TCPEstablished, d.Options.FileLocks, d.Options.LeaveRunning)
 	} else {
 		fmt.Fprintf(w, "Options:     not recorded (%s's image)\n", d.Format)
+	}
+}
+
+func printPodDescription(w io.Writer, d *ckpt.PodDescription) {
+	p := d.Pod
+	fmt.Fprintf(w, "Format:      %s index\n", d.Format)
+	fmt.Fprintf(w, "Digest:      %s\n", d.Digest)
+	fmt.Fprintf(w, "Pod:         %s (%s), hostname %s\n", p.Name, ckpt.ShortID(p.ID), orDash(p.Hostname))
+	fmt.Fprintf(w, "Shares:      %s\n", orDash(strings.Join(p.Shared, ", ")))
+	if p.HostNetwork {
+		fmt.Fprintln(w, "Network:     host")
+	} else if len(p.Networks) > 0 {
+		fmt.Fprintf(w, "Networks:    %s\n", strings.Join(p.Networks, ", "))
+	}
+	for _, pp := range p.Ports {
+		fmt.Fprintf(w, "Port:        %s:%d -> %d/%s\n", pp.HostIP, pp.HostPort, pp.ContainerPort, pp.Protocol)
+	}
+	keys := make([]string, 0, len(p.Labels))
+	for k := range p.Labels {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		fmt.Fprintf(w, "Label:       %s=%s\n", k, p.Labels[k])
+	}
+	for i, m := range d.Members {
+		fmt.Fprintf(w, "\nMember %d:    %s\n", i, p.Members[i].Name)
+		printDescription(w, m)
 	}
 }
 

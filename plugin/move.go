@@ -45,7 +45,7 @@ type moveReport struct {
 func newMoveCmd(g *globalOptions) *cobra.Command {
 	o := &moveOptions{global: g}
 	cmd := &cobra.Command{
-		Use:   "move [flags] CONTAINER... --to URI|CONNECTION",
+		Use:   "move [flags] CONTAINER|POD... --to URI|CONNECTION",
 		Short: "Move running containers from one podman to another in one command",
 		Long: `Move each CONTAINER from the podman at --from (default: --url or
 --connection) to the podman at --to: checkpoint, verify, relocate and
@@ -68,6 +68,13 @@ podman rm discards it. One summary line per container goes to stdout;
 the exit code is 0 only when every container moved. --format json prints
 one document, {"containers": [...]}, at the end; a --format template runs
 on each container's result as it ends: --format '{{.Container}} {{.ID}}'.
+
+A name that is a pod's on the source (and no container's) moves the pod
+whole, as push POD and pull of its index do: every member frozen before
+the first is dumped, the pod made anew on the target and every member
+restored into it; if that fails, the pod is removed from the target and
+every member restored on the source. Without --via, a pod's index is
+staged in --tmpdir on this machine (its members are not streamed yet).
 
 --from and --to take a URI (unix://, ssh://, tcp://) or the name of a
 podman system connection.`,

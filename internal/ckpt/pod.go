@@ -220,3 +220,12 @@ func (p *Pod) Outside(deps []string) string {
 	}
 	return ""
 }
+
+// PodDescription is what inspect shows of a pod's index: the record, and
+// each member's checkpoint as a container's.
+type PodDescription struct {
+	Format  string         `json:"format"` // "podman-migrate pod"
+	Digest  string         `json:"digest"` // the index's
+	Pod     *Pod           `json:"pod"`
+	Members []*Description `json:"members"`
+}

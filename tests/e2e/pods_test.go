@@ -257,6 +257,17 @@ func TestPodPushPull(t *testing.T) {
 		t.Fatalf("skopeo inspect --raw: exit %d: %s%s", raw.code, raw.stdout, raw.stderr)
 	}
 
+	// inspect shows the pod, and each member as a container.
+	r = migrate(t, "inspect", "--tls-verify=false", "--format", "json", ref)
+	var desc struct {
+		Format  string
+		Pod     struct{ Name string }
+		Members []struct{ Container struct{ Name string } }
+	}
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &desc) != nil || desc.Pod.Name != pod || len(desc.Members) != 2 || desc.Members[1].Container.Name != pod+"-srv" {
+		t.Fatalf("inspect of the pod's index: exit %d: %s", r.code, r.stdout)
+	}
+
 	r = migrate(t, "--url", hosts.HostBURL, "pull", "--tls-verify=false", "--publish", fmt.Sprintf("%d:8080", portB), ref+"@"+pushed.Digest)
 	t.Cleanup(func() { podmanTry(t, hosts.HostBURL, "pod", "rm", "-f", "-t", "0", pod) })
 	if r.code != 0 {
@@ -359,4 +370,62 @@ func damageMember(t *testing.T, dir string, i int) {
 	if _, err := f.WriteAt([]byte("damaged!"), big.Size/2); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestPodMove moves a talking pod from A to B directly; then a pod one of
+// whose members cannot be restored on B (a file it holds open is missing
+// where --mount-map relocates its bind mount): the move fails, B keeps
+// nothing, and both members run on A again, continuing.
+func TestPodMove(t *testing.T) {
+	t.Run("direct", func(t *testing.T) {
+		const pod = "e2e-pod-mv"
+		portB := freePort(t)
+		srv, cli := startTalkingPod(t, hosts.HostAURL, pod, freePort(t))
+		t.Cleanup(func() { podmanTry(t, hosts.HostBURL, "pod", "rm", "-f", "-t", "0", pod) })
+		r := moveCmd(t, nil, "--from", hosts.HostAURL, "--to", hosts.HostBURL, "--tcp-established", "--publish", fmt.Sprintf("%d:8080", portB), pod)
+		if r.code != 0 || !strings.HasPrefix(r.stdout, pod+"\tmoved\t"+pod+"\t") {
+			t.Fatalf("move: exit %d: %s%s", r.code, r.stdout, r.stderr)
+		}
+		checkContinued(t, hosts.HostBURL, pod+"-srv", srv)
+		checkContinued(t, hosts.HostBURL, pod+"-cli", cli.status)
+		waitStatus(t, hosts.HostBURL, pod+"-cli", func(status) bool {
+			now := readPeerStatus(t, hosts.HostBURL, pod+"-cli")
+			return now.PeerReads > cli.PeerReads+2 && now.PeerBoot == srv.Boot
+		})
+		if served, err := getStatus(t, portB); err != nil || served.Boot != srv.Boot {
+			t.Fatalf("B's port %d: %+v, %v", portB, served, err)
+		}
+	})
+
+	t.Run("a member fails on the target", func(t *testing.T) {
+		const pod = "e2e-pod-mvfail"
+		dirA, dirB := t.TempDir(), t.TempDir()
+		if err := os.WriteFile(filepath.Join(dirA, "held"), []byte("held open\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		podman(t, hosts.HostAURL, "pod", "create", "--name", pod)
+		t.Cleanup(func() { podmanTry(t, hosts.HostAURL, "pod", "rm", "-f", "-t", "0", pod) })
+		before := map[string]status{}
+		for _, m := range []struct{ name, cmd string }{
+			{pod + "-a", "exec /bin/workload -mem 8 -sum-every 5"},
+			{pod + "-b", "exec 3</data/held; exec /bin/workload -mem 8 -sum-every 5"},
+		} {
+			podman(t, hosts.HostAURL, "run", "-d", "--name", m.name, "--pod", pod, "-v", dirA+":/data", hosts.TestImage, "sh", "-c", m.cmd)
+			t.Cleanup(func() { podmanTry(t, hosts.HostAURL, "rm", "-f", "-t", "0", m.name) })
+			before[m.name] = waitStatus(t, hosts.HostAURL, m.name, func(s status) bool { return s.Counter >= 5 })
+		}
+		unchanged := unchangedOnB(t)
+		r := moveCmd(t, nil, "--from", hosts.HostAURL, "--to", hosts.HostBURL, "--mount-map", dirA+"="+dirB, pod)
+		if r.code == 0 || !strings.HasPrefix(r.stdout, pod+"\tfailed\t") || !strings.Contains(r.stderr, `member "`+pod+`-b"`) ||
+			!strings.Contains(r.stderr, "Can't open file data/held") || !strings.Contains(r.stderr, "runs again on the source host") {
+			t.Fatalf("move of a pod whose member cannot restore: exit %d: %s", r.code, r.stderr)
+		}
+		unchanged()
+		if podmanTry(t, hosts.HostBURL, "pod", "exists", pod).code == 0 {
+			t.Fatalf("pod %s left on B", pod)
+		}
+		for name, st := range before {
+			checkContinued(t, hosts.HostAURL, name, st)
+		}
+	})
 }
