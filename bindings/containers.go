@@ -24,6 +24,7 @@ type Container struct {
 		Status     string `json:"Status"`
 		Running    bool   `json:"Running"`
 		CgroupPath string `json:"CgroupPath"`
+		Pid        int    `json:"Pid"`
 	} `json:"State"`
 	Mounts []struct {
 		Type        string `json:"Type"`

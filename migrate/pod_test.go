@@ -6,6 +6,7 @@ import (
 	"io"
 	"log"
 	"net/http/httptest"
+	"net/netip"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -123,7 +124,7 @@ func TestPodPushAndPullWithFakes(t *testing.T) {
 	}
 	desc, err := restore.InspectPod(context.Background(), o.Dest, ix, transfer.Options{}, ckpt.Limits{})
 	if err != nil || desc.Pod.Name != "web" || desc.Pod.Hostname != "web-host" || len(desc.Members) != 2 ||
-		desc.Members[1].Digest != res.Members[1].Digest || desc.Digest != res.Digest {
+		desc.Members[1].Digest != res.Members[1].Digest || desc.Digest != res.Digest || !desc.Members[0].Options.TCPEstablished {
 		t.Fatalf("inspect of the pod: %+v, %v", desc, err)
 	}
 
@@ -158,7 +159,7 @@ func TestPodPushFailsAtEachPhase(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
-	if !slices.Equal(phases, []string{"inspect", "preflight", "stage", "freeze", "checkpoint", "index", "upload"}) {
+	if !slices.Equal(phases, []string{"inspect", "preflight", "stage", "freeze", "connections", "checkpoint", "index", "upload"}) {
 		t.Fatalf("a pod's push phases are %v", phases)
 	}
 	restoredAfter := map[string]int{"index": 2, "upload": 2}
@@ -209,6 +210,31 @@ func checkPodPushFailed(t *testing.T, src *podmantest.Fake, err error, restored 
 	}
 	if perr != nil && !strings.Contains(err.Error(), `pod "web" runs again on this host`) {
 		t.Fatalf("error %q does not say the pod runs again", err)
+	}
+}
+
+// TestPodPushConnections: connections over the pod's loopback move with
+// it; one to a peer outside refuses the push, naming it, and the pod runs
+// on, thawed and never dumped.
+func TestPodPushConnections(t *testing.T) {
+	conn := func(local, remote string) podman.TCPConn {
+		return podman.TCPConn{Local: netip.MustParseAddrPort(local), Remote: netip.MustParseAddrPort(remote)}
+	}
+	src := podSource(t, nil)
+	src.Conns = map[string][]podman.TCPConn{"web-a": {conn("127.0.0.1:8080", "127.0.0.1:40000"), conn("[::1]:8080", "[::1]:40001")}}
+	if _, err := PushPod(context.Background(), src, podPushOpts(t)); err != nil {
+		t.Fatalf("loopback connections: %v", err)
+	}
+	src = podSource(t, nil)
+	src.Conns = map[string][]podman.TCPConn{"web-b": {conn("127.0.0.1:8080", "127.0.0.1:40000"), conn("10.88.0.5:8080", "10.88.0.1:41922")}}
+	_, err := PushPod(context.Background(), src, podPushOpts(t))
+	if !errors.Is(err, ErrOutsideConnection) || fault.KindOf(err) != fault.Input || !strings.Contains(err.Error(), `member "web-b" holds 10.88.0.5:8080 <-> 10.88.0.1:41922`) {
+		t.Fatalf("an outside connection: %v", err)
+	}
+	for _, m := range podMembers {
+		if src.Frozen[m] || !src.Running(m) || src.Count("Checkpoint") != 0 {
+			t.Fatalf("member %s after the refusal: frozen %t, running %t, %d checkpoints", m, src.Frozen[m], src.Running(m), src.Count("Checkpoint"))
+		}
 	}
 }
 

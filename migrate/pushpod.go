@@ -115,11 +115,16 @@ func PushPod(ctx context.Context, c podman.PodSource, o export.PushOptions) (*Po
 	pp := &podPushing{c: c, o: o, log: logOrDiscard(o.Log), began: time.Now(),
 		res: &PodPushResult{Seconds: map[string]float64{}}}
 	defer pp.removeStaging()
+	// Members talk over the pod's loopback: both ends of such a
+	// connection move together, so they are dumped and restored.
+	o.TCPEstablished = true
+	pp.o = o
 	err := runOp(ctx, "push pod", []phase{
 		{"inspect", pp.inspect},
 		{"preflight", pp.preflight},
 		{"stage", pp.stage},
 		{"freeze", pp.freeze},
+		{"connections", pp.connections},
 		{"checkpoint", pp.checkpoint},
 		{"index", pp.index},
 		{"upload", pp.upload},
@@ -230,6 +235,50 @@ func (pp *podPushing) freeze(ctx context.Context) error {
 		pp.frozen = append(pp.frozen, ctr)
 		if err := pp.c.FreezeContainer(ctx, ctr, true); err != nil {
 			return fmt.Errorf("freezing member %q: %w", ctr.Name, err)
+		}
+	}
+	return nil
+}
+
+// ErrOutsideConnection is wrapped when a pod's member holds a TCP
+// connection to a peer outside the pod, which cannot move with it.
+var ErrOutsideConnection = fault.New(fault.Input, "a TCP connection to a peer outside the pod")
+
+// connections refuses, with every member frozen (no connection comes or
+// goes), a pod holding a TCP connection that is not over its loopback:
+// its address is the pod's on this host, which the target's pod does not
+// have, so CRIU could not restore it there (measured: "Can't bind inet
+// socket back: Cannot assign requested address").
+func (pp *podPushing) connections(context.Context) error {
+	type netns struct {
+		members []string
+		conns   []podman.TCPConn
+	}
+	var order []string
+	byNS := map[string]*netns{}
+	for _, m := range pp.members {
+		ctr := m.src.Container
+		conns, ns, err := pp.c.TCPConnections(ctr)
+		if err != nil {
+			return fmt.Errorf("reading member %q's TCP connections: %w", ctr.Name, err)
+		}
+		if byNS[ns] == nil {
+			byNS[ns] = &netns{conns: conns}
+			order = append(order, ns)
+		}
+		byNS[ns].members = append(byNS[ns].members, ctr.Name)
+	}
+	for _, ns := range order {
+		n := byNS[ns]
+		holder := fmt.Sprintf("member %q", n.members[0])
+		if len(n.members) > 1 {
+			holder = fmt.Sprintf("the network namespace of members %s", strings.Join(n.members, ", "))
+		}
+		for _, c := range n.conns {
+			if !c.Loopback() {
+				return fault.Hinted(fmt.Errorf("%w: %s holds %s", ErrOutsideConnection, holder, c),
+					"close it (stop the client, or wait for it to end) and push again; podman 4 cannot restore with outside connections closed")
+			}
 		}
 	}
 	return nil

@@ -674,6 +674,22 @@ kill_orphan_conmons() {
 	kill -KILL "${pids[@]}" 2>/dev/null || true
 }
 
+# prune_cgroup_copies: on this machine's hybrid cgroup hierarchy, CRIU
+# dumps every cgroup below a task's cgroup in the unified (v2) hierarchy,
+# and restores them below the new container's. Containers runc 1.1.5
+# leaves in podman's /libpod_parent there carry its whole subtree along,
+# so every restore copies the copies: measured, 835 000 empty directories
+# after a day of runs, which CRIU then walked for minutes per dump (host
+# C's checkpoint check timed out). The copies hold no process; they go.
+prune_cgroup_copies() {
+	local root=/sys/fs/cgroup/unified/libpod_parent d n=0
+	[[ -d $root ]] || return 0
+	while IFS= read -r -d '' d; do
+		rmdir "$d" 2>/dev/null && n=$((n + 1))
+	done < <(find "$root" -mindepth 2 -depth -type d -print0 2>/dev/null)
+	((n == 0)) || log "removed $n empty cgroups that CRIU's restores copied under $root"
+}
+
 do_down() {
 	local state=$1 quiet=${2:-} pid m
 	if [[ ! -d $state ]]; then
@@ -729,6 +745,7 @@ do_down() {
 	kill_b_leftovers "$state"
 	kill_ns_leftovers "$state/c/mntns" "host C"
 	kill_orphan_conmons
+	prune_cgroup_copies
 
 	# Nothing of B's should be mounted here (its mounts lived in its own
 	# namespace), but never rm -rf through a mount.

@@ -56,6 +56,9 @@ type Fake struct {
 	PodSpecs []podman.PodSpec
 	// Frozen is whether each container is frozen now (FreezeContainer).
 	Frozen map[string]bool
+	// Conns are each container's established TCP connections, each
+	// container in a namespace of its own.
+	Conns map[string][]podman.TCPConn
 	// Local makes the fake's service count as on this machine (ServicePID
 	// answers), as a pod's push needs.
 	Local bool
@@ -502,6 +505,16 @@ func (f *Fake) FreezeContainer(_ context.Context, ctr *podman.Container, frozen 
 	defer f.mu.Unlock()
 	f.Frozen[ctr.Name] = frozen
 	return nil
+}
+
+// TCPConnections implements podman.PodSource.
+func (f *Fake) TCPConnections(ctr *podman.Container) ([]podman.TCPConn, string, error) {
+	if err := f.call("TCPConnections"); err != nil {
+		return nil, "", err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.Conns[ctr.Name], "net:" + ctr.Name, nil
 }
 
 // CreatePod implements podman.PodTarget: a pod with its infra container,

@@ -186,7 +186,8 @@ func startTalkingPod(t *testing.T, url, pod string, hostPort int) (srv status, c
 // getStatus reads the workload's status from its published port.
 func getStatus(t *testing.T, port int) (status, error) {
 	t.Helper()
-	c := &http.Client{Timeout: 5 * time.Second}
+	// No connection stays: one to the pod from outside would stop its push.
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	var st status
 	resp, err := c.Get(fmt.Sprintf("http://%s/", net.JoinHostPort(hostAddr(t), strconv.Itoa(port))))
 	if err != nil {
@@ -225,7 +226,7 @@ func TestPodPushPull(t *testing.T) {
 	srv, cli := startTalkingPod(t, hosts.HostAURL, pod, portA)
 	ref := hosts.Registry + "/e2e/pod-move:v1"
 
-	r := migrate(t, "--url", hosts.HostAURL, "push", "--tls-verify=false", "--tcp-established", "--format", "json", pod, ref)
+	r := migrate(t, "--url", hosts.HostAURL, "push", "--tls-verify=false", "--format", "json", pod, ref)
 	if r.code != 0 {
 		t.Fatalf("push failed: %s", r.stderr)
 	}
@@ -316,7 +317,7 @@ func TestPodPullFailsWhole(t *testing.T) {
 	const pod = "e2e-pod-fail"
 	srv, cli := startTalkingPod(t, hosts.HostAURL, pod, freePort(t))
 	dir := filepath.Join(t.TempDir(), "layout")
-	r := migrate(t, "--url", hosts.HostAURL, "push", "--tcp-established", pod, "oci:"+dir+":v1")
+	r := migrate(t, "--url", hosts.HostAURL, "push", pod, "oci:"+dir+":v1")
 	if r.code != 0 {
 		t.Fatalf("push failed: %s", r.stderr)
 	}
@@ -382,7 +383,7 @@ func TestPodMove(t *testing.T) {
 		portB := freePort(t)
 		srv, cli := startTalkingPod(t, hosts.HostAURL, pod, freePort(t))
 		t.Cleanup(func() { podmanTry(t, hosts.HostBURL, "pod", "rm", "-f", "-t", "0", pod) })
-		r := moveCmd(t, nil, "--from", hosts.HostAURL, "--to", hosts.HostBURL, "--tcp-established", "--publish", fmt.Sprintf("%d:8080", portB), pod)
+		r := moveCmd(t, nil, "--from", hosts.HostAURL, "--to", hosts.HostBURL, "--publish", fmt.Sprintf("%d:8080", portB), pod)
 		if r.code != 0 || !strings.HasPrefix(r.stdout, pod+"\tmoved\t"+pod+"\t") {
 			t.Fatalf("move: exit %d: %s%s", r.code, r.stdout, r.stderr)
 		}
@@ -428,4 +429,89 @@ func TestPodMove(t *testing.T) {
 			checkContinued(t, hosts.HostAURL, name, st)
 		}
 	})
+}
+
+// TestPodPodman5BothWays moves a talking pod from A (podman 4.3.1) to C
+// (podman 5) and back through the registry: both members continue each
+// time, and still talk.
+func TestPodPodman5BothWays(t *testing.T) {
+	if v := serverVersion(t, hosts.HostCURL); !strings.HasPrefix(v, "5.") {
+		t.Fatalf("host C runs podman %s, want 5.x", v)
+	}
+	const pod = "e2e-pod-p5"
+	srv, cli := startTalkingPod(t, hosts.HostAURL, pod, freePort(t))
+	for i, hop := range []struct{ name, from, to string }{
+		{"A to C", hosts.HostAURL, hosts.HostCURL},
+		{"C to A", hosts.HostCURL, hosts.HostAURL},
+	} {
+		ref := fmt.Sprintf("%s/e2e/pod-p5:%d", hosts.Registry, i)
+		r := migrate(t, "--url", hop.from, "push", "--tls-verify=false", pod, ref)
+		if r.code != 0 {
+			t.Fatalf("%s: push failed: %s", hop.name, r.stderr)
+		}
+		// The pushed pod keeps its infra container (and port): it goes
+		// before the pod is made again on that host.
+		podman(t, hop.from, "pod", "rm", "-f", "-t", "0", pod)
+		port := freePort(t)
+		r = migrate(t, "--url", hop.to, "pull", "--tls-verify=false", "--publish", fmt.Sprintf("%d:8080", port), strings.TrimSpace(r.stdout))
+		t.Cleanup(func() { podmanTry(t, hop.to, "pod", "rm", "-f", "-t", "0", pod) })
+		if r.code != 0 {
+			t.Fatalf("%s: pull failed: %s", hop.name, r.stderr)
+		}
+		checkContinued(t, hop.to, pod+"-srv", srv)
+		checkContinued(t, hop.to, pod+"-cli", cli.status)
+		waitStatus(t, hop.to, pod+"-cli", func(status) bool {
+			now := readPeerStatus(t, hop.to, pod+"-cli")
+			return now.PeerReads > cli.PeerReads+2 && now.PeerBoot == srv.Boot
+		})
+		if served, err := getStatus(t, port); err != nil || served.Boot != srv.Boot {
+			t.Fatalf("%s: the port %d: %+v, %v", hop.name, port, served, err)
+		}
+		srv, cli = readStatus(t, hop.to, pod+"-srv"), readPeerStatus(t, hop.to, pod+"-cli")
+	}
+}
+
+// TestPodOutsideConnection: a pod whose server holds a connection from
+// outside the pod (a client on this machine, through the published port)
+// is not pushed: the error names the connection, and both members run
+// on, continuing. Once the client hangs up, the push goes through.
+func TestPodOutsideConnection(t *testing.T) {
+	const pod = "e2e-pod-outside"
+	port := freePort(t)
+	srv, cli := startTalkingPod(t, hosts.HostAURL, pod, port)
+	conn, err := net.DialTimeout("tcp", net.JoinHostPort(hostAddr(t), strconv.Itoa(port)), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := conn.SetDeadline(time.Now().Add(30 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	// One request on a connection kept alive: the server holds it.
+	if _, err := io.WriteString(conn, "GET / HTTP/1.1\r\nHost: e2e\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Read(make([]byte, 512)); err != nil {
+		t.Fatal(err)
+	}
+	ref := hosts.Registry + "/e2e/pod-outside:v1"
+	r := migrate(t, "--url", hosts.HostAURL, "push", "--tls-verify=false", pod, ref)
+	if r.code != 5 || !strings.Contains(r.stderr, "the network namespace of members "+pod+"-cli, "+pod+"-srv holds 10.") || !strings.Contains(r.stderr, "outside the pod") {
+		t.Fatalf("push with an outside connection: exit %d: %s", r.code, r.stderr)
+	}
+	checkContinued(t, hosts.HostAURL, pod+"-srv", srv)
+	checkContinued(t, hosts.HostAURL, pod+"-cli", cli.status)
+	conn.Close()
+	// The server notices the hang-up within a tick or two.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		r = migrate(t, "--url", hosts.HostAURL, "push", "--tls-verify=false", pod, ref)
+		if r.code == 0 || time.Now().After(deadline) || !strings.Contains(r.stderr, "outside the pod") {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if r.code != 0 {
+		t.Fatalf("push once the client hung up: exit %d: %s", r.code, r.stderr)
+	}
 }
