@@ -47,9 +47,9 @@ type MoveResult struct {
 	// A pod's move: Container and Name are the pod's, ID the new pod's.
 	PodPushed *PodPushResult `json:"podPush,omitempty"`
 	PodPulled *PodPullResult `json:"podPull,omitempty"`
-	Err      error               `json:"-"`
-	Error    string              `json:"error,omitempty"`
-	Took     time.Duration       `json:"-"`
+	Err       error          `json:"-"`
+	Error     string         `json:"error,omitempty"`
+	Took      time.Duration  `json:"-"`
 }
 
 // ErrSomeFailed is wrapped when at least one container did not move.
