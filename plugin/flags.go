@@ -253,6 +253,13 @@ var templateFuncs = template.FuncMap{
 // checkpoint. sample, when not nil, is a zero value of what will be
 // printed: a template that names a field it lacks is refused too.
 func (o *outputFlags) check(sample any) error {
+	return o.checkAny(sample)
+}
+
+// checkAny is check for a command that prints one of several results,
+// known only once SOURCE is read (a container's or a pod's): a field
+// that none of them has is refused.
+func (o *outputFlags) checkAny(samples ...any) error {
 	o.tmpl = nil
 	switch {
 	case o.format == "text" || o.format == "json":
@@ -266,12 +273,22 @@ func (o *outputFlags) check(sample any) error {
 	if err != nil {
 		return usageError{fmt.Errorf("--format %q: %w", o.format, err)}
 	}
-	if sample != nil {
+	var missing error
+	for _, sample := range samples {
+		if sample == nil {
+			continue
+		}
 		// Only a missing field is certain: a nil pointer or an empty map
 		// in the zero value says nothing of the real result.
-		if err := t.Execute(io.Discard, sample); err != nil && strings.Contains(err.Error(), "can't evaluate field") {
-			return usageError{fmt.Errorf("--format %q: %w", o.format, err)}
+		err := t.Execute(io.Discard, sample)
+		if err == nil || !strings.Contains(err.Error(), "can't evaluate field") {
+			missing = nil
+			break
 		}
+		missing = err
+	}
+	if missing != nil {
+		return usageError{fmt.Errorf("--format %q: %w", o.format, missing)}
 	}
 	o.tmpl = t
 	return nil

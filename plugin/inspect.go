@@ -57,7 +57,7 @@ document described in the README; a --format template runs on it, e.g.
 }
 
 func (o *inspectOptions) run(ctx context.Context, args []string, stdout io.Writer) error {
-	if err := o.out.check(nil); err != nil {
+	if err := o.out.checkAny(&ckpt.Description{}, &ckpt.PodDescription{}); err != nil {
 		return err
 	}
 	lim, err := o.limits.limits()

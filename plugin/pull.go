@@ -91,12 +91,13 @@ func (o *pullOptions) run(ctx context.Context, args []string, stdout io.Writer) 
 		return err
 	}
 	// The fields a template may name depend on what SOURCE holds (one
-	// container's checkpoint or a pod's), checked again once known.
-	var sample any = &restore.PullResult{}
+	// container's checkpoint or a pod's): a pod's are checked again before
+	// the pod is made.
+	var sample, podSample any = &restore.PullResult{}, &migrate.PodPullResult{}
 	if o.dryRun {
-		sample = &restore.Plan{}
+		sample, podSample = &restore.Plan{}, &migrate.PodPlan{}
 	}
-	if err := o.out.check(nil); err != nil {
+	if err := o.out.checkAny(sample, podSample); err != nil {
 		return err
 	}
 	if err := o.trust.check(); err != nil {
@@ -124,9 +125,6 @@ func (o *pullOptions) run(ctx context.Context, args []string, stdout io.Writer) 
 	o.registry.fill(&po.Transfer)
 	o.trust.fill(&po.Transfer)
 	po.Transfer.Report = o.global.log()
-	if err := o.out.check(sample); err != nil {
-		return err
-	}
 	if o.dryRun {
 		p, err := migrate.PlanPull(ctx, c, po)
 		if ix := podIndex(err); ix != nil {

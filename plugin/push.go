@@ -68,7 +68,7 @@ on this host stays plaintext, readable by root only);
 }
 
 func (o *pushOptions) run(ctx context.Context, args []string, stdout io.Writer) error {
-	if err := o.out.check(nil); err != nil {
+	if err := o.out.checkAny(&export.PushResult{}, &migrate.PodPushResult{}); err != nil {
 		return err
 	}
 	if err := o.seal.check(args[1]); err != nil {
