@@ -515,3 +515,43 @@ func TestPodOutsideConnection(t *testing.T) {
 		t.Fatalf("push once the client hung up: exit %d: %s", r.code, r.stderr)
 	}
 }
+
+// TestPodMemberPlainPodman: a member's image of a pod's index restores
+// with podman's own `container restore --pod` into a pod made by hand:
+// podman 5.4.2 (C) by the pod's name, podman 4.3.1 (B) only by the ID of
+// a started pod (by name it finds no pod). Both continue the process.
+func TestPodMemberPlainPodman(t *testing.T) {
+	const pod = "e2e-pod-plain"
+	srv, _ := startTalkingPod(t, hosts.HostAURL, pod, freePort(t))
+	r := migrate(t, "--url", hosts.HostAURL, "push", "--tls-verify=false", "--format", "json", pod, hosts.Registry+"/e2e/pod-plain:v1")
+	if r.code != 0 {
+		t.Fatalf("push failed: %s", r.stderr)
+	}
+	var pushed struct{ Members []struct{ Container, Reference string } }
+	if err := json.Unmarshal([]byte(r.stdout), &pushed); err != nil || len(pushed.Members) != 2 || pushed.Members[1].Container != pod+"-srv" {
+		t.Fatalf("push --format json: %v: %s", err, r.stdout)
+	}
+	member := pushed.Members[1].Reference
+
+	t.Run("podman 5 by the pod's name", func(t *testing.T) {
+		podmanC(t, "pod", "create", "--name", pod+"-c")
+		t.Cleanup(func() { podmanCTry(t, "pod", "rm", "-f", "-t", "0", pod+"-c") })
+		podmanC(t, "pull", "-q", "--tls-verify=false", member)
+		if r := podmanCTry(t, "container", "restore", member); r.code == 0 || !strings.Contains(r.stderr, "without --pod") {
+			t.Fatalf("podman 5 restored a member outside a pod: exit %d: %s", r.code, r.stderr)
+		}
+		podmanC(t, "container", "restore", "--pod", pod+"-c", member)
+		checkContinued(t, hosts.HostCURL, pod+"-srv", srv)
+	})
+	t.Run("podman 4.3.1 by a started pod's ID", func(t *testing.T) {
+		id := podman(t, hosts.HostBURL, "pod", "create", "--name", pod+"-b")
+		t.Cleanup(func() { podmanTry(t, hosts.HostBURL, "pod", "rm", "-f", "-t", "0", pod+"-b") })
+		podman(t, hosts.HostBURL, "pod", "start", id)
+		podman(t, hosts.HostBURL, "pull", "-q", "--tls-verify=false", member)
+		if r := podmanTry(t, hosts.HostBURL, "container", "restore", "--pod", pod+"-b", member); r.code == 0 || !strings.Contains(r.stderr, "not found") {
+			t.Fatalf("podman 4.3.1 restore --pod NAME: exit %d: %s", r.code, r.stderr)
+		}
+		podman(t, hosts.HostBURL, "container", "restore", "--pod", id, member)
+		checkContinued(t, hosts.HostBURL, pod+"-srv", srv)
+	})
+}
