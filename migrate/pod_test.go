@@ -448,3 +448,36 @@ func TestMovePod(t *testing.T) {
 		})
 	}
 }
+
+// TestPlanPodPull: --dry-run plans the pod and every member, making
+// nothing; a member's blocker blocks the pod's plan, named.
+func TestPlanPodPull(t *testing.T) {
+	ref := pushedPod(t, podSource(t, nil))
+	for _, taken := range []bool{false, true} {
+		dst := target()
+		if taken {
+			dst.Containers["web-b"] = &podman.Container{ID: "x", Name: "web-b"}
+		}
+		_, err := Pull(context.Background(), dst, restore.PullOptions{Source: ref, TmpDir: t.TempDir()})
+		var ix *ckpt.IndexError
+		if !errors.As(err, &ix) {
+			t.Fatal(err)
+		}
+		plan, err := PlanPodPull(context.Background(), dst, restore.PullOptions{Source: ref, Publish: []string{"8081:8080"}}, ix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if plan.Pod.Name != "web" || len(plan.Members) != 2 || plan.Pod.PortMappings[0].HostPort != 8081 || dst.Count("CreatePod") != 0 {
+			t.Fatalf("plan %+v", plan)
+		}
+		perr := plan.Err()
+		if taken != (perr != nil) || (taken && !strings.Contains(perr.Error(), "member web-b:")) {
+			t.Fatalf("name taken %t: plan error %v", taken, perr)
+		}
+		var b strings.Builder
+		plan.Print(&b)
+		if !strings.Contains(b.String(), "Member web-a:") || !strings.Contains(b.String(), ":8081 -> 8080/tcp") {
+			t.Fatalf("printed plan:\n%s", b.String())
+		}
+	}
+}
