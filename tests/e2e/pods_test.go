@@ -183,6 +183,22 @@ func startTalkingPod(t *testing.T, url, pod string, hostPort int) (srv status, c
 	return srv, cli
 }
 
+// checkTalkingPod asserts the talking pod's members on url carry on from
+// before: both processes continued, the client still reads the same
+// server, and port (published there) answers with the server's state.
+func checkTalkingPod(t *testing.T, url, pod string, port int, srv status, cli peerStatus) {
+	t.Helper()
+	checkContinued(t, url, pod+"-srv", srv)
+	checkContinued(t, url, pod+"-cli", cli.status)
+	waitStatus(t, url, pod+"-cli", func(status) bool {
+		now := readPeerStatus(t, url, pod+"-cli")
+		return now.PeerReads > cli.PeerReads+2 && now.PeerBoot == srv.Boot && now.PeerCounter > cli.PeerCounter
+	})
+	if served, err := getStatus(t, port); err != nil || served.Boot != srv.Boot || served.Counter <= srv.Counter {
+		t.Fatalf("port %d on %s: %+v, %v; the server's boot is %q", port, url, served, err, srv.Boot)
+	}
+}
+
 // getStatus reads the workload's status from its published port.
 func getStatus(t *testing.T, port int) (status, error) {
 	t.Helper()
@@ -294,19 +310,7 @@ func TestPodPushPull(t *testing.T) {
 		t.Fatalf("pod on B: %+v (pull printed %q)", got, podID)
 	}
 
-	checkContinued(t, hosts.HostBURL, pod+"-srv", srv)
-	checkContinued(t, hosts.HostBURL, pod+"-cli", cli.status)
-	waitStatus(t, hosts.HostBURL, pod+"-cli", func(status) bool {
-		return readPeerStatus(t, hosts.HostBURL, pod+"-cli").PeerReads > cli.PeerReads+2
-	})
-	now := readPeerStatus(t, hosts.HostBURL, pod+"-cli")
-	if now.PeerBoot != srv.Boot || now.PeerCounter <= cli.PeerCounter {
-		t.Fatalf("the client on B reads boot %q counter %d; the server's boot is %q, and it read %d before", now.PeerBoot, now.PeerCounter, srv.Boot, cli.PeerCounter)
-	}
-	served, err := getStatus(t, portB)
-	if err != nil || served.Boot != srv.Boot || served.Counter <= srv.Counter {
-		t.Fatalf("B's port %d: %+v, %v; the server's boot is %q", portB, served, err, srv.Boot)
-	}
+	checkTalkingPod(t, hosts.HostBURL, pod, portB, srv, cli)
 }
 
 // TestPodPullFailsWhole pulls a pod whose second member's CRIU layer was
@@ -387,15 +391,7 @@ func TestPodMove(t *testing.T) {
 		if r.code != 0 || !strings.HasPrefix(r.stdout, pod+"\tmoved\t"+pod+"\t") {
 			t.Fatalf("move: exit %d: %s%s", r.code, r.stdout, r.stderr)
 		}
-		checkContinued(t, hosts.HostBURL, pod+"-srv", srv)
-		checkContinued(t, hosts.HostBURL, pod+"-cli", cli.status)
-		waitStatus(t, hosts.HostBURL, pod+"-cli", func(status) bool {
-			now := readPeerStatus(t, hosts.HostBURL, pod+"-cli")
-			return now.PeerReads > cli.PeerReads+2 && now.PeerBoot == srv.Boot
-		})
-		if served, err := getStatus(t, portB); err != nil || served.Boot != srv.Boot {
-			t.Fatalf("B's port %d: %+v, %v", portB, served, err)
-		}
+		checkTalkingPod(t, hosts.HostBURL, pod, portB, srv, cli)
 	})
 
 	t.Run("a member fails on the target", func(t *testing.T) {
@@ -458,15 +454,7 @@ func TestPodPodman5BothWays(t *testing.T) {
 		if r.code != 0 {
 			t.Fatalf("%s: pull failed: %s", hop.name, r.stderr)
 		}
-		checkContinued(t, hop.to, pod+"-srv", srv)
-		checkContinued(t, hop.to, pod+"-cli", cli.status)
-		waitStatus(t, hop.to, pod+"-cli", func(status) bool {
-			now := readPeerStatus(t, hop.to, pod+"-cli")
-			return now.PeerReads > cli.PeerReads+2 && now.PeerBoot == srv.Boot
-		})
-		if served, err := getStatus(t, port); err != nil || served.Boot != srv.Boot {
-			t.Fatalf("%s: the port %d: %+v, %v", hop.name, port, served, err)
-		}
+		checkTalkingPod(t, hop.to, pod, port, srv, cli)
 		srv, cli = readStatus(t, hop.to, pod+"-srv"), readPeerStatus(t, hop.to, pod+"-cli")
 	}
 }
