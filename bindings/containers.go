@@ -20,6 +20,10 @@ type Container struct {
 	ImageName  string `json:"ImageName"` // image name as resolved
 	OCIRuntime string `json:"OCIRuntime"`
 	Pod        string `json:"Pod"` // the pod's ID, "" for none
+	IsInfra    bool   `json:"IsInfra"`
+	// Dependencies are the containers this one needs (whose namespaces
+	// it joins, --requires), by ID: a pod's infra container for a member.
+	Dependencies []string `json:"Dependencies"`
 	State      struct {
 		Status     string `json:"Status"`
 		Running    bool   `json:"Running"`

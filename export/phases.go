@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/containers/image/v5/types"
@@ -12,6 +14,7 @@ import (
 	podman "github.com/podman-migrate/podman-migrate/bindings"
 	"github.com/podman-migrate/podman-migrate/internal/ckpt"
 	"github.com/podman-migrate/podman-migrate/internal/dump"
+	"github.com/podman-migrate/podman-migrate/internal/fault"
 )
 
 // Source is what a push learns of the container and its host before the
@@ -37,7 +40,46 @@ func InspectRunning(ctx context.Context, c podman.Source, name string) (*podman.
 	if !ctr.State.Running {
 		return nil, fmt.Errorf("%w: %q is %s; only a running container can be migrated", ErrNotRunning, ctr.Name, ctr.State.Status)
 	}
+	if err := checkDependencies(ctx, c, ctr); err != nil {
+		return nil, err
+	}
 	return ctr, nil
+}
+
+// ErrDependency is wrapped when the container to push needs another one
+// (joins its namespaces, or --requires it) that is not its pod's infra.
+var ErrDependency = fault.New(fault.Input, "depends on another container")
+
+// checkDependencies refuses, before any downtime, a container that needs
+// another, naming it: podman will not export its checkpoint ("cannot
+// export checkpoints of containers with dependencies"), and on another host
+// the other would not be there. A pod member's infra container is the
+// exception: the pod is moved whole (push POD).
+func checkDependencies(ctx context.Context, c podman.Source, ctr *podman.Container) error {
+	var names []string
+	for _, id := range ctr.Dependencies {
+		dep, err := c.InspectContainer(ctx, id)
+		if err != nil {
+			return fmt.Errorf("inspecting %q's dependency %s: %w", ctr.Name, ckpt.ShortID(id), err)
+		}
+		if dep.IsInfra && dep.Pod != "" && dep.Pod == ctr.Pod {
+			continue
+		}
+		names = append(names, dep.Name)
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	return fault.Hinted(fmt.Errorf("%w: %q needs %s (it joins their namespaces, or --requires them)", ErrDependency, ctr.Name, quoteAll(names)),
+		"podman cannot export one without the other, and moving such containers together is not supported yet; a pod's members, which share namespaces through the pod's infra container, move together with push POD")
+}
+
+func quoteAll(names []string) string {
+	q := make([]string, len(names))
+	for i, n := range names {
+		q[i] = strconv.Quote(n)
+	}
+	return strings.Join(q, ", ")
 }
 
 // Describe learns what the image will record of ctr's host. podman's info

@@ -481,3 +481,27 @@ func TestPlanPodPull(t *testing.T) {
 		}
 	}
 }
+
+// TestPushRefusesDependencies: a container that joins another's
+// namespaces is refused before any downtime, naming the other; a pod
+// member's dependency on its infra container is not one.
+func TestPushRefusesDependencies(t *testing.T) {
+	src := source(t)
+	db := &podman.Container{ID: strings.Repeat("d", 64), Name: "db"}
+	db.State.Running = true
+	src.Containers["db"] = db
+	src.Containers[fixture].Dependencies = []string{db.ID}
+	_, err := Push(context.Background(), src, pushOpts(t))
+	if !errors.Is(err, export.ErrDependency) || fault.KindOf(err) != fault.Input || !strings.Contains(err.Error(), `"fixture" needs "db"`) {
+		t.Fatalf("push of a dependent container: %v", err)
+	}
+	if src.Count("Checkpoint") != 0 || !src.Running(fixture) {
+		t.Fatalf("a refused push touched the container: %v", src.Calls())
+	}
+	pod := podSource(t, nil)
+	o := pushOpts(t)
+	o.Container = "web-a"
+	if _, err := Push(context.Background(), pod, o); err != nil {
+		t.Fatalf("push of a pod member, which needs only its infra container: %v", err)
+	}
+}

@@ -437,11 +437,11 @@ func (f *Fake) AddPod(name string, members ...string) *podman.Pod {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	p := &podman.Pod{ID: fakeID("pod " + name), Name: name, State: "Running", SharedNamespaces: []string{"net", "uts", "ipc"}}
-	infra := &podman.Container{ID: fakeID(name + "-infra"), Name: name + "-infra", Pod: p.ID}
+	infra := &podman.Container{ID: fakeID(name + "-infra"), Name: name + "-infra", Pod: p.ID, IsInfra: true}
 	infra.State.Running, infra.State.Status = true, "running"
 	f.Containers[infra.Name], p.InfraContainerID = infra, infra.ID
 	for _, m := range members {
-		c := &podman.Container{ID: fakeID(m), Name: m, Pod: p.ID}
+		c := &podman.Container{ID: fakeID(m), Name: m, Pod: p.ID, Dependencies: []string{infra.ID}}
 		c.State.Running, c.State.Status, c.State.CgroupPath = true, "running", "/libpod_parent/"+p.ID+"/"+m
 		f.Containers[m] = c
 	}
@@ -529,7 +529,7 @@ func (f *Fake) CreatePod(_ context.Context, spec podman.PodSpec) (string, error)
 		return "", &podman.Error{Op: "creating pod", Status: 409, Err: errors.New("pod exists")}
 	}
 	p := &podman.Pod{ID: fakeID("pod " + spec.Name), Name: spec.Name, State: "Created", SharedNamespaces: spec.SharedNamespaces}
-	infra := &podman.Container{ID: fakeID(spec.Name + "-infra"), Name: spec.Name + "-infra", Pod: p.ID}
+	infra := &podman.Container{ID: fakeID(spec.Name + "-infra"), Name: spec.Name + "-infra", Pod: p.ID, IsInfra: true}
 	f.Containers[infra.Name], p.InfraContainerID = infra, infra.ID
 	f.Pods[spec.Name] = p
 	f.PodSpecs = append(f.PodSpecs, spec)

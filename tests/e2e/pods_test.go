@@ -543,3 +543,24 @@ func TestPodMemberPlainPodman(t *testing.T) {
 		checkContinued(t, hosts.HostBURL, pod+"-srv", srv)
 	})
 }
+
+// TestDependentContainerRefused: a container that joins another's network
+// namespace (--network container:X) is refused by push and move before
+// any downtime, naming the other; both run on.
+func TestDependentContainerRefused(t *testing.T) {
+	a, b := "e2e-dep-a", "e2e-dep-b"
+	beforeA := startWorkload(t, a)
+	beforeB := startWorkload(t, b, "--network", "container:"+a)
+	unchanged := unchangedOnB(t)
+	r := migrate(t, "--url", hosts.HostAURL, "push", "--tls-verify=false", b, hosts.Registry+"/e2e/dep:v1")
+	if r.code != 5 || !strings.Contains(r.stderr, `"`+b+`" needs "`+a+`"`) {
+		t.Fatalf("push of a dependent container: exit %d: %s", r.code, r.stderr)
+	}
+	r = moveCmd(t, nil, "--from", hosts.HostAURL, "--to", hosts.HostBURL, b)
+	if r.code != 5 || !strings.Contains(r.stderr, `"`+b+`" needs "`+a+`"`) {
+		t.Fatalf("move of a dependent container: exit %d: %s", r.code, r.stderr)
+	}
+	unchanged()
+	checkContinued(t, hosts.HostAURL, a, beforeA)
+	checkContinued(t, hosts.HostAURL, b, beforeB)
+}
