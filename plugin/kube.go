@@ -10,6 +10,7 @@ import (
 	"github.com/containers/image/v5/signature"
 	"github.com/spf13/cobra"
 
+	"github.com/podman-migrate/podman-migrate/internal/fault"
 	"github.com/podman-migrate/podman-migrate/internal/kube"
 	"github.com/podman-migrate/podman-migrate/internal/transfer"
 )
@@ -104,6 +105,10 @@ func (o *kubeOptions) run(ctx context.Context, args []string, stdout io.Writer) 
 	tr := transfer.Options{SignaturePolicy: o.policy}
 	o.registry.fill(&tr)
 	r, err := kube.FromSource(ctx, args[0], tr, lim, kube.Options{Name: o.name, MountMap: o.mountMap, BaseImage: o.baseImage, BasePull: o.basePull})
+	if podIndex(err) != nil {
+		return fmt.Errorf("making a Pod manifest for %q: %w", args[0], fault.Hinted(fmt.Errorf("%w: it is a pod's index, and kube makes a Pod of one container's checkpoint (a whole pod is not supported yet)", kube.ErrNotRestorable),
+			"kube a member's image by digest (REPO@sha256:…; `podman-migrate inspect` lists them)"))
+	}
 	if err != nil {
 		return fmt.Errorf("making a Pod manifest for %q: %w", args[0], err)
 	}

@@ -285,6 +285,12 @@ func TestPodPushPull(t *testing.T) {
 		t.Fatalf("inspect of the pod's index: exit %d: %s", r.code, r.stdout)
 	}
 
+	// kube makes a Pod of one container's image: a pod's index is refused,
+	// pointing at its members' images.
+	if r = migrate(t, "kube", "--tls-verify=false", ref); r.code != 5 || !strings.Contains(r.stderr, "it is a pod's index") {
+		t.Fatalf("kube of a pod's index: exit %d: %s", r.code, r.stderr)
+	}
+
 	r = migrate(t, "--url", hosts.HostBURL, "pull", "--tls-verify=false", "--publish", fmt.Sprintf("%d:8080", portB), ref+"@"+pushed.Digest)
 	t.Cleanup(func() { podmanTry(t, hosts.HostBURL, "pod", "rm", "-f", "-t", "0", pod) })
 	if r.code != 0 {
