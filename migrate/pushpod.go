@@ -136,16 +136,20 @@ func PushPod(ctx context.Context, c podman.PodSource, o export.PushOptions) (*Po
 	return pp.res, nil
 }
 
-// refuse names the push options a pod's push does not take yet.
+// refusePodOptions names the first push option a pod's push does not
+// take yet.
 func refusePodOptions(o export.PushOptions) error {
-	for flag, set := range map[string]bool{
-		"--leave-running":                o.LeaveRunning,
-		"--include-base":                 o.IncludeBase,
-		"--encryption-key":               o.Transfer.Encrypt != nil,
-		"--sign-by-sigstore-private-key": o.Transfer.SignBySigstoreKey != "",
+	for _, f := range []struct {
+		flag string
+		set  bool
+	}{
+		{"--leave-running", o.LeaveRunning},
+		{"--include-base", o.IncludeBase},
+		{"--encryption-key", o.Transfer.Encrypt != nil},
+		{"--sign-by-sigstore-private-key", o.Transfer.SignBySigstoreKey != ""},
 	} {
-		if set {
-			return fmt.Errorf("%s: %w", flag, ErrPodOption)
+		if f.set {
+			return fmt.Errorf("%s: %w", f.flag, ErrPodOption)
 		}
 	}
 	return nil
