@@ -245,7 +245,6 @@ func TestPodPushRefuses(t *testing.T) {
 		kind  fault.Kind
 		want  string
 	}{
-		{"--leave-running", func(_ *podmantest.Fake, o *export.PushOptions) { o.LeaveRunning = true }, fault.Usage, "--leave-running"},
 		{"--include-base", func(_ *podmantest.Fake, o *export.PushOptions) { o.IncludeBase = true }, fault.Usage, "--include-base"},
 		{"a remote service", func(f *podmantest.Fake, _ *export.PushOptions) { f.Local = false }, fault.Usage, "needs the podman service on this machine"},
 		{"no member but infra", func(f *podmantest.Fake, _ *export.PushOptions) {
@@ -503,5 +502,33 @@ func TestPushRefusesDependencies(t *testing.T) {
 	o.Container = "web-a"
 	if _, err := Push(context.Background(), pod, o); err != nil {
 		t.Fatalf("push of a pod member, which needs only its infra container: %v", err)
+	}
+}
+
+// TestPodPushLeaveRunning: --leave-running copies a pod: its members run
+// on, thawed, and a failure restores none (none stopped).
+func TestPodPushLeaveRunning(t *testing.T) {
+	src := podSource(t, nil)
+	o := podPushOpts(t)
+	o.LeaveRunning = true
+	if _, err := PushPod(context.Background(), src, o); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range podMembers {
+		if src.Frozen[m] || !src.Running(m) {
+			t.Fatalf("member %s after a copy: frozen %t, running %t", m, src.Frozen[m], src.Running(m))
+		}
+	}
+	src = podSource(t, nil)
+	failAt(t, "push pod", "upload", errInjected)
+	_, err := PushPod(context.Background(), src, o)
+	var perr *PodPushError
+	if !errors.As(err, &perr) || len(perr.Thawed) != 2 || src.Count("RestoreKept") != 0 {
+		t.Fatalf("a failed copy: %v (%+v), %d restores", err, perr, src.Count("RestoreKept"))
+	}
+	for _, m := range podMembers {
+		if src.Frozen[m] || !src.Running(m) {
+			t.Fatalf("member %s after a failed copy: frozen %t, running %t", m, src.Frozen[m], src.Running(m))
+		}
 	}
 }

@@ -143,7 +143,6 @@ func refusePodOptions(o export.PushOptions) error {
 		flag string
 		set  bool
 	}{
-		{"--leave-running", o.LeaveRunning},
 		{"--include-base", o.IncludeBase},
 		{"--encryption-key", o.Transfer.Encrypt != nil},
 		{"--sign-by-sigstore-private-key", o.Transfer.SignBySigstoreKey != ""},
@@ -451,7 +450,7 @@ func (pp *podPushing) rollback(ctx context.Context, cause error) error {
 		switch {
 		case merr.RolledBack:
 			perr.Restored = append(perr.Restored, name)
-		case merr.NotStopped:
+		case merr.NotStopped, merr.LeftRunning:
 			perr.Thawed = append(perr.Thawed, name)
 		default:
 			perr.Stuck[name] = merr.RollbackErr

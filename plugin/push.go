@@ -46,7 +46,7 @@ A POD (a name that is no container's) is pushed whole: its members are
 frozen through their cgroups before the first is dumped, and DEST gets one
 OCI image index, a checkpoint image per member and the pod's record; pull
 makes the pod again. This needs the podman service on this machine, and
-takes neither --leave-running, --include-base, encryption nor signing yet.
+takes neither --include-base, encryption nor signing yet.
 
 --encryption-key encrypts the layers on their way to DEST (the staging copy
 on this host stays plaintext, readable by root only);

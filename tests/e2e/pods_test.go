@@ -570,3 +570,22 @@ func TestDependentContainerRefused(t *testing.T) {
 	checkContinued(t, hosts.HostAURL, a, beforeA)
 	checkContinued(t, hosts.HostAURL, b, beforeB)
 }
+
+// TestPodCopy: push --leave-running copies a pod: on A both members run on
+// and still talk; pulled on B, the copy carries on from the checkpoint.
+func TestPodCopy(t *testing.T) {
+	const pod = "e2e-pod-copy"
+	portA, portB := freePort(t), freePort(t)
+	srv, cli := startTalkingPod(t, hosts.HostAURL, pod, portA)
+	r := migrate(t, "--url", hosts.HostAURL, "push", "--tls-verify=false", "--leave-running", pod, hosts.Registry+"/e2e/pod-copy:v1")
+	if r.code != 0 {
+		t.Fatalf("push --leave-running: %s", r.stderr)
+	}
+	checkTalkingPod(t, hosts.HostAURL, pod, portA, srv, cli)
+	r = migrate(t, "--url", hosts.HostBURL, "pull", "--tls-verify=false", "--publish", fmt.Sprintf("%d:8080", portB), strings.TrimSpace(r.stdout))
+	t.Cleanup(func() { podmanTry(t, hosts.HostBURL, "pod", "rm", "-f", "-t", "0", pod) })
+	if r.code != 0 {
+		t.Fatalf("pull: %s", r.stderr)
+	}
+	checkTalkingPod(t, hosts.HostBURL, pod, portB, srv, cli)
+}
