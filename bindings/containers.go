@@ -24,7 +24,7 @@ type Container struct {
 	// Dependencies are the containers this one needs (whose namespaces
 	// it joins, --requires), by ID: a pod's infra container for a member.
 	Dependencies []string `json:"Dependencies"`
-	State      struct {
+	State        struct {
 		Status     string `json:"Status"`
 		Running    bool   `json:"Running"`
 		CgroupPath string `json:"CgroupPath"`

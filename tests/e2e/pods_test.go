@@ -521,7 +521,9 @@ func TestPodMemberPlainPodman(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("push failed: %s", r.stderr)
 	}
-	var pushed struct{ Members []struct{ Container, Reference string } }
+	var pushed struct {
+		Members []struct{ Container, Reference string }
+	}
 	if err := json.Unmarshal([]byte(r.stdout), &pushed); err != nil || len(pushed.Members) != 2 || pushed.Members[1].Container != pod+"-srv" {
 		t.Fatalf("push --format json: %v: %s", err, r.stdout)
 	}
