@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -152,13 +153,23 @@ func bindKinds(c podman.Host, ctr *podman.Container) string {
 // the checkpoint: found before the checkpoint, it costs no downtime.
 var ErrStagingTooSmall = fault.New(fault.Input, "the staging directory is too small for the checkpoint")
 
-// CheckStagingRoom refuses a staging file system with less free space
-// than the container's memory: CRIU's page images are about that large and
-// random memory does not compress.
-func CheckStagingRoom(ctx context.Context, c podman.Inspector, ctr *podman.Container, dir string) error {
-	mem, err := c.MemoryUsage(ctx, ctr.ID)
-	if err != nil {
-		return nil // no figure, no refusal: the push itself will tell
+// CheckStagingRoom refuses, before any downtime, a staging directory
+// with less room than the containers' memory: their CRIU images are at
+// least that large. No figure for a container (no statistics) counts as
+// none.
+func CheckStagingRoom(ctx context.Context, c podman.Inspector, dir string, ctrs ...*podman.Container) error {
+	var mem uint64
+	var names []string
+	for _, ctr := range ctrs {
+		m, err := c.MemoryUsage(ctx, ctr.ID)
+		if err != nil {
+			continue // no figure, no refusal: the push itself will tell
+		}
+		mem += m
+		names = append(names, strconv.Quote(ctr.Name))
+	}
+	if len(names) == 0 {
+		return nil
 	}
 	var st syscall.Statfs_t
 	if err := syscall.Statfs(dir, &st); err != nil {
@@ -166,8 +177,8 @@ func CheckStagingRoom(ctx context.Context, c podman.Inspector, ctr *podman.Conta
 	}
 	free := st.Bavail * uint64(st.Bsize)
 	if free < mem {
-		return fault.Hinted(fmt.Errorf("%w: %s has %s free, container %q uses %s of memory; container %q was not touched",
-			ErrStagingTooSmall, dir, units.BytesSize(float64(free)), ctr.Name, units.BytesSize(float64(mem)), ctr.Name),
+		return fault.Hinted(fmt.Errorf("%w: %s has %s free, and the memory of %s is %s; nothing was touched",
+			ErrStagingTooSmall, dir, units.BytesSize(float64(free)), strings.Join(names, ", "), units.BytesSize(float64(mem))),
 			fmt.Sprintf("point --tmpdir or $TMPDIR at a file system with at least %s free", units.BytesSize(float64(mem))))
 	}
 	return nil

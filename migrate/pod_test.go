@@ -532,3 +532,23 @@ func TestPodPushLeaveRunning(t *testing.T) {
 		}
 	}
 }
+
+// TestPodPushStagingRoom: the staging directory must hold every member's
+// memory together; a pod that does not fit is refused before the freeze,
+// naming its members.
+func TestPodPushStagingRoom(t *testing.T) {
+	src := podSource(t, nil)
+	src.Memory = map[string]uint64{"web-a": 1 << 61, "web-b": 1 << 61}
+	_, err := PushPod(context.Background(), src, podPushOpts(t))
+	if !errors.Is(err, export.ErrStagingTooSmall) || !strings.Contains(err.Error(), `"web-a", "web-b"`) || !strings.Contains(err.Error(), "4EiB") {
+		t.Fatalf("a pod too large for staging: %v", err)
+	}
+	if src.Count("FreezeContainer") != 0 {
+		t.Fatalf("a refused push froze the pod: %v", src.Calls())
+	}
+	src = podSource(t, nil)
+	src.Memory = map[string]uint64{"web-a": 1 << 20}
+	if _, err := PushPod(context.Background(), src, podPushOpts(t)); err != nil {
+		t.Fatalf("a pod that fits: %v", err)
+	}
+}

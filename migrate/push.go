@@ -117,7 +117,7 @@ func (p *pushing) preflight(ctx context.Context) error {
 	if err := transfer.Preflight(ctx, p.dest, p.o.Transfer); err != nil {
 		return fmt.Errorf("%w; container %q was not touched", err, p.src.Container.Name)
 	}
-	return export.CheckStagingRoom(ctx, p.c, p.src.Container, transfer.StagingDir(p.o.TmpDir))
+	return export.CheckStagingRoom(ctx, p.c, transfer.StagingDir(p.o.TmpDir), p.src.Container)
 }
 
 func (p *pushing) stage(context.Context) error {

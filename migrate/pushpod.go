@@ -200,12 +200,11 @@ func (pp *podPushing) preflight(ctx context.Context) error {
 	if err := transfer.Preflight(ctx, pp.dest, pp.o.Transfer); err != nil {
 		return fmt.Errorf("%w; pod %q was not touched", err, pp.pod.Name)
 	}
-	for _, m := range pp.members {
-		if err := export.CheckStagingRoom(ctx, pp.c, m.src.Container, transfer.StagingDir(pp.o.TmpDir)); err != nil {
-			return err
-		}
+	ctrs := make([]*podman.Container, len(pp.members))
+	for i, m := range pp.members {
+		ctrs[i] = m.src.Container
 	}
-	return nil
+	return export.CheckStagingRoom(ctx, pp.c, transfer.StagingDir(pp.o.TmpDir), ctrs...)
 }
 
 func (pp *podPushing) stage(context.Context) error {

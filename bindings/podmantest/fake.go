@@ -59,6 +59,8 @@ type Fake struct {
 	// Conns are each container's established TCP connections, each
 	// container in a namespace of its own.
 	Conns map[string][]podman.TCPConn
+	// Memory is each container's memory use, by name (none: no figure).
+	Memory map[string]uint64
 	// Local makes the fake's service count as on this machine (ServicePID
 	// answers), as a pod's push needs.
 	Local bool
@@ -221,11 +223,18 @@ func (f *Fake) VolumeExists(_ context.Context, name string) (bool, error) {
 	return f.Volumes[name], nil
 }
 
-// MemoryUsage implements podman.Inspector: no figure, as a service
-// without cgroup statistics.
-func (f *Fake) MemoryUsage(context.Context, string) (uint64, error) {
+// MemoryUsage implements podman.Inspector: Memory's figure for the
+// container (by name), else none, as a service without cgroup statistics.
+func (f *Fake) MemoryUsage(_ context.Context, nameOrID string) (uint64, error) {
 	if err := f.call("MemoryUsage"); err != nil {
 		return 0, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if c := f.find(nameOrID); c != nil {
+		if m, ok := f.Memory[c.Name]; ok {
+			return m, nil
+		}
 	}
 	return 0, errors.New("no statistics")
 }
