@@ -7,8 +7,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/containers/image/v5/oci/layout"
-	"github.com/containers/image/v5/types"
 	"github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
 	imgspecv1 "github.com/opencontainers/image-spec/specs-go/v1"
@@ -163,24 +161,6 @@ func TestReadMetadataOfAnIndex(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	writeIndex := func(tag string, ix []byte) types.ImageReference {
-		ref, err := layout.NewReference(dir, tag)
-		if err != nil {
-			t.Fatal(err)
-		}
-		dest, err := ref.NewImageDestination(ctx, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer dest.Close()
-		if err := dest.PutManifest(ctx, ix, nil); err != nil {
-			t.Fatal(err)
-		}
-		if err := dest.Commit(ctx, nil); err != nil {
-			t.Fatal(err)
-		}
-		return ref
-	}
 	desc := imgspecv1.Descriptor{MediaType: imgspecv1.MediaTypeImageManifest, Digest: digest.FromBytes(m), Size: int64(len(m)),
 		Platform: &imgspecv1.Platform{OS: "linux", Architecture: "arm64"}}
 	plain, _ := json.Marshal(imgspecv1.Index{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: imgspecv1.MediaTypeImageIndex, Manifests: []imgspecv1.Descriptor{desc}})
@@ -196,7 +176,7 @@ func TestReadMetadataOfAnIndex(t *testing.T) {
 		if wantPod {
 			ix = podIx
 		}
-		ref := writeIndex(tag, ix)
+		ref := ckpttest.WriteManifest(t, dir, tag, ix)
 		src, err := ref.NewImageSource(ctx, nil)
 		if err != nil {
 			t.Fatal(err)

@@ -74,3 +74,27 @@ func WriteImage(t testing.TB, dir string, layers []Layer, annotations map[string
 	}
 	return ref
 }
+
+// WriteManifest stores manifest (an image's or an index's) in the OCI
+// layout at dir, tagged tag, next to what is there; the blobs it names
+// must be there already.
+func WriteManifest(t testing.TB, dir, tag string, manifest []byte) types.ImageReference {
+	t.Helper()
+	ctx := context.Background()
+	ref, err := layout.NewReference(dir, tag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dest, err := ref.NewImageDestination(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dest.Close()
+	if err := dest.PutManifest(ctx, manifest, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := dest.Commit(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	return ref
+}

@@ -366,11 +366,17 @@ type status struct {
 func readStatus(t *testing.T, url, ctr string) status {
 	t.Helper()
 	var st status
+	readStatusInto(t, url, ctr, &st)
+	return st
+}
+
+// readStatusInto decodes the workload's status file into st.
+func readStatusInto(t *testing.T, url, ctr string, st any) {
+	t.Helper()
 	out := podman(t, url, append([]string{"exec", ctr}, statusCmd...)...)
-	if err := json.Unmarshal([]byte(out), &st); err != nil {
+	if err := json.Unmarshal([]byte(out), st); err != nil {
 		t.Fatalf("parsing status %q: %v", out, err)
 	}
-	return st
 }
 
 // waitStatus polls until ok accepts the workload's status. The bound only

@@ -152,10 +152,7 @@ type peerStatus struct {
 func readPeerStatus(t *testing.T, url, ctr string) peerStatus {
 	t.Helper()
 	var st peerStatus
-	out := podman(t, url, append([]string{"exec", ctr}, statusCmd...)...)
-	if err := json.Unmarshal([]byte(out), &st); err != nil {
-		t.Fatalf("parsing status %q: %v", out, err)
-	}
+	readStatusInto(t, url, ctr, &st)
 	return st
 }
 
