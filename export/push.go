@@ -177,8 +177,12 @@ func CheckStagingRoom(ctx context.Context, c podman.Inspector, dir string, ctrs 
 	}
 	free := st.Bavail * uint64(st.Bsize)
 	if free < mem {
-		return fault.Hinted(fmt.Errorf("%w: %s has %s free, and the memory of %s is %s; nothing was touched",
-			ErrStagingTooSmall, dir, units.BytesSize(float64(free)), strings.Join(names, ", "), units.BytesSize(float64(mem))),
+		untouched := "container " + names[0] + " was"
+		if len(names) > 1 {
+			untouched = "containers " + strings.Join(names, ", ") + " were"
+		}
+		return fault.Hinted(fmt.Errorf("%w: %s has %s free, and the memory of %s is %s; %s not touched",
+			ErrStagingTooSmall, dir, units.BytesSize(float64(free)), strings.Join(names, ", "), units.BytesSize(float64(mem)), untouched),
 			fmt.Sprintf("point --tmpdir or $TMPDIR at a file system with at least %s free", units.BytesSize(float64(mem))))
 	}
 	return nil

@@ -540,7 +540,7 @@ func TestPodPushStagingRoom(t *testing.T) {
 	src := podSource(t, nil)
 	src.Memory = map[string]uint64{"web-a": 1 << 61, "web-b": 1 << 61}
 	_, err := PushPod(context.Background(), src, podPushOpts(t))
-	if !errors.Is(err, export.ErrStagingTooSmall) || !strings.Contains(err.Error(), `"web-a", "web-b"`) || !strings.Contains(err.Error(), "4EiB") {
+	if !errors.Is(err, export.ErrStagingTooSmall) || !strings.Contains(err.Error(), `containers "web-a", "web-b" were not touched`) || !strings.Contains(err.Error(), "4EiB") {
 		t.Fatalf("a pod too large for staging: %v", err)
 	}
 	if src.Count("FreezeContainer") != 0 {
