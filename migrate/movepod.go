@@ -35,7 +35,6 @@ func isPodMove(ctx context.Context, from podman.Source, to podman.Target, name s
 // the pod cannot be made on the target, every member is restored on the
 // source from its kept checkpoint.
 func (m *moving) movePod(ctx context.Context, from podman.PodSource, to podman.PodTarget) error {
-	var pushed *PodPushResult
 	dest := m.o.Via + ":" + m.push.Container
 	if m.o.Via == "" {
 		// Members are not streamed host to host yet: the index is staged
@@ -55,7 +54,7 @@ func (m *moving) movePod(ctx context.Context, from podman.PodSource, to podman.P
 			if err != nil {
 				return fault.OnSide(fault.Source, fmt.Errorf("pushing: %w", err))
 			}
-			pushed, m.r.PodPushed = res, res
+			m.r.PodPushed = res
 			if m.o.Via != "" {
 				m.r.Ref, m.r.Digest = res.Reference, res.Digest
 			}
@@ -63,7 +62,7 @@ func (m *moving) movePod(ctx context.Context, from podman.PodSource, to podman.P
 		}},
 		{"pull", func(ctx context.Context) error {
 			pull := m.o.Pull
-			pull.Source, pull.Log = pushed.Reference+"@"+pushed.Digest, m.log
+			pull.Source, pull.Log = m.r.PodPushed.Reference+"@"+m.r.PodPushed.Digest, m.log
 			if m.o.Via == "" {
 				pull.Source = dest // a layout of our own, read as written
 			}
@@ -81,14 +80,15 @@ func (m *moving) movePod(ctx context.Context, from podman.PodSource, to podman.P
 				return fault.OnSide(fault.Target, fmt.Errorf("restoring on %s: %w", to.Address(), err))
 			}
 			m.r.PodPulled, m.r.ID, m.r.Name = res, res.ID, res.Pod
-			m.r.Downtime = since(pushed.FrozeAt)
+			m.r.Downtime = since(m.r.PodPushed.FrozeAt)
 			return nil
 		}},
-	}, func(err error) error { return m.resumePod(ctx, from, pushed, err) })
+	}, func(err error) error { return m.resumePod(ctx, from, err) })
 }
 
-// resumePod restores every member of a pushed pod on the source.
-func (m *moving) resumePod(ctx context.Context, from podman.PodSource, pushed *PodPushResult, cause error) error {
+// resumePod restores every member of the pushed pod on the source.
+func (m *moving) resumePod(ctx context.Context, from podman.PodSource, cause error) error {
+	pushed := m.r.PodPushed
 	if pushed == nil {
 		return cause // the pod's push restored it itself, or never froze it
 	}

@@ -50,7 +50,7 @@ func newPulling(c podman.Target, o restore.PullOptions, log io.Writer) *pulling 
 func PlanPull(ctx context.Context, c podman.Target, o restore.PullOptions) (*restore.Plan, error) {
 	p := newPulling(c, o, io.Discard)
 	defer p.close()
-	if err := runPhases(ctx, "plan", []phase{{"metadata", p.metadata}, {"plan", p.makePlan}}); err != nil {
+	if err := runPhases(ctx, "plan", p.planPhases()); err != nil {
 		return nil, err
 	}
 	if err := p.plan.Settle(ctx, nil); err != nil {
@@ -74,21 +74,29 @@ func Pull(ctx context.Context, c podman.Target, o restore.PullOptions) (*restore
 	warm, stop := context.WithCancel(ctx)
 	defer stop()
 	go func() { _, _ = c.Info(warm) }()
-	err := runOp(ctx, "pull", []phase{
-		{"metadata", p.metadata},
-		{"plan", p.makePlan},
-		{"check", p.checkPlan},
-		{"stage", p.stage},
-		{"fetch", p.fetch},
-		{"verify", p.verifyImage},
-		{"base", p.ensureBase},
-		{"restore", p.restore},
-	}, func(err error) error { return p.undo(ctx, err) })
+	phases := append(p.planPhases(), phase{"check", p.checkPlan})
+	err := runOp(ctx, "pull", append(phases, p.restorePhases()...), func(err error) error { return p.undo(ctx, err) })
 	if err != nil {
 		return nil, err
 	}
 	p.res.Seconds["total"] = since(p.began)
 	return p.res, nil
+}
+
+// planPhases read the metadata and plan the restore, creating nothing.
+func (p *pulling) planPhases() []phase {
+	return []phase{{"metadata", p.metadata}, {"plan", p.makePlan}}
+}
+
+// restorePhases fetch, verify and restore a planned and checked image.
+func (p *pulling) restorePhases() []phase {
+	return []phase{
+		{"stage", p.stage},
+		{"fetch", p.fetch},
+		{"verify", p.verifyImage},
+		{"base", p.ensureBase},
+		{"restore", p.restore},
+	}
 }
 
 // metadata reads what planning needs, in place (an encrypted image is

@@ -168,7 +168,7 @@ func (pp *podPulling) makePlan(ctx context.Context, ix *ckpt.IndexError) error {
 		if m.src, err = transfer.Instance(pp.src, rm.Digest); err != nil {
 			return err
 		}
-		if err := runPhases(ctx, "plan member", []phase{{"metadata", m.metadata}, {"plan", m.makePlan}}); err != nil {
+		if err := runPhases(ctx, "plan member", m.planPhases()); err != nil {
 			return fmt.Errorf("member %q: %w", rm.Name, err)
 		}
 		if err := pp.checkMember(rm, m.meta); err != nil {
@@ -234,13 +234,7 @@ func (pp *podPulling) restore(ctx context.Context) error {
 	start := time.Now()
 	for _, m := range pp.members {
 		m.o.Pod = pp.podID
-		err := runOp(ctx, "pull member", []phase{
-			{"stage", m.stage},
-			{"fetch", m.fetch},
-			{"verify", m.verifyImage},
-			{"base", m.ensureBase},
-			{"restore", m.restore},
-		}, func(err error) error { return m.undo(ctx, err) })
+		err := runOp(ctx, "pull member", m.restorePhases(), func(err error) error { return m.undo(ctx, err) })
 		if err != nil {
 			return fmt.Errorf("restoring member %q: %w", m.o.Name, err)
 		}

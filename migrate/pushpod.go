@@ -112,13 +112,12 @@ type podPushing struct {
 // pod's record in the index's annotation. A failure after the freeze
 // restores every checkpointed member and thaws the others.
 func PushPod(ctx context.Context, c podman.PodSource, o export.PushOptions) (*PodPushResult, error) {
-	pp := &podPushing{c: c, o: o, log: logOrDiscard(o.Log), began: time.Now(),
-		res: &PodPushResult{Seconds: map[string]float64{}}}
-	defer pp.removeStaging()
 	// Members talk over the pod's loopback: both ends of such a
 	// connection move together, so they are dumped and restored.
 	o.TCPEstablished = true
-	pp.o = o
+	pp := &podPushing{c: c, o: o, log: logOrDiscard(o.Log), began: time.Now(),
+		res: &PodPushResult{Seconds: map[string]float64{}}}
+	defer pp.removeStaging()
 	err := runOp(ctx, "push pod", []phase{
 		{"inspect", pp.inspect},
 		{"preflight", pp.preflight},
@@ -289,12 +288,9 @@ func (pp *podPushing) connections(context.Context) error {
 // checkpoint dumps and builds each member in turn; the frozen ones wait.
 func (pp *podPushing) checkpoint(ctx context.Context) error {
 	for _, m := range pp.members {
-		for _, ph := range []phase{{"checkpoint", m.checkpoint}, {"build", m.build}} {
-			if err := runPhases(ctx, "push member", []phase{ph}); err != nil {
-				return fmt.Errorf("member %q: %w", m.src.Container.Name, err)
-			}
+		if err := runPhases(ctx, "push member", []phase{{"checkpoint", m.checkpoint}, {"build", m.build}}); err != nil {
+			return fmt.Errorf("member %q: %w", m.src.Container.Name, err)
 		}
-		m.res.Container, m.res.ID = m.src.Container.Name, m.src.Container.ID
 	}
 	pp.res.Seconds["freeze"] = since(pp.res.FrozeAt)
 	return pp.thaw(ctx)
@@ -317,12 +313,8 @@ func (pp *podPushing) index(ctx context.Context) error {
 	rec := podRecord(pp.pod)
 	var descs []imgspecv1.Descriptor
 	for _, m := range pp.members {
-		size, err := manifestSize(ctx, m.staged)
-		if err != nil {
-			return err
-		}
 		rec.Members = append(rec.Members, ckpt.PodMember{Name: m.src.Container.Name, ID: m.src.Container.ID, Digest: m.built.Digest})
-		descs = append(descs, imgspecv1.Descriptor{Digest: m.built.Digest, Size: size,
+		descs = append(descs, imgspecv1.Descriptor{Digest: m.built.Digest, Size: m.built.Size,
 			Platform: &imgspecv1.Platform{OS: "linux", Architecture: m.src.Info.Host.Arch}})
 	}
 	ix, err := ckpt.PodIndex(rec, descs)
@@ -342,16 +334,6 @@ func (pp *podPushing) index(ctx context.Context) error {
 		return err
 	}
 	return dest.Commit(ctx, nil)
-}
-
-func manifestSize(ctx context.Context, ref types.ImageReference) (int64, error) {
-	src, err := ref.NewImageSource(ctx, nil)
-	if err != nil {
-		return 0, err
-	}
-	defer src.Close()
-	m, _, err := src.GetManifest(ctx, nil)
-	return int64(len(m)), err
 }
 
 // podRecord is what the target needs to make the pod again, as its

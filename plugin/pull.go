@@ -133,15 +133,7 @@ func (o *pullOptions) run(ctx context.Context, args []string, stdout io.Writer) 
 		if err != nil {
 			return fmt.Errorf("planning the pull of %q: %w", args[0], err)
 		}
-		if o.out.text() {
-			p.Print(stdout)
-		} else if err := o.out.write(stdout, p); err != nil {
-			return err
-		}
-		if err := p.Err(); err != nil {
-			return fmt.Errorf("pulling %q: %w", args[0], err)
-		}
-		return nil
+		return o.writePlan(stdout, p, fmt.Sprintf("%q", args[0]))
 	}
 	res, err := migrate.Pull(ctx, c, po)
 	if ix := podIndex(err); ix != nil {
@@ -155,6 +147,26 @@ func (o *pullOptions) run(ctx context.Context, args []string, stdout io.Writer) 
 	}
 	_, err = fmt.Fprintln(stdout, res.ID)
 	return err
+}
+
+// plan is a container's or a pod's plan, as --dry-run prints it.
+type plan interface {
+	Print(io.Writer)
+	Err() error
+}
+
+// writePlan prints p, and fails as the pull of what would when p has
+// blockers.
+func (o *pullOptions) writePlan(stdout io.Writer, p plan, what string) error {
+	if o.out.text() {
+		p.Print(stdout)
+	} else if err := o.out.write(stdout, p); err != nil {
+		return err
+	}
+	if err := p.Err(); err != nil {
+		return fmt.Errorf("pulling %s: %w", what, err)
+	}
+	return nil
 }
 
 // podIndex is the pod's index a pull found where it looked for one
@@ -181,15 +193,7 @@ func (o *pullOptions) runPod(ctx context.Context, c *podman.Client, po restore.P
 		if err != nil {
 			return fmt.Errorf("planning the pull of pod %q: %w", args[0], err)
 		}
-		if o.out.text() {
-			p.Print(stdout)
-		} else if err := o.out.write(stdout, p); err != nil {
-			return err
-		}
-		if err := p.Err(); err != nil {
-			return fmt.Errorf("pulling pod %q: %w", args[0], err)
-		}
-		return nil
+		return o.writePlan(stdout, p, fmt.Sprintf("pod %q", args[0]))
 	}
 	res, err := migrate.PullPod(ctx, c, po, ix)
 	if err != nil {

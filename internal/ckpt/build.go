@@ -57,6 +57,7 @@ type Layer struct {
 type Built struct {
 	Manifest imgspecv1.Manifest
 	Digest   digest.Digest
+	Size     int64 // of the manifest as stored, for an index's descriptor
 	Layers   []Layer
 	Config   *dump.Config
 	Cleared  []string // config.dump fields removed as host-specific
@@ -436,7 +437,7 @@ func (b *building) commit(ctx context.Context) error {
 	if err := b.dest.Commit(ctx, nil); err != nil {
 		return fmt.Errorf("committing the image: %w", err)
 	}
-	b.built.Digest = digest.FromBytes(mb)
+	b.built.Digest, b.built.Size = digest.FromBytes(mb), int64(len(mb))
 	return nil
 }
 
