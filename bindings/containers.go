@@ -24,7 +24,17 @@ type Container struct {
 	// Dependencies are the containers this one needs (whose namespaces
 	// it joins, --requires), by ID: a pod's infra container for a member.
 	Dependencies []string `json:"Dependencies"`
-	State        struct {
+	// StaticDir is the container's directory in podman's storage
+	// (userdata), where a checkpoint is kept.
+	StaticDir  string `json:"StaticDir"`
+	HostConfig struct {
+		// "container:ID" when it joins another's namespace.
+		NetworkMode string `json:"NetworkMode"`
+		IpcMode     string `json:"IpcMode"`
+		PidMode     string `json:"PidMode"`
+		UTSMode     string `json:"UTSMode"`
+	} `json:"HostConfig"`
+	State struct {
 		Status     string `json:"Status"`
 		Running    bool   `json:"Running"`
 		CgroupPath string `json:"CgroupPath"`
@@ -63,6 +73,12 @@ type CheckpointOptions struct {
 	TCPEstablished bool
 	FileLocks      bool
 	IgnoreRootfs   bool
+	// Joined says the container joins another's network namespace: podman
+	// dumps it, then refuses the export, so Checkpoint assembles the
+	// archive from what podman kept (LeaveRunning only; the service on
+	// this machine). TmpDir holds its root-filesystem diff meanwhile.
+	Joined bool
+	TmpDir string
 }
 
 // Checkpoint checkpoints a container with export and keep, and returns the
@@ -77,11 +93,24 @@ func (c *Client) Checkpoint(ctx context.Context, nameOrID string, o CheckpointOp
 	q.Set("fileLocks", strconv.FormatBool(o.FileLocks))
 	q.Set("ignoreRootFS", strconv.FormatBool(o.IgnoreRootfs))
 	op := fmt.Sprintf("checkpointing container %q", nameOrID)
+	if o.Joined && !o.LeaveRunning {
+		return nil, &Error{Op: op, Err: errors.New("a container joined to another's namespace is checkpointed only with leave-running")}
+	}
 	resp, err := c.do(ctx, op, http.MethodPost, "/containers/%s/checkpoint", nil, q, nil, nameOrID)
 	if err != nil {
+		if o.Joined && strings.Contains(err.Error(), joinedRefusal) {
+			return c.keptArchive(ctx, nameOrID, o)
+		}
 		return nil, err
 	}
 	return resp.Body, nil
+}
+
+// KillContainer sends a container's processes SIGKILL. Sent while its
+// cgroup is frozen, it ends them before they run again.
+func (c *Client) KillContainer(ctx context.Context, nameOrID string) error {
+	q := url.Values{"signal": {"KILL"}}
+	return c.doJSON(ctx, fmt.Sprintf("killing container %q", nameOrID), http.MethodPost, "/containers/%s/kill", q, nil, nameOrID)
 }
 
 // RestoreKept restores a container on this host from the checkpoint a

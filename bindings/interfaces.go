@@ -77,6 +77,7 @@ type PodSource interface {
 	InspectPod(ctx context.Context, nameOrID string) (*Pod, error)
 	PodExists(ctx context.Context, nameOrID string) (bool, error)
 	FreezeContainer(ctx context.Context, ctr *Container, frozen bool) error
+	KillContainer(ctx context.Context, nameOrID string) error
 	TCPConnections(ctr *Container) ([]TCPConn, string, error)
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/podman-migrate/podman-migrate/internal/ckpt"
 	"github.com/podman-migrate/podman-migrate/internal/dump"
 	"github.com/podman-migrate/podman-migrate/internal/fault"
+	"github.com/podman-migrate/podman-migrate/internal/transfer"
 )
 
 // Source is what a push learns of the container and its host before the
@@ -29,7 +31,9 @@ type Source struct {
 }
 
 // InspectRunning finds the running container name.
-func InspectRunning(ctx context.Context, c podman.Source, name string) (*podman.Container, error) {
+// A container of group (names or IDs, a group's push) may join the network
+// namespace of another there.
+func InspectRunning(ctx context.Context, c podman.Source, name string, group ...string) (*podman.Container, error) {
 	ctr, err := c.InspectContainer(ctx, name)
 	if errors.Is(err, podman.ErrNotFound) {
 		return nil, fmt.Errorf("%w %q on %s: check `podman ps -a` on that host", ErrNoContainer, name, c.Address())
@@ -40,7 +44,7 @@ func InspectRunning(ctx context.Context, c podman.Source, name string) (*podman.
 	if !ctr.State.Running {
 		return nil, fmt.Errorf("%w: %q is %s; only a running container can be migrated", ErrNotRunning, ctr.Name, ctr.State.Status)
 	}
-	if err := checkDependencies(ctx, c, ctr); err != nil {
+	if err := checkDependencies(ctx, c, ctr, group); err != nil {
 		return nil, err
 	}
 	return ctr, nil
@@ -55,7 +59,7 @@ var ErrDependency = fault.New(fault.Input, "depends on another container")
 // export checkpoints of containers with dependencies"), and on another host
 // the other would not be there. A pod member's infra container is the
 // exception: the pod is moved whole (push POD).
-func checkDependencies(ctx context.Context, c podman.Source, ctr *podman.Container) error {
+func checkDependencies(ctx context.Context, c podman.Source, ctr *podman.Container, group []string) error {
 	var names []string
 	for _, id := range ctr.Dependencies {
 		dep, err := c.InspectContainer(ctx, id)
@@ -65,13 +69,39 @@ func checkDependencies(ctx context.Context, c podman.Source, ctr *podman.Contain
 		if dep.IsInfra && dep.Pod != "" && dep.Pod == ctr.Pod {
 			continue
 		}
+		if slices.Contains(group, dep.Name) || slices.Contains(group, dep.ID) {
+			if err := joinsNetworkOnly(ctr, dep); err != nil {
+				return err
+			}
+			continue
+		}
 		names = append(names, dep.Name)
 	}
 	if len(names) == 0 {
 		return nil
 	}
 	return fault.Hinted(fmt.Errorf("%w: %q needs %s (it joins their namespaces, or --requires them)", ErrDependency, ctr.Name, quoteAll(names)),
-		"podman cannot export one without the other, and moving such containers together is not supported yet; a pod's members, which share namespaces through the pod's infra container, move together with push POD")
+		fmt.Sprintf("push or move them together (`push %s %s DEST`); a pod's members, which share namespaces through the pod's infra container, move together with push POD", ctr.Name, strings.Join(names, " ")))
+}
+
+// joinsNetworkOnly accepts a member of a group that needs dep only for
+// its network namespace (--network container:DEP): runc marks a joined
+// network namespace external in the dump and joins the new one at
+// restore, where other joined namespaces would be dumped as the
+// container's own.
+func joinsNetworkOnly(ctr, dep *podman.Container) error {
+	hc := ctr.HostConfig
+	if hc.NetworkMode == "container:"+dep.ID {
+		ok := true
+		for _, m := range []string{hc.IpcMode, hc.PidMode, hc.UTSMode} {
+			ok = ok && !strings.HasPrefix(m, "container:")
+		}
+		if ok {
+			return nil
+		}
+	}
+	return fault.Hinted(fmt.Errorf("%w: %q needs %q for more than its network namespace (network %q, ipc %q, pid %q, uts %q), and only --network container:X moves with a group", ErrDependency, ctr.Name, dep.Name, hc.NetworkMode, hc.IpcMode, hc.PidMode, hc.UTSMode),
+		"share the other namespaces through a pod instead (podman pod create --share ...), whose members move together with push POD")
 }
 
 func quoteAll(names []string) string {
@@ -138,5 +168,6 @@ func CheckpointOptions(o PushOptions) podman.CheckpointOptions {
 	return podman.CheckpointOptions{
 		LeaveRunning: o.LeaveRunning, TCPEstablished: o.TCPEstablished,
 		FileLocks: o.FileLocks, IgnoreRootfs: o.IgnoreRootfs,
+		Joined: o.Joined, TmpDir: transfer.StagingDir(o.TmpDir),
 	}
 }

@@ -36,6 +36,10 @@ type PushOptions struct {
 	TCPEstablished bool
 	FileLocks      bool
 	IgnoreRootfs   bool
+	// Group are the other containers pushed with this one (a group's
+	// push): it may join their network namespace. Joined says it does.
+	Group  []string
+	Joined bool
 	// IncludeBase copies the container's base image into DEST's
 	// repository (tag base-IMAGEID), for targets that cannot reach its
 	// origin.

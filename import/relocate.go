@@ -599,3 +599,38 @@ func subnetList(n *podman.Network) string {
 func NameMaps(flag string, vals []string) (map[string]string, error) {
 	return parseNameMaps(flag, vals)
 }
+
+// specNamespaces are the runtime spec's names of podman's namespaces.
+var specNamespaces = map[string]string{"net": "network", "ipc": "ipc", "pid": "pid", "uts": "uts", "cgroup": "cgroup", "user": "user", "mount": "mount"}
+
+// Join makes the restored container join namespace ns ("net") of the
+// container id on the target, whose process is pid: config.dump names the
+// container and spec.dump the namespace's path, which podman, restoring
+// no pod member, takes as it is. A group's pull calls it once the other
+// was restored.
+func (p *Plan) Join(ns, id string, pid int) error {
+	typ, ok := specNamespaces[ns]
+	if !ok || p.relocated == nil || pid <= 0 {
+		return fmt.Errorf("joining the %s namespace of %s (pid %d): not possible", ns, id, pid)
+	}
+	ed := p.relocated.edits.Replace
+	cfg, err := dump.ReadConfig(bytes.NewReader(ed[ckpt.ConfigDump]))
+	if err != nil {
+		return err
+	}
+	if err := cfg.SetJoined(ns, id); err != nil {
+		return err
+	}
+	spec, err := ckpt.ParseSpec(ed[ckpt.SpecDump])
+	if err != nil {
+		return err
+	}
+	if err := spec.SetNamespacePath(typ, fmt.Sprintf("/proc/%d/ns/%s", pid, ns)); err != nil {
+		return fmt.Errorf("%w: %w", ckpt.ErrNotCheckpoint, err)
+	}
+	if ed[ckpt.ConfigDump], err = cfg.Bytes(); err != nil {
+		return err
+	}
+	ed[ckpt.SpecDump], err = spec.Bytes()
+	return err
+}

@@ -171,6 +171,48 @@ func TestRelocateRewritesBothDumps(t *testing.T) {
 	}
 }
 
+// TestPlanJoin: a group member joins the restored peer by its new ID
+// (config.dump) and its process's namespace (spec.dump).
+func TestPlanJoin(t *testing.T) {
+	c := fakePodman(t, []string{"fixvol"}, map[string]string{"podman": "10.88.0.0/16"})
+	meta := fixtureMeta(t, nil)
+	p := relocateFixture(t, meta, t.TempDir(), c, PullOptions{})
+	if err := p.Join("net", "peer-id", 4242); err != nil {
+		t.Fatal(err)
+	}
+	ed := p.relocated.edits.Replace
+	cfg, err := dump.ReadConfig(bytes.NewReader(ed[ckpt.ConfigDump]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.Joined(); got["net"] != "peer-id" || len(got) != 1 {
+		t.Errorf("config.dump joins %v, want net of peer-id only", got)
+	}
+	var spec struct {
+		Linux struct {
+			Namespaces []struct{ Type, Path string } `json:"namespaces"`
+		} `json:"linux"`
+	}
+	if err := json.Unmarshal(ed[ckpt.SpecDump], &spec); err != nil {
+		t.Fatal(err)
+	}
+	paths := map[string]string{}
+	for _, ns := range spec.Linux.Namespaces {
+		paths[ns.Type] = ns.Path
+	}
+	if paths["network"] != "/proc/4242/ns/net" || paths["pid"] != "" {
+		t.Errorf("spec.dump namespaces %v", paths)
+	}
+	for _, bad := range []struct {
+		ns  string
+		pid int
+	}{{"mnt", 4242}, {"net", 0}} {
+		if err := p.Join(bad.ns, "peer-id", bad.pid); err == nil {
+			t.Errorf("Join(%q, pid %d) accepted", bad.ns, bad.pid)
+		}
+	}
+}
+
 func TestRelocateBlockers(t *testing.T) {
 	root := t.TempDir()
 	if err := os.WriteFile(filepath.Join(root, "file"), []byte("x"), 0o644); err != nil {

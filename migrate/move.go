@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"time"
 
@@ -63,9 +64,16 @@ type MoveError struct {
 	Resumed   bool
 	ResumeErr error
 	Pod       bool // Container names a pod, resumed member by member
+	Group     bool // Container names a group's members, thawed
 }
 
 func (e *MoveError) Error() string {
+	if e.Group {
+		if e.Resumed {
+			return fmt.Sprintf("%v; group %q was only frozen on the source host, and runs on there", e.Err, e.Container)
+		}
+		return fmt.Sprintf("%v; thawing group %q on the source host also failed (%v): check its members with `podman ps` there", e.Err, e.Container, e.ResumeErr)
+	}
 	if e.Pod {
 		if e.Resumed {
 			return fmt.Sprintf("%v; pod %q: every member was restored from its checkpoint and runs again on the source host", e.Err, e.Container)
@@ -97,14 +105,23 @@ func Move(ctx context.Context, from podman.Source, to podman.Target, o MoveOptio
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var errs []error
-	for _, ctr := range o.Containers {
+	units, err := groupUnits(ctx, from, o.Containers)
+	if err != nil {
+		return fault.OnSide(fault.Source, err)
+	}
+	for _, ctr := range units {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
 			start := time.Now()
-			r := one(ctx, from, to, ctr, o)
+			var r MoveResult
+			if names := strings.Split(ctr, " "); len(names) > 1 {
+				r = moveGroup(ctx, from.(podman.PodSource), to, names, o)
+			} else {
+				r = one(ctx, from, to, ctr, o)
+			}
 			r.Took = time.Since(start)
 			r.Seconds = r.Took.Round(time.Millisecond).Seconds()
 			if r.Err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -24,7 +25,9 @@ import (
 
 // PodPullResult is what a pod's pull made.
 type PodPullResult struct {
-	Pod     string                `json:"pod"`
+	Pod   string `json:"pod"`
+	Group bool   `json:"group,omitempty"` // no pod: Pod names the first member
+
 	ID      string                `json:"id"`
 	Source  string                `json:"source"`
 	Digest  string                `json:"digest"` // the index's
@@ -37,9 +40,12 @@ type PodPullResult struct {
 // PodPlan is what a pod's pull would do: the pod as it would be made, and
 // each member's plan.
 type PodPlan struct {
-	Source  string          `json:"source"`
-	Digest  string          `json:"digest"`
-	Pod     podman.PodSpec  `json:"pod"`
+	Source string         `json:"source"`
+	Digest string         `json:"digest"`
+	Pod    podman.PodSpec `json:"pod"`
+	// Group: the members are no pod's, and join one another's network
+	// namespace; Pod is then only named after the first.
+	Group   bool            `json:"group,omitempty"`
 	Members []*restore.Plan `json:"members"`
 	// Blockers of the pod itself; each member's are in its plan.
 	Blockers []string `json:"blockers"`
@@ -62,7 +68,11 @@ func (p *PodPlan) Err() error {
 
 // Print writes the plan for people.
 func (p *PodPlan) Print(w io.Writer) {
-	fmt.Fprintf(w, "Pod index:   %s\nDigest:      %s\nPod:         %s (shares %s)\n", p.Source, p.Digest, p.Pod.Name, strings.Join(p.Pod.SharedNamespaces, ", "))
+	if p.Group {
+		fmt.Fprintf(w, "Group index: %s\nDigest:      %s\nGroup:       %d containers in the network namespace of %s\n", p.Source, p.Digest, len(p.Members), p.Pod.Name)
+	} else {
+		fmt.Fprintf(w, "Pod index:   %s\nDigest:      %s\nPod:         %s (shares %s)\n", p.Source, p.Digest, p.Pod.Name, strings.Join(p.Pod.SharedNamespaces, ", "))
+	}
 	for _, pm := range p.Pod.PortMappings {
 		fmt.Fprintf(w, "  port       %s:%d -> %d/%s\n", pm.HostIP, pm.HostPort, pm.ContainerPort, pm.Protocol)
 	}
@@ -139,7 +149,7 @@ func newPodPulling(c podman.PodTarget, o restore.PullOptions, log io.Writer) *po
 // an image of its own, pinned to the digest the index gives.
 func (pp *podPulling) makePlan(ctx context.Context, ix *ckpt.IndexError) error {
 	if pp.o.Pod != "" {
-		return fault.Wrap(fault.Usage, fmt.Errorf("--pod: %s holds a pod, which pull makes anew", pp.o.Source))
+		return fault.Wrap(fault.Usage, fmt.Errorf("--pod: %s holds a pod or a group of containers, which pull makes anew, in no other pod", pp.o.Source))
 	}
 	var err error
 	if pp.rec, err = ckpt.ReadPodIndex(ix.Manifest); err != nil {
@@ -148,21 +158,32 @@ func (pp *podPulling) makePlan(ctx context.Context, ix *ckpt.IndexError) error {
 	if pp.src, err = transfer.ParseReference(pp.o.Source); err != nil {
 		return err
 	}
-	spec, err := podSpec(pp.rec, pp.o)
-	if err != nil {
+	spec := podman.PodSpec{Name: pp.rec.Name}
+	if pp.rec.Group {
+		if pp.o.Name != "" {
+			return fault.Wrap(fault.Usage, fmt.Errorf("--name: %s holds a group of containers, which keep their names", pp.o.Source))
+		}
+	} else if spec, err = podSpec(pp.rec, pp.o); err != nil {
 		return err
 	}
-	pp.plan = &PodPlan{Source: transfer.Display(pp.src), Digest: digest.FromBytes(ix.Manifest).String(), Pod: spec}
-	pp.res.Source, pp.res.Digest, pp.res.Pod = pp.plan.Source, pp.plan.Digest, spec.Name
-	if exists, err := pp.c.PodExists(ctx, spec.Name); err != nil {
+	pp.plan = &PodPlan{Source: transfer.Display(pp.src), Digest: digest.FromBytes(ix.Manifest).String(), Pod: spec, Group: pp.rec.Group}
+	pp.res.Source, pp.res.Digest, pp.res.Pod, pp.res.Group = pp.plan.Source, pp.plan.Digest, spec.Name, pp.rec.Group
+	if pp.rec.Group {
+		fmt.Fprintf(pp.log, "Group of %d containers in the network namespace of %s\n", len(pp.rec.Members), pp.rec.Name)
+	} else if exists, err := pp.c.PodExists(ctx, spec.Name); err != nil {
 		return err
 	} else if exists {
 		pp.plan.Blockers = append(pp.plan.Blockers, fmt.Sprintf("pod %q %s: choose another name with --name", spec.Name, restore.ErrConflict))
 	}
-	fmt.Fprintf(pp.log, "Pod %s: %d members\n", pp.rec.Name, len(pp.rec.Members))
-	for _, rm := range pp.rec.Members {
+	if !pp.rec.Group {
+		fmt.Fprintf(pp.log, "Pod %s: %d members\n", pp.rec.Name, len(pp.rec.Members))
+	}
+	for i, rm := range pp.rec.Members {
 		mo := pp.o
 		mo.Name, mo.Publish, mo.Pod = rm.Name, nil, ""
+		if pp.rec.Group && i == 0 {
+			mo.Publish = pp.o.Publish // the network namespace's owner publishes
+		}
 		m := newPulling(pp.c, mo, pp.log)
 		pp.members = append(pp.members, m)
 		if m.src, err = transfer.Instance(pp.src, rm.Digest); err != nil {
@@ -189,11 +210,44 @@ func (pp *podPulling) checkMember(rm ckpt.PodMember, meta *ckpt.Metadata) error 
 	if meta.Config == nil {
 		return fmt.Errorf("%w: member %q has no config.dump", ckpt.ErrNotCheckpoint, rm.Name)
 	}
+	if pp.rec.Group {
+		return pp.checkGroupMember(rm, meta)
+	}
 	if got := meta.Config.Pod(); got != pp.rec.ID {
 		return fmt.Errorf("%w: member %q was checkpointed in pod %q, not the index's %q", tarsafe.ErrUnsafe, rm.Name, got, pp.rec.ID)
 	}
 	if out := pp.rec.Outside(meta.Config.NamespaceContainers()); out != "" {
 		return fmt.Errorf("%w: member %q joins the namespaces of container %s, which is not the pod's infra container", tarsafe.ErrUnsafe, rm.Name, ckpt.ShortID(out))
+	}
+	return nil
+}
+
+// checkGroupMember holds a group's member to the record: no pod's, and
+// joining exactly the namespaces the record says, of the members it names.
+func (pp *podPulling) checkGroupMember(rm ckpt.PodMember, meta *ckpt.Metadata) error {
+	if got := meta.Config.Pod(); got != "" {
+		return fmt.Errorf("%w: member %q of a group was checkpointed in pod %q", tarsafe.ErrUnsafe, rm.Name, got)
+	}
+	joined := meta.Config.Joined()
+	for ns, id := range joined {
+		other := pp.memberByName(rm.Joins[ns])
+		if other == nil || other.ID != id {
+			return fmt.Errorf("%w: member %q joins the %s namespace of container %s, which the group's record does not say", tarsafe.ErrUnsafe, rm.Name, ns, ckpt.ShortID(id))
+		}
+	}
+	for ns := range rm.Joins {
+		if joined[ns] == "" {
+			return fmt.Errorf("%w: member %q joins no %s namespace, which the group's record says it does", tarsafe.ErrUnsafe, rm.Name, ns)
+		}
+	}
+	return nil
+}
+
+func (pp *podPulling) memberByName(name string) *ckpt.PodMember {
+	for i := range pp.rec.Members {
+		if m := &pp.rec.Members[i]; name != "" && m.Name == name {
+			return m
+		}
 	}
 	return nil
 }
@@ -215,6 +269,9 @@ func (pp *podPulling) check(ctx context.Context) error {
 // makePod makes the pod and starts its infra container, whose namespaces
 // the members join.
 func (pp *podPulling) makePod(ctx context.Context) error {
+	if pp.rec.Group {
+		return nil
+	}
 	start := time.Now()
 	fmt.Fprintf(pp.log, "Creating pod %s\n", pp.plan.Pod.Name)
 	id, err := pp.c.CreatePod(ctx, pp.plan.Pod)
@@ -232,8 +289,11 @@ func (pp *podPulling) makePod(ctx context.Context) error {
 // restore restores each member into the pod, in the record's order.
 func (pp *podPulling) restore(ctx context.Context) error {
 	start := time.Now()
-	for _, m := range pp.members {
+	for i, m := range pp.members {
 		m.o.Pod = pp.podID
+		if err := pp.join(ctx, m, pp.rec.Members[i]); err != nil {
+			return fmt.Errorf("restoring member %q: %w", m.o.Name, err)
+		}
 		err := runOp(ctx, "pull member", m.restorePhases(), func(err error) error { return m.undo(ctx, err) })
 		if err != nil {
 			return fmt.Errorf("restoring member %q: %w", m.o.Name, err)
@@ -245,27 +305,62 @@ func (pp *podPulling) restore(ctx context.Context) error {
 	return nil
 }
 
+// join points a group's member at the network namespace of the member it
+// joins, restored before it on this host.
+func (pp *podPulling) join(ctx context.Context, m *pulling, rm ckpt.PodMember) error {
+	for ns, name := range rm.Joins {
+		var id string
+		for _, o := range pp.members {
+			if o.o.Name == name {
+				id = o.res.ID
+			}
+		}
+		if id == "" {
+			return fmt.Errorf("member %q, whose %s namespace it joins, was not restored", name, ns)
+		}
+		ctr, err := pp.c.InspectContainer(ctx, id)
+		if err != nil {
+			return err
+		}
+		if !ctr.State.Running {
+			return fmt.Errorf("member %q, whose %s namespace it joins, is %s", name, ns, ctr.State.Status)
+		}
+		if err := m.plan.Join(ns, ctr.ID, ctr.State.Pid); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // undo removes the pod, every member restored into it, and what they
-// brought (volumes, base images): a pod never ends half made.
+// brought (volumes, base images): a pod never ends half made. A group's
+// members go last first: none is removed while another joins it.
 func (pp *podPulling) undo(ctx context.Context, cause error) error {
-	if pp.podID == "" {
+	restored := slices.ContainsFunc(pp.members, func(m *pulling) bool { return m.res.ID != "" })
+	if pp.podID == "" && !restored {
 		return cause
+	}
+	what := fmt.Sprintf("pod %q", pp.plan.Pod.Name)
+	if pp.rec.Group {
+		what = fmt.Sprintf("group of %s", pp.plan.Pod.Name)
 	}
 	uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
 	defer cancel()
 	var errs []error
-	for _, m := range pp.members {
-		if m.res.ID != "" {
-			fmt.Fprintf(pp.log, "Removing member %s, restored into the pod\n", m.plan.Name)
+	for i := len(pp.members) - 1; i >= 0; i-- {
+		if m := pp.members[i]; m.res.ID != "" {
+			fmt.Fprintf(pp.log, "Removing member %s, restored by the failed pull\n", m.plan.Name)
 			errs = append(errs, restore.Cleanup(uctx, pp.c, m.plan.Name, m.plan.CreatedVolumes(), m.base, io.Discard))
 		}
 	}
-	fmt.Fprintf(pp.log, "Removing pod %s, made by the failed pull\n", pp.plan.Pod.Name)
-	errs = append(errs, pp.c.RemovePod(uctx, pp.podID))
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("%w; removing pod %q, made by the failed pull, also failed: %w", cause, pp.plan.Pod.Name, err)
+	if pp.podID != "" {
+		fmt.Fprintf(pp.log, "Removing pod %s, made by the failed pull\n", pp.plan.Pod.Name)
+		errs = append(errs, pp.c.RemovePod(uctx, pp.podID))
 	}
-	return fmt.Errorf("%w; pod %q, made by the pull, was removed again", cause, pp.plan.Pod.Name)
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("%w; removing %s, made by the failed pull, also failed: %w", cause, what, err)
+	}
+	return fmt.Errorf("%w; %s, made by the pull, was removed again", cause, what)
 }
 
 // podDefaultParents are podman's own cgroup parents: a record of one of

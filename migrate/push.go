@@ -82,7 +82,7 @@ func (p *pushing) inspect(ctx context.Context) error {
 	if _, _, err := ckpt.MediaType(p.o.Compression); err != nil {
 		return err
 	}
-	ctr, err := export.InspectRunning(ctx, p.c, p.o.Container)
+	ctr, err := export.InspectRunning(ctx, p.c, p.o.Container, p.o.Group...)
 	if err != nil {
 		return err
 	}

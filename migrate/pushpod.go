@@ -59,7 +59,7 @@ type PodPushError struct {
 
 func (e *PodPushError) Error() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%v; pod %q", e.Err, e.Pod)
+	fmt.Fprintf(&b, "%v; %s", e.Err, e.Pod)
 	if len(e.Stuck) == 0 {
 		b.WriteString(" runs again on this host")
 		if len(e.Restored) > 0 {
@@ -104,6 +104,17 @@ type podPushing struct {
 	tmp     string
 	members []*pushing
 	frozen  []*podman.Container
+	// group names the containers of a group's push (no pod); its members
+	// are dumped leaving them frozen, and stay so until released.
+	group []string
+}
+
+// what names the pod or group for messages.
+func (pp *podPushing) what() string {
+	if pp.group != nil {
+		return fmt.Sprintf("group %q", strings.Join(pp.group, ", "))
+	}
+	return fmt.Sprintf("pod %q", pp.pod.Name)
 }
 
 // PushPod checkpoints every member of a pod, each frozen through its
@@ -112,14 +123,23 @@ type podPushing struct {
 // pod's record in the index's annotation. A failure after the freeze
 // restores every checkpointed member and thaws the others.
 func PushPod(ctx context.Context, c podman.PodSource, o export.PushOptions) (*PodPushResult, error) {
-	// Members talk over the pod's loopback: both ends of such a
-	// connection move together, so they are dumped and restored.
-	o.TCPEstablished = true
 	pp := &podPushing{c: c, o: o, log: logOrDiscard(o.Log), began: time.Now(),
 		res: &PodPushResult{Seconds: map[string]float64{}}}
+	if err := pp.run(ctx, "push pod", pp.inspect); err != nil {
+		return nil, err
+	}
+	pp.res.Seconds["total"] = since(pp.began)
+	return pp.res, nil
+}
+
+// run runs a pod's or a group's push, inspect first. Members talk over
+// their shared loopback: both ends of such a connection move together, so
+// they are dumped and restored.
+func (pp *podPushing) run(ctx context.Context, op string, inspect func(context.Context) error) error {
+	pp.o.TCPEstablished = true
 	defer pp.removeStaging()
-	err := runOp(ctx, "push pod", []phase{
-		{"inspect", pp.inspect},
+	return runOp(ctx, op, []phase{
+		{"inspect", inspect},
 		{"preflight", pp.preflight},
 		{"stage", pp.stage},
 		{"freeze", pp.freeze},
@@ -128,11 +148,6 @@ func PushPod(ctx context.Context, c podman.PodSource, o export.PushOptions) (*Po
 		{"index", pp.index},
 		{"upload", pp.upload},
 	}, func(err error) error { return pp.rollback(ctx, err) })
-	if err != nil {
-		return nil, err
-	}
-	pp.res.Seconds["total"] = since(pp.began)
-	return pp.res, nil
 }
 
 // refusePodOptions names the first push option a pod's push does not
@@ -197,7 +212,7 @@ func (pp *podPushing) inspect(ctx context.Context) error {
 // preflight checks DEST once, and the staging room for every member.
 func (pp *podPushing) preflight(ctx context.Context) error {
 	if err := transfer.Preflight(ctx, pp.dest, pp.o.Transfer); err != nil {
-		return fmt.Errorf("%w; pod %q was not touched", err, pp.pod.Name)
+		return fmt.Errorf("%w; %s was not touched", err, pp.what())
 	}
 	ctrs := make([]*podman.Container, len(pp.members))
 	for i, m := range pp.members {
@@ -229,7 +244,7 @@ func (pp *podPushing) removeStaging() {
 
 // freeze stops every member before the first is dumped.
 func (pp *podPushing) freeze(ctx context.Context) error {
-	fmt.Fprintf(pp.log, "Freezing the %d members of pod %s\n", len(pp.members), pp.pod.Name)
+	fmt.Fprintf(pp.log, "Freezing the %d members of %s\n", len(pp.members), pp.what())
 	pp.res.FrozeAt = time.Now()
 	for _, m := range pp.members {
 		ctr := m.src.Container
@@ -293,6 +308,9 @@ func (pp *podPushing) checkpoint(ctx context.Context) error {
 		}
 	}
 	pp.res.Seconds["freeze"] = since(pp.res.FrozeAt)
+	if pp.group != nil {
+		return nil // dumped leaving them running: frozen until released
+	}
 	return pp.thaw(ctx)
 }
 
@@ -310,10 +328,22 @@ func (pp *podPushing) thaw(ctx context.Context) error {
 
 // index writes the pod's record and index next to its members' images.
 func (pp *podPushing) index(ctx context.Context) error {
-	rec := podRecord(pp.pod)
+	var rec *ckpt.Pod
+	if pp.group != nil {
+		rec = &ckpt.Pod{Name: pp.members[0].src.Container.Name, Group: true}
+	} else {
+		rec = podRecord(pp.pod)
+	}
+	ids := map[string]string{}
 	var descs []imgspecv1.Descriptor
 	for _, m := range pp.members {
-		rec.Members = append(rec.Members, ckpt.PodMember{Name: m.src.Container.Name, ID: m.src.Container.ID, Digest: m.built.Digest})
+		ctr := m.src.Container
+		ids[ctr.ID] = ctr.Name
+		pm := ckpt.PodMember{Name: ctr.Name, ID: ctr.ID, Digest: m.built.Digest}
+		if other, ok := strings.CutPrefix(ctr.HostConfig.NetworkMode, "container:"); ok && pp.group != nil {
+			pm.Joins = map[string]string{"net": ids[other]}
+		}
+		rec.Members = append(rec.Members, pm)
 		descs = append(descs, imgspecv1.Descriptor{Digest: m.built.Digest, Size: m.built.Size,
 			Platform: &imgspecv1.Platform{OS: "linux", Architecture: m.src.Info.Host.Arch}})
 	}
@@ -402,12 +432,12 @@ func (pp *podPushing) upload(ctx context.Context) error {
 // every member podman checkpointed is restored from its kept checkpoint,
 // even if ctx was cancelled.
 func (pp *podPushing) rollback(ctx context.Context, cause error) error {
-	if pp.pod == nil || (len(pp.frozen) == 0 && !pp.anyAnswered()) {
+	if (pp.pod == nil && pp.group == nil) || (len(pp.frozen) == 0 && !pp.anyAnswered()) {
 		return cause
 	}
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rollbackBound)
 	defer cancel()
-	perr := &PodPushError{Pod: pp.pod.Name, Err: cause, Stuck: map[string]error{}}
+	perr := &PodPushError{Pod: pp.what(), Err: cause, Stuck: map[string]error{}}
 	for _, ctr := range pp.frozen {
 		if err := pp.c.FreezeContainer(rctx, ctr, false); err != nil {
 			perr.Stuck[ctr.Name] = fmt.Errorf("thawing it: %w", err)

@@ -158,6 +158,17 @@ func printPodDescription(w io.Writer, d *ckpt.PodDescription) {
 	p := d.Pod
 	fmt.Fprintf(w, "Format:      %s index\n", d.Format)
 	fmt.Fprintf(w, "Digest:      %s\n", d.Digest)
+	if p.Group {
+		fmt.Fprintf(w, "Group:       %d containers in the network namespace of %s\n", len(p.Members), p.Name)
+		for i, m := range d.Members {
+			fmt.Fprintf(w, "\nMember %d:    %s\n", i, p.Members[i].Name)
+			if j := p.Members[i].Joins["net"]; j != "" {
+				fmt.Fprintf(w, "Joins:       the network namespace of %s\n", j)
+			}
+			printDescription(w, m)
+		}
+		return
+	}
 	fmt.Fprintf(w, "Pod:         %s (%s), hostname %s\n", p.Name, ckpt.ShortID(p.ID), orDash(p.Hostname))
 	fmt.Fprintf(w, "Shares:      %s\n", orDash(strings.Join(p.Shared, ", ")))
 	if p.HostNetwork {

@@ -24,7 +24,7 @@ func TestCLIErrors(t *testing.T) {
 		code     int
 		contains string
 	}{
-		{"push without args", []string{"push"}, ExitUsage, "accepts 2 arg(s)"},
+		{"push without args", []string{"push"}, ExitUsage, "requires at least 2 arg(s)"},
 		{"pull with two args", []string{"pull", "a", "b"}, ExitUsage, "accepts 1 arg(s)"},
 		{"unknown flag", []string{"push", "--no-such-flag", "a", "b"}, ExitUsage, "unknown flag"},
 		{"unknown command", []string{"teleport"}, ExitFailure, "unknown command"},

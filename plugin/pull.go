@@ -191,17 +191,25 @@ func (o *pullOptions) runPod(ctx context.Context, c *podman.Client, po restore.P
 	if o.dryRun {
 		p, err := migrate.PlanPodPull(ctx, c, po, ix)
 		if err != nil {
-			return fmt.Errorf("planning the pull of pod %q: %w", args[0], err)
+			return fmt.Errorf("planning the pull of pod or group %q: %w", args[0], err)
 		}
 		return o.writePlan(stdout, p, fmt.Sprintf("pod %q", args[0]))
 	}
 	res, err := migrate.PullPod(ctx, c, po, ix)
 	if err != nil {
-		return fmt.Errorf("pulling pod %q: %w", args[0], err)
+		return fmt.Errorf("pulling pod or group %q: %w", args[0], err)
 	}
 	if !o.out.text() {
 		return o.out.write(stdout, res)
 	}
-	_, err = fmt.Fprintln(stdout, res.ID)
-	return err
+	if !res.Group {
+		_, err = fmt.Fprintln(stdout, res.ID)
+		return err
+	}
+	for _, m := range res.Members { // a group: the containers, no pod
+		if _, err := fmt.Fprintln(stdout, m.ID); err != nil {
+			return err
+		}
+	}
+	return nil
 }

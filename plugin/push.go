@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -25,7 +26,7 @@ type pushOptions struct {
 func newPushCmd(g *globalOptions) *cobra.Command {
 	o := &pushOptions{global: g}
 	cmd := &cobra.Command{
-		Use:   "push [flags] CONTAINER|POD DEST",
+		Use:   "push [flags] CONTAINER|POD DEST | push [flags] CONTAINER CONTAINER... DEST",
 		Short: "Checkpoint a running container, or a pod, and publish it as an OCI image",
 		Long: `Checkpoint CONTAINER with CRIU and publish the checkpoint to DEST.
 
@@ -48,10 +49,19 @@ OCI image index, a checkpoint image per member and the pod's record; pull
 makes the pod again. This needs the podman service on this machine, and
 takes neither --include-base, encryption nor signing yet.
 
+Several CONTAINERs are pushed as one group: a container and those that
+join its network namespace (podman run --network container:X), which
+podman cannot checkpoint apart. A container that joins another is refused
+alone, naming the other. The members are frozen together, dumped leaving
+them running, and stopped (killed while still frozen) once the image is
+out; any failure thaws them and they run on. DEST gets one image index, as
+for a pod; pull restores the members in order, each joined again to the
+network namespace of the one it joined. Same needs and limits as a pod.
+
 --encryption-key encrypts the layers on their way to DEST (the staging copy
 on this host stays plaintext, readable by root only);
 --sign-by-sigstore-private-key signs the image (see the man page).`,
-		Args: exactArgs(2),
+		Args: minArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return o.run(cmd.Context(), args, cmd.OutOrStdout())
 		},
@@ -71,7 +81,8 @@ func (o *pushOptions) run(ctx context.Context, args []string, stdout io.Writer) 
 	if err := o.out.checkAny(&export.PushResult{}, &migrate.PodPushResult{}); err != nil {
 		return err
 	}
-	if err := o.seal.check(args[1]); err != nil {
+	names, dest := args[:len(args)-1], args[len(args)-1]
+	if err := o.seal.check(dest); err != nil {
 		return err
 	}
 	d, err := o.global.destination()
@@ -82,20 +93,23 @@ func (o *pushOptions) run(ctx context.Context, args []string, stdout io.Writer) 
 	if err != nil {
 		return err
 	}
-	pod, err := migrate.IsPod(ctx, c, args[0])
-	if err != nil {
-		return err
+	group := len(names) > 1
+	pod := false
+	if !group {
+		if pod, err = migrate.IsPod(ctx, c, names[0]); err != nil {
+			return err
+		}
 	}
 	var sample any = &export.PushResult{}
-	if pod {
+	if pod || group {
 		sample = &migrate.PodPushResult{}
 	}
 	if err := o.out.check(sample); err != nil {
 		return err
 	}
 	po := export.PushOptions{
-		Container:    args[0],
-		Dest:         args[1],
+		Container:    names[0],
+		Dest:         dest,
 		LeaveRunning: o.leaveRunning,
 		ToolVersion:  Version,
 		TmpDir:       o.staging.dir,
@@ -107,10 +121,19 @@ func (o *pushOptions) run(ctx context.Context, args []string, stdout io.Writer) 
 	o.registry.fill(&po.Transfer)
 	o.seal.fill(&po.Transfer)
 	po.Transfer.Report = o.global.log()
-	if pod {
-		res, err := migrate.PushPod(ctx, c, po)
+	if pod || group {
+		var res *migrate.PodPushResult
+		if group {
+			res, err = migrate.PushGroup(ctx, c, po, names)
+		} else {
+			res, err = migrate.PushPod(ctx, c, po)
+		}
 		if err != nil {
-			return fmt.Errorf("pushing pod %q to %q: %w", args[0], args[1], err)
+			what := "pod"
+			if group {
+				what = "group"
+			}
+			return fmt.Errorf("pushing %s %q to %q: %w", what, strings.Join(names, ", "), dest, err)
 		}
 		if !o.out.text() {
 			return o.out.write(stdout, res)
@@ -120,7 +143,7 @@ func (o *pushOptions) run(ctx context.Context, args []string, stdout io.Writer) 
 	}
 	res, err := migrate.Push(ctx, c, po)
 	if err != nil {
-		return fmt.Errorf("pushing %q to %q: %w", args[0], args[1], err)
+		return fmt.Errorf("pushing %q to %q: %w", names[0], dest, err)
 	}
 	if !o.out.text() {
 		return o.out.write(stdout, res)

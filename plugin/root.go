@@ -140,6 +140,15 @@ unless a second interrupt stops the wait for its checkpoint).`,
 }
 
 // exactArgs is cobra.ExactArgs with a usage exit code.
+func minArgs(n int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if err := cobra.MinimumNArgs(n)(cmd, args); err != nil {
+			return usageError{errors.New(err.Error() + "; see --help")}
+		}
+		return nil
+	}
+}
+
 func exactArgs(n int) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, args []string) error {
 		if err := cobra.ExactArgs(n)(cmd, args); err != nil {

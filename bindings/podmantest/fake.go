@@ -30,8 +30,10 @@ type Fake struct {
 	Volumes    map[string]bool
 	Networks   map[string]*podman.Network
 	InfoValue  podman.Info
-	// Archive is the checkpoint archive Checkpoint returns.
-	Archive []byte
+	// Archive is the checkpoint archive Checkpoint returns; Archives,
+	// when it has the container's name, replaces it for that container.
+	Archive  []byte
+	Archives map[string][]byte
 	// Fail makes the named method fail with the error.
 	Fail map[string]error
 	// KeepOnFailure: a failed RestoreImport leaves its container behind,
@@ -44,8 +46,10 @@ type Fake struct {
 	// Addr is the service's URI Address gives; "" is fake://podman.
 	Addr string
 	// RestoredConfig is the config.dump of the last archive RestoreImport
-	// read.
+	// read; Restored holds each archive's config.dump and spec.dump by the
+	// name of the container it made.
 	RestoredConfig []byte
+	Restored       map[string]Dumps
 	// InfoGate, when set, holds Info's answer until it is closed.
 	InfoGate chan struct{}
 	// Reading, when set, is closed as RestoreImport starts to read (once).
@@ -257,15 +261,31 @@ func (f *Fake) Checkpoint(_ context.Context, nameOrID string, o podman.Checkpoin
 	if c == nil {
 		return nil, notFound(nameOrID)
 	}
+	if o.Joined && (c.HostConfig.NetworkMode == "" || !o.LeaveRunning) {
+		return nil, fmt.Errorf("checkpoint of %s: joined, but network mode %q, leave running %t", nameOrID, c.HostConfig.NetworkMode, o.LeaveRunning)
+	}
 	if !o.LeaveRunning {
 		c.State.Running, c.State.Status = false, "exited"
+	}
+	if a, ok := f.Archives[c.Name]; ok {
+		return io.NopCloser(bytes.NewReader(a)), nil
 	}
 	return io.NopCloser(bytes.NewReader(f.Archive)), nil
 }
 
+// KillContainer implements podman.PodSource: the container stops.
+func (f *Fake) KillContainer(_ context.Context, nameOrID string) error {
+	return f.setRunning("KillContainer", nameOrID, false)
+}
+
 // RestoreKept implements podman.Checkpointer: the container runs again.
 func (f *Fake) RestoreKept(_ context.Context, nameOrID string, _ podman.CheckpointOptions) error {
-	if err := f.call("RestoreKept"); err != nil {
+	return f.setRunning("RestoreKept", nameOrID, true)
+}
+
+// setRunning is a call that starts or stops a container.
+func (f *Fake) setRunning(op, nameOrID string, running bool) error {
+	if err := f.call(op); err != nil {
 		return err
 	}
 	f.mu.Lock()
@@ -274,7 +294,10 @@ func (f *Fake) RestoreKept(_ context.Context, nameOrID string, _ podman.Checkpoi
 	if c == nil {
 		return notFound(nameOrID)
 	}
-	c.State.Running, c.State.Status = true, "running"
+	c.State.Running, c.State.Status = running, "exited"
+	if running {
+		c.State.Status = "running"
+	}
 	return nil
 }
 
@@ -299,7 +322,8 @@ func (f *Fake) RestoreImport(_ context.Context, body io.Reader, o podman.Restore
 	f.mu.Unlock()
 	c := archive.DetectCompression(head)
 	kind := c.Extension()
-	name, cfg, rerr := nameInArchive(br)
+	name, dumps, rerr := nameInArchive(br)
+	cfg := dumps.Config
 	if o.Name != "" {
 		name = o.Name
 	}
@@ -318,40 +342,57 @@ func (f *Fake) RestoreImport(_ context.Context, body io.Reader, o podman.Restore
 		return "", &podman.Error{Op: "restoring", Status: 404, Err: podman.ErrNotFound}
 	}
 	ctr.State.Running, ctr.State.Status = err == nil, map[bool]string{true: "running", false: "created"}[err == nil]
+	if err == nil {
+		ctr.State.Pid = 1000 + len(f.Containers)
+	}
 	f.Containers[name] = ctr
+	if f.Restored == nil {
+		f.Restored = map[string]Dumps{}
+	}
+	f.Restored[name] = dumps
 	return ctr.ID, err
 }
 
+// Dumps are the container's configuration files in a checkpoint archive.
+type Dumps struct{ Config, Spec []byte }
+
 // nameInArchive reads a checkpoint archive to its end and returns the
-// container name its config.dump records, and the config.dump.
-func nameInArchive(r io.Reader) (string, []byte, error) {
+// container name its config.dump records, and its dumps.
+func nameInArchive(r io.Reader) (string, Dumps, error) {
+	var d Dumps
 	// As podman's import does: the storage library detects compression.
 	dr, err := archive.DecompressStream(r)
 	if err != nil {
-		return "", nil, err
+		return "", d, err
 	}
 	defer dr.Close()
 	tr := tar.NewReader(dr)
-	var cfg []byte
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
-			return "", nil, err
+			return "", d, err
 		}
-		if path.Clean(h.Name) == "config.dump" {
-			if cfg, err = io.ReadAll(io.LimitReader(tr, 16<<20)); err != nil {
-				return "", nil, err
-			}
+		var into *[]byte
+		switch path.Clean(h.Name) {
+		case "config.dump":
+			into = &d.Config
+		case "spec.dump":
+			into = &d.Spec
+		default:
+			continue
+		}
+		if *into, err = io.ReadAll(io.LimitReader(tr, 16<<20)); err != nil {
+			return "", d, err
 		}
 	}
 	var c struct{ Name string }
-	if err := json.Unmarshal(cfg, &c); err != nil || c.Name == "" {
-		return "", nil, errors.New("the archive has no config.dump naming the container")
+	if err := json.Unmarshal(d.Config, &c); err != nil || c.Name == "" {
+		return "", d, errors.New("the archive has no config.dump naming the container")
 	}
-	return c.Name, cfg, nil
+	return c.Name, d, nil
 }
 
 // LoadImage implements podman.Restorer: it reads the archive and adds

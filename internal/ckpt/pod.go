@@ -24,8 +24,12 @@ const (
 )
 
 // Pod is the record of a pod: what the target needs to make it again.
+// The same record holds a group of containers that no pod holds but that
+// join one another's network namespace (--network container:X): Group is
+// set, Name is the first member's, and no pod is made on the target.
 type Pod struct {
 	Name     string            `json:"name"`
+	Group    bool              `json:"group,omitempty"`
 	ID       string            `json:"id"` // on the source
 	Hostname string            `json:"hostname,omitempty"`
 	Labels   map[string]string `json:"labels,omitempty"`
@@ -65,7 +69,16 @@ type PodMember struct {
 	Name   string        `json:"name"`
 	ID     string        `json:"id"` // on the source
 	Digest digest.Digest `json:"digest"`
+	// Joins names, in a group, the earlier member whose namespace this
+	// one joins, by namespace ("net": GroupNamespaces).
+	Joins map[string]string `json:"joins,omitempty"`
 }
+
+// GroupNamespaces are the namespaces a group's member may join of
+// another: runc marks a joined network namespace external in the dump and
+// takes the new one's path at restore; other joined namespaces CRIU would
+// dump as the member's own.
+var GroupNamespaces = []string{"net"}
 
 // Namespaces a pod may share, as podman's pod create --share names them.
 var podNamespaces = []string{"cgroup", "ipc", "net", "pid", "user", "uts"}
@@ -83,7 +96,7 @@ type IndexError struct {
 
 func (e *IndexError) Error() string {
 	if IsPodIndex(e.MediaType, e.Manifest) {
-		return "an image index of a pod's checkpoints, not one container's"
+		return "an image index of a pod's (or a group's) checkpoints, not one container's"
 	}
 	return fmt.Sprintf("%s: %s is a list of images (a multi-architecture image?), not one checkpoint nor a pod's index", ErrNotCheckpoint, e.MediaType)
 }
@@ -191,6 +204,9 @@ func checkPod(pod *Pod, manifests []imgspecv1.Descriptor) error {
 			return bad("member %q: manifest type %q", m.Name, d.MediaType)
 		}
 	}
+	if err := checkJoins(pod, bad); err != nil {
+		return err
+	}
 	for _, ns := range pod.Shared {
 		if !slices.Contains(podNamespaces, ns) {
 			return bad("shared namespace %q", ns)
@@ -205,6 +221,35 @@ func checkPod(pod *Pod, manifests []imgspecv1.Descriptor) error {
 		if p.ContainerPort == 0 || (p.Protocol != "tcp" && p.Protocol != "udp" && p.Protocol != "sctp") {
 			return bad("port %+v", p)
 		}
+	}
+	return nil
+}
+
+// checkJoins holds a group to members that join only earlier members'
+// network namespace, and a pod to none, and to no pod settings.
+func checkJoins(pod *Pod, bad func(string, ...any) error) error {
+	if !pod.Group {
+		for _, m := range pod.Members {
+			if len(m.Joins) > 0 {
+				return bad("member %q of a pod joins another member", m.Name)
+			}
+		}
+		return nil
+	}
+	if pod.Name != pod.Members[0].Name || len(pod.Shared) > 0 || len(pod.Ports) > 0 || len(pod.Networks) > 0 || pod.InfraID != "" || pod.InfraName != "" {
+		return bad("a group with a pod's settings")
+	}
+	seen := map[string]bool{}
+	for _, m := range pod.Members {
+		for ns, other := range m.Joins {
+			if !slices.Contains(GroupNamespaces, ns) {
+				return bad("member %q joins the %s namespace of %q", m.Name, ns, other)
+			}
+			if !seen[other] {
+				return bad("member %q joins %q, which is no member before it", m.Name, other)
+			}
+		}
+		seen[m.Name] = true
 	}
 	return nil
 }

@@ -31,8 +31,24 @@ func samplePod() (*Pod, []imgspecv1.Descriptor) {
 	return pod, ms
 }
 
-func TestPodIndexRoundTrip(t *testing.T) {
+// sampleGroup is two containers that no pod holds: reader joins server's
+// network namespace.
+func sampleGroup() (*Pod, []imgspecv1.Descriptor) {
 	pod, ms := samplePod()
+	g := &Pod{Name: "server", Group: true, ID: pod.Members[0].ID, Members: pod.Members}
+	g.Members[1].Joins = map[string]string{"net": "server"}
+	return g, ms
+}
+
+func TestPodIndexRoundTrip(t *testing.T) {
+	for _, sample := range []func() (*Pod, []imgspecv1.Descriptor){samplePod, sampleGroup} {
+		pod, ms := sample()
+		roundTrip(t, pod, ms)
+	}
+}
+
+func roundTrip(t *testing.T, pod *Pod, ms []imgspecv1.Descriptor) {
+	t.Helper()
 	b, err := PodIndex(pod, ms)
 	if err != nil {
 		t.Fatal(err)
@@ -63,46 +79,73 @@ func TestPodIndexRoundTrip(t *testing.T) {
 // acts on it.
 func TestPodIndexRefusesHostile(t *testing.T) {
 	for _, tc := range []struct {
-		name string
-		edit func(ix map[string]any, rec map[string]any)
-		is   error
+		name  string
+		edit  func(ix map[string]any, rec map[string]any)
+		is    error
+		group bool
 	}{
 		{"member listed twice", func(ix, rec map[string]any) {
 			m := rec["members"].([]any)
 			rec["members"] = []any{m[0], m[0]}
 			ms := ix["manifests"].([]any)
 			ix["manifests"] = []any{ms[0], ms[0]}
-		}, tarsafe.ErrUnsafe},
+		}, tarsafe.ErrUnsafe, false},
 		{"member not in the index", func(ix, rec map[string]any) {
 			rec["members"].([]any)[1].(map[string]any)["digest"] = digest.FromString("other").String()
-		}, tarsafe.ErrUnsafe},
+		}, tarsafe.ErrUnsafe, false},
 		{"index has a manifest more", func(ix, rec map[string]any) {
 			ms := ix["manifests"].([]any)
 			ix["manifests"] = append(ms, ms[0])
-		}, tarsafe.ErrUnsafe},
+		}, tarsafe.ErrUnsafe, false},
 		{"member's manifest is an index", func(ix, rec map[string]any) {
 			ix["manifests"].([]any)[0].(map[string]any)["mediaType"] = imgspecv1.MediaTypeImageIndex
-		}, tarsafe.ErrUnsafe},
+		}, tarsafe.ErrUnsafe, false},
 		{"member annotation names another", func(ix, rec map[string]any) {
 			ix["manifests"].([]any)[0].(map[string]any)["annotations"] = map[string]any{AnnPodMember: "reader"}
-		}, tarsafe.ErrUnsafe},
-		{"namespace podman does not share", func(ix, rec map[string]any) { rec["sharedNamespaces"] = []any{"net", "mnt"} }, tarsafe.ErrUnsafe},
-		{"pod name with a slash", func(ix, rec map[string]any) { rec["name"] = "../web" }, tarsafe.ErrUnsafe},
+		}, tarsafe.ErrUnsafe, false},
+		{"namespace podman does not share", func(ix, rec map[string]any) { rec["sharedNamespaces"] = []any{"net", "mnt"} }, tarsafe.ErrUnsafe, false},
+		{"pod name with a slash", func(ix, rec map[string]any) { rec["name"] = "../web" }, tarsafe.ErrUnsafe, false},
 		{"member name with a slash", func(ix, rec map[string]any) {
 			rec["members"].([]any)[0].(map[string]any)["name"] = "a/b"
-		}, tarsafe.ErrUnsafe},
-		{"no members", func(ix, rec map[string]any) { rec["members"] = []any{}; ix["manifests"] = []any{} }, tarsafe.ErrUnsafe},
+		}, tarsafe.ErrUnsafe, false},
+		{"no members", func(ix, rec map[string]any) { rec["members"] = []any{}; ix["manifests"] = []any{} }, tarsafe.ErrUnsafe, false},
 		{"port 0", func(ix, rec map[string]any) {
 			rec["ports"] = []any{map[string]any{"hostPort": 1, "containerPort": 0, "protocol": "tcp"}}
-		}, tarsafe.ErrUnsafe},
+		}, tarsafe.ErrUnsafe, false},
 		{"unknown protocol", func(ix, rec map[string]any) {
 			rec["ports"] = []any{map[string]any{"hostPort": 1, "containerPort": 2, "protocol": "icmp"}}
-		}, tarsafe.ErrUnsafe},
-		{"unknown field", func(ix, rec map[string]any) { rec["privileged"] = true }, ErrNotCheckpoint},
-		{"no record", func(ix, rec map[string]any) { delete(ix, "annotations") }, ErrNotCheckpoint},
+		}, tarsafe.ErrUnsafe, false},
+		{"unknown field", func(ix, rec map[string]any) { rec["privileged"] = true }, ErrNotCheckpoint, false},
+		{"no record", func(ix, rec map[string]any) { delete(ix, "annotations") }, ErrNotCheckpoint, false},
+		{"pod member joins another", func(ix, rec map[string]any) {
+			rec["members"].([]any)[1].(map[string]any)["joins"] = map[string]any{"net": "server"}
+		}, tarsafe.ErrUnsafe, false},
+		{"group member joins a later one", func(ix, rec map[string]any) {
+			m := rec["members"].([]any)
+			m[0].(map[string]any)["joins"] = map[string]any{"net": "reader"}
+			delete(m[1].(map[string]any), "joins")
+		}, tarsafe.ErrUnsafe, true},
+		{"group member joins itself", func(ix, rec map[string]any) {
+			rec["members"].([]any)[1].(map[string]any)["joins"] = map[string]any{"net": "reader"}
+		}, tarsafe.ErrUnsafe, true},
+		{"group member joins no member", func(ix, rec map[string]any) {
+			rec["members"].([]any)[1].(map[string]any)["joins"] = map[string]any{"net": "db"}
+		}, tarsafe.ErrUnsafe, true},
+		{"group member joins an ipc namespace", func(ix, rec map[string]any) {
+			rec["members"].([]any)[1].(map[string]any)["joins"] = map[string]any{"ipc": "server"}
+		}, tarsafe.ErrUnsafe, true},
+		{"group with published ports", func(ix, rec map[string]any) {
+			rec["ports"] = []any{map[string]any{"hostPort": 1, "containerPort": 2, "protocol": "tcp"}}
+		}, tarsafe.ErrUnsafe, true},
+		{"group with shared namespaces", func(ix, rec map[string]any) { rec["sharedNamespaces"] = []any{"net"} }, tarsafe.ErrUnsafe, true},
+		{"group with an infra container", func(ix, rec map[string]any) { rec["infraName"] = "x-infra" }, tarsafe.ErrUnsafe, true},
+		{"group named after no first member", func(ix, rec map[string]any) { rec["name"] = "reader" }, tarsafe.ErrUnsafe, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			pod, ms := samplePod()
+			if tc.group {
+				pod, ms = sampleGroup()
+			}
 			b, err := PodIndex(pod, ms)
 			if err != nil {
 				t.Fatal(err)

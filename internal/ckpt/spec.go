@@ -98,6 +98,36 @@ func (s *Spec) DropNamespacePaths() (int, error) {
 	return dropped, nil
 }
 
+// SetNamespacePath makes the spec join the namespace of type typ
+// ("network", ...) at path; it fails when the spec has no such namespace.
+func (s *Spec) SetNamespacePath(typ, path string) error {
+	var linux map[string]json.RawMessage
+	if err := json.Unmarshal(s.raw["linux"], &linux); err != nil || linux == nil {
+		return fmt.Errorf("the spec has no linux section")
+	}
+	var nss []map[string]json.RawMessage
+	if err := json.Unmarshal(linux["namespaces"], &nss); err != nil {
+		return fmt.Errorf("the spec's namespaces: %w", err)
+	}
+	t, _ := json.Marshal(typ)
+	p, _ := json.Marshal(path)
+	found := false
+	for _, ns := range nss {
+		if string(ns["type"]) == string(t) {
+			ns["path"], found = p, true
+		}
+	}
+	if !found {
+		return fmt.Errorf("the spec has no %s namespace", typ)
+	}
+	var err error
+	if linux["namespaces"], err = json.Marshal(nss); err != nil {
+		return err
+	}
+	s.raw["linux"], err = json.Marshal(linux)
+	return err
+}
+
 // SpecMount is a mount as spec.dump, the container's OCI runtime spec,
 // records it. One read from a Spec keeps the mount's JSON object, so that
 // SetMounts writes back the fields it does not show.

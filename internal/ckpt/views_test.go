@@ -152,3 +152,26 @@ func TestShortID(t *testing.T) {
 		t.Error("ShortID")
 	}
 }
+
+// TestSetNamespacePath: the path lands on the namespace of that type only,
+// other namespaces and fields stay, and a missing namespace is an error.
+func TestSetNamespacePath(t *testing.T) {
+	s, err := ParseSpec([]byte(`{"linux":{"namespaces":[{"type":"pid"},{"type":"network","path":"/proc/7/ns/net"}],"x":1},"y":2}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetNamespacePath("network", "/proc/42/ns/net"); err != nil {
+		t.Fatal(err)
+	}
+	out, _ := s.Bytes()
+	if want := `{"linux":{"namespaces":[{"type":"pid"},{"path":"/proc/42/ns/net","type":"network"}],"x":1},"y":2}`; !jsonEqual(t, out, []byte(want)) {
+		t.Errorf("spec %s, want %s", out, want)
+	}
+	if err := s.SetNamespacePath("ipc", "/proc/42/ns/ipc"); err == nil {
+		t.Error("a namespace the spec does not have was set")
+	}
+	s, _ = ParseSpec([]byte(`{"mounts":[]}`))
+	if err := s.SetNamespacePath("network", "/proc/42/ns/net"); err == nil {
+		t.Error("a spec without a linux section took a namespace path")
+	}
+}

@@ -122,3 +122,30 @@ func TestNamespaceContainers(t *testing.T) {
 		t.Fatalf("NamespaceContainers %v, Pod %q", got, cfg.Pod())
 	}
 }
+
+func TestJoined(t *testing.T) {
+	cfg, err := ReadConfig(strings.NewReader(`{"name":"m","netNsCtr":"srv","pidNsCtr":"","x-new":true}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.Joined(); len(got) != 1 || got["net"] != "srv" {
+		t.Fatalf("Joined %v, want net:srv", got)
+	}
+	if err := cfg.SetJoined("net", "new-id"); err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.SetJoined("mnt", "new-id"); err == nil {
+		t.Error("SetJoined took a namespace podman does not name")
+	}
+	b, err := cfg.Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := ReadConfig(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := back.Joined(); len(got) != 1 || got["net"] != "new-id" || !bytes.Contains(b, []byte(`"x-new":true`)) {
+		t.Errorf("after SetJoined: %s", b)
+	}
+}

@@ -2,7 +2,10 @@ package dump
 
 import (
 	"encoding/json"
+	"fmt"
+	"slices"
 	"sort"
+	"strings"
 )
 
 // Raw returns a top-level field as stored, nil when absent.
@@ -55,6 +58,32 @@ func (c *Config) Pod() string { return c.String("pod") }
 // nsCtrKeys are config.dump's links to containers whose namespaces this
 // one joins (podman's ContainerNamespaceConfig).
 var nsCtrKeys = []string{"netNsCtr", "ipcNsCtr", "pidNsCtr", "utsNsCtr", "cgroupNsCtr", "userNsCtr", "mountNsCtr"}
+
+// Joined maps each namespace this container joins of another container
+// ("net", "ipc", ...) to that container's ID.
+func (c *Config) Joined() map[string]string {
+	out := map[string]string{}
+	for _, k := range nsCtrKeys {
+		if id := c.String(k); id != "" {
+			out[strings.TrimSuffix(k, "NsCtr")] = id
+		}
+	}
+	return out
+}
+
+// SetJoined links namespace ns ("net", ...) to the container id.
+func (c *Config) SetJoined(ns, id string) error {
+	k := ns + "NsCtr"
+	if !slices.Contains(nsCtrKeys, k) {
+		return fmt.Errorf("unknown namespace %q", ns)
+	}
+	b, err := json.Marshal(id)
+	if err != nil {
+		return err
+	}
+	c.raw[k] = b
+	return nil
+}
 
 // NamespaceContainers lists the IDs of the containers whose namespaces this
 // one joins, each once, sorted.

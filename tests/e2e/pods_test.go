@@ -180,17 +180,24 @@ func startTalkingPod(t *testing.T, url, pod string, hostPort int) (srv status, c
 	return srv, cli
 }
 
+// checkTalking asserts NAME-srv and NAME-cli on url carry on from before:
+// both processes continued, and the client still reads the same server.
+func checkTalking(t *testing.T, url, name string, srv status, cli peerStatus) {
+	t.Helper()
+	checkContinued(t, url, name+"-srv", srv)
+	checkContinued(t, url, name+"-cli", cli.status)
+	waitStatus(t, url, name+"-cli", func(status) bool {
+		now := readPeerStatus(t, url, name+"-cli")
+		return now.PeerReads > cli.PeerReads+2 && now.PeerBoot == srv.Boot && now.PeerCounter > cli.PeerCounter
+	})
+}
+
 // checkTalkingPod asserts the talking pod's members on url carry on from
 // before: both processes continued, the client still reads the same
 // server, and port (published there) answers with the server's state.
 func checkTalkingPod(t *testing.T, url, pod string, port int, srv status, cli peerStatus) {
 	t.Helper()
-	checkContinued(t, url, pod+"-srv", srv)
-	checkContinued(t, url, pod+"-cli", cli.status)
-	waitStatus(t, url, pod+"-cli", func(status) bool {
-		now := readPeerStatus(t, url, pod+"-cli")
-		return now.PeerReads > cli.PeerReads+2 && now.PeerBoot == srv.Boot && now.PeerCounter > cli.PeerCounter
-	})
+	checkTalking(t, url, pod, srv, cli)
 	if served, err := getStatus(t, port); err != nil || served.Boot != srv.Boot || served.Counter <= srv.Counter {
 		t.Fatalf("port %d on %s: %+v, %v; the server's boot is %q", port, url, served, err, srv.Boot)
 	}

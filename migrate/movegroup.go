@@ -1,0 +1,152 @@
+package migrate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	podman "github.com/podman-migrate/podman-migrate/bindings"
+	"github.com/podman-migrate/podman-migrate/internal/ckpt"
+	"github.com/podman-migrate/podman-migrate/internal/fault"
+	"github.com/podman-migrate/podman-migrate/internal/transfer"
+)
+
+// groupUnits splits the containers to move into what moves as one: a
+// container alone, or a group (its names joined by spaces, which no
+// podman name holds): containers named together where one joins
+// another's network namespace. A container joining one not named stays
+// alone, and its move refuses it, naming the other.
+func groupUnits(ctx context.Context, from podman.Source, names []string) ([]string, error) {
+	if len(names) < 2 {
+		return names, nil
+	}
+	if _, ok := from.(podman.PodSource); !ok {
+		return names, nil
+	}
+	byID := map[string]string{}
+	joins := map[string]string{}
+	for _, n := range names {
+		ctr, err := from.InspectContainer(ctx, n)
+		if errors.Is(err, podman.ErrNotFound) {
+			continue // its own move says so
+		}
+		if err != nil {
+			return nil, err
+		}
+		byID[ctr.ID] = n
+		if id, ok := strings.CutPrefix(ctr.HostConfig.NetworkMode, "container:"); ok {
+			joins[n] = id
+		}
+	}
+	var find func(n string, depth int) string
+	find = func(n string, depth int) string {
+		if other, ok := byID[joins[n]]; ok && depth < len(names) {
+			return find(other, depth+1)
+		}
+		return n
+	}
+	var units []string
+	members := map[string][]string{}
+	for _, n := range names {
+		r := find(n, 0)
+		if members[r] == nil {
+			units = append(units, r)
+		}
+		if !slices.Contains(members[r], n) {
+			members[r] = append(members[r], n)
+		}
+	}
+	for i, u := range units {
+		units[i] = strings.Join(members[u], " ")
+	}
+	return units, nil
+}
+
+// moveGroup moves a group as its push and the pull of its index do,
+// through the --via registry or a staging layout here. The members stay
+// frozen on the source until they run on the target, and are then
+// killed; if the target fails, they are thawed and run on.
+func moveGroup(ctx context.Context, from podman.PodSource, to podman.Target, names []string, o MoveOptions) MoveResult {
+	label := strings.Join(names, ", ")
+	m := &moving{from: from, to: to, o: o, r: &MoveResult{Container: label},
+		log: &prefixWriter{w: logOrDiscard(o.Log), prefix: names[0] + ": "}}
+	m.push = o.Push
+	m.push.Container, m.push.LeaveRunning, m.push.Log = names[0], false, m.log
+	m.push.Transfer.Report = nil
+	pt, ok := to.(podman.PodTarget)
+	if !ok {
+		m.r.Err = fault.OnSide(fault.Target, fmt.Errorf("%q is a group, and the target cannot take one", label))
+		return *m.r
+	}
+	dest := o.Via + ":" + names[0]
+	if o.Via == "" {
+		tmp, err := os.MkdirTemp(transfer.StagingDir(m.push.TmpDir), "podman-migrate-move-")
+		if err != nil {
+			m.r.Err = fmt.Errorf("creating a staging directory: %w", err)
+			return *m.r
+		}
+		defer os.RemoveAll(tmp)
+		dest = "oci:" + filepath.Join(tmp, "group") + ":" + names[0]
+	}
+	var held *podPushing
+	m.r.Err = runOp(ctx, "move group", []phase{
+		{"push", func(ctx context.Context) error {
+			po := m.push
+			po.Dest = dest
+			pp, err := pushGroup(ctx, from, po, names)
+			if err != nil {
+				return fault.OnSide(fault.Source, fmt.Errorf("pushing: %w", err))
+			}
+			held, m.r.PodPushed = pp, pp.res
+			if o.Via != "" {
+				m.r.Ref, m.r.Digest = pp.res.Reference, pp.res.Digest
+			}
+			return nil
+		}},
+		{"pull", func(ctx context.Context) error {
+			pull := o.Pull
+			pull.Source, pull.Log = m.r.PodPushed.Reference+"@"+m.r.PodPushed.Digest, m.log
+			if o.Via == "" {
+				pull.Source = dest
+			}
+			pull.Transfer.Report = nil
+			_, err := Pull(ctx, pt, pull)
+			var ix *ckpt.IndexError
+			if !errors.As(err, &ix) {
+				if err == nil {
+					err = errors.New("the group's index holds one container's checkpoint")
+				}
+				return fault.OnSide(fault.Target, fmt.Errorf("restoring on %s: %w", to.Address(), err))
+			}
+			res, err := PullPod(ctx, pt, pull, ix)
+			if err != nil {
+				return fault.OnSide(fault.Target, fmt.Errorf("restoring on %s: %w", to.Address(), err))
+			}
+			m.r.PodPulled, m.r.Name = res, res.Pod
+			var ids []string
+			for _, mem := range res.Members {
+				ids = append(ids, mem.ID)
+			}
+			m.r.ID = strings.Join(ids, ",")
+			m.r.Downtime = since(m.r.PodPushed.FrozeAt)
+			return nil
+		}},
+		{"stop", func(ctx context.Context) error {
+			return fault.OnSide(fault.Source, held.release(ctx, true))
+		}},
+	}, func(err error) error {
+		if held == nil || m.r.PodPulled != nil {
+			return err // the push thawed them itself, or they run on the target
+		}
+		fmt.Fprintf(m.log, "Restore on the target failed; thawing group %s on the source host\n", label)
+		me := &MoveError{Container: label, Err: err, Group: true}
+		me.ResumeErr = held.release(ctx, false)
+		me.Resumed = me.ResumeErr == nil
+		return me
+	})
+	return *m.r
+}
