@@ -59,6 +59,35 @@ func pushGroup(ctx context.Context, c podman.PodSource, o export.PushOptions, na
 	return pp, nil
 }
 
+// exitWait bounds the wait for podman to clean up a killed member: it
+// is "stopped" from the kill until conmon's cleanup makes it "exited".
+const exitWait = 30 * time.Second
+
+// waitExited waits until a killed member's process is gone, and for a
+// while until podman cleaned it up; only a member still running is an
+// error.
+func (pp *podPushing) waitExited(ctx context.Context, ctr *podman.Container) error {
+	deadline := time.Now().Add(exitWait)
+	for {
+		c, err := pp.c.InspectContainer(ctx, ctr.ID)
+		switch {
+		case errors.Is(err, podman.ErrNotFound):
+			return nil
+		case err != nil:
+			return fmt.Errorf("checking that member %q stopped: %w", ctr.Name, err)
+		case c.State.Status == "exited", !c.State.Running && time.Now().After(deadline):
+			return nil
+		case time.Now().After(deadline):
+			return fmt.Errorf("member %q did not stop: still %s", ctr.Name, c.State.Status)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("checking that member %q stopped: %w", ctr.Name, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
 // inspectGroup reads every member, refuses a set that does not hold all
 // the containers its members join (naming the missing one), and orders
 // the members so that each follows the one it joins.
@@ -147,6 +176,13 @@ func (pp *podPushing) release(ctx context.Context, stop bool) error {
 	}
 	if err := pp.thaw(rctx); err != nil {
 		errs = append(errs, err)
+	}
+	if stop && len(errs) == 0 {
+		for _, ctr := range pp.frozen {
+			if err := pp.waitExited(rctx, ctr); err != nil {
+				errs = append(errs, err)
+			}
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		how := "thawing them"

@@ -10,7 +10,6 @@ import (
 	"github.com/containers/image/v5/signature"
 	"github.com/spf13/cobra"
 
-	"github.com/podman-migrate/podman-migrate/internal/fault"
 	"github.com/podman-migrate/podman-migrate/internal/kube"
 	"github.com/podman-migrate/podman-migrate/internal/transfer"
 )
@@ -47,6 +46,11 @@ node settings the Pod relies on, come as comments above the manifest.
 
 CRI-O takes the restored container's command from the base image, not
 from the Pod: a base image with neither ENTRYPOINT nor CMD is refused.
+
+SOURCE may be a pod's index (push POD) or a group's (push A B DEST): the
+Pod then has one container per member, each its member's checkpoint image
+by digest, with the pod's published ports; a Kubernetes pod shares
+network, IPC and UTS namespaces, as the podman pod did.
 
 Only the manifest, the image config and the metadata layer of SOURCE, and
 the base image's config, are read, under the signature policy. No podman
@@ -105,10 +109,6 @@ func (o *kubeOptions) run(ctx context.Context, args []string, stdout io.Writer) 
 	tr := transfer.Options{SignaturePolicy: o.policy}
 	o.registry.fill(&tr)
 	r, err := kube.FromSource(ctx, args[0], tr, lim, kube.Options{Name: o.name, MountMap: o.mountMap, BaseImage: o.baseImage, BasePull: o.basePull})
-	if podIndex(err) != nil {
-		return fmt.Errorf("making a Pod manifest for %q: %w", args[0], fault.Hinted(fmt.Errorf("%w: it is a pod's index, and kube makes a Pod of one container's checkpoint (a whole pod is not supported yet)", kube.ErrNotRestorable),
-			"kube a member's image by digest (REPO@sha256:…; `podman-migrate inspect` lists them)"))
-	}
 	if err != nil {
 		return fmt.Errorf("making a Pod manifest for %q: %w", args[0], err)
 	}

@@ -18,6 +18,7 @@
 # host network.
 #
 # CRIO_ENABLE_CRIU=false starts it with checkpoint/restore off.
+# CRIO_CRIU_CONF=LINES gives its runc an /etc/criu/runc.conf of LINES.
 #
 # After `up`, STATE_DIR/env (shell) holds CRIO_SOCK (unix://...), CRICTL
 # (the crictl binary), CRICTL_CONFIG (a crictl.yaml for that socket),
@@ -184,7 +185,17 @@ up() {
 	# Its own mount namespace: CRI-O's overlay and namespace mounts stay
 	# out of the host's (and host B's) view.
 	# shellcheck disable=SC2016 # expanded by that sh
-	setsid unshare --mount --propagation private sh -c 'echo $$ >"$0"; exec "$@"' "$s/crio.pid" \
+	# CRIO_CRIU_CONF: the node's /etc/criu/runc.conf (the CRIU configuration
+	# file runc hands CRIU), on a tmpfs in that namespace only; the
+	# directory is made, empty, on the host to mount it on.
+	if [[ -n ${CRIO_CRIU_CONF:-} ]]; then
+		mkdir -p /etc/criu
+	fi
+	setsid unshare --mount --propagation private sh -c 'echo $$ >"$0"
+		if [ -n "${CRIO_CRIU_CONF:-}" ]; then
+			mount -t tmpfs -o mode=0755 tmpfs /etc/criu && printf "%s\n" "$CRIO_CRIU_CONF" >/etc/criu/runc.conf || exit 1
+		fi
+		exec "$@"' "$s/crio.pid" \
 		"$BIN/crio" --config "$s/crio.conf" --config-dir "$s/crio.conf.d" \
 		--registries-conf "$s/registries.conf" --registries-conf-dir "$s/registries.conf.d" \
 		--log-level "${CRIO_LOG_LEVEL:-info}" \

@@ -12,10 +12,12 @@ import (
 	"fmt"
 	"path"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/containers/image/v5/docker/reference"
 	"github.com/containers/image/v5/image"
+	"github.com/containers/image/v5/types"
 	v1 "github.com/containers/podman/v4/pkg/k8s.io/api/core/v1"
 	metav1 "github.com/containers/podman/v4/pkg/k8s.io/apimachinery/pkg/apis/meta/v1"
 	"github.com/opencontainers/go-digest"
@@ -87,6 +89,7 @@ type Result struct {
 	ImageVolumes map[string]ImageVolume
 	// Notes are comment lines printed above the manifest.
 	Notes []string
+	bases []string // every member's, BaseImage first
 }
 
 // CRIOIgnoredMounts are the spec.dump destinations CRI-O 1.36 sets up
@@ -98,6 +101,13 @@ var CRIOIgnoredMounts = map[string]bool{
 	"/etc/resolv.conf": true, "/etc/hostname": true, "/etc/passwd": true,
 	"/etc/group": true, "/run/secrets": true, "/run/.containerenv": true,
 }
+
+// TCPEstablishedNote is the note on a checkpoint taken with its TCP
+// connections (a pod's members always are): CRI-O has runc restore without
+// CRIU's tcp-established, which then refuses a connection in the image
+// ("Connected TCP socket in image"), unless the CRIU configuration file runc
+// hands CRIU says it.
+const TCPEstablishedNote = "The checkpoint holds TCP connections (tcp-established): CRI-O restores without that option, and CRIU refuses a connection open at the checkpoint (\"Connected TCP socket in image\") unless the node's /etc/criu/runc.conf, the CRIU configuration file runc reads, has the line tcp-established."
 
 // KubeletHosts is the mount the kubelet adds to every container of a pod
 // with a network namespace of its own.
@@ -129,41 +139,15 @@ func RequiredMounts(specDump []byte) ([]ckpt.SpecMount, error) {
 // Generate makes the Pod manifest that restores the checkpoint meta
 // describes.
 func Generate(meta *ckpt.Metadata, o Options) (*Result, error) {
-	if meta.Provenance().CRIOName == "" {
-		return nil, fault.Hinted(fmt.Errorf("%w: its manifest has no %s annotation, so CRI-O would run it as an ordinary image", ErrNotRestorable, ckpt.AnnCRIOName), "push it with podman-migrate push, without --no-cri-o-annotations")
-	}
-	if err := checkSpecAnnotations(meta.SpecDump); err != nil {
+	b, err := newBuilder(o, ckpt.Describe(meta).Container.Name)
+	if err != nil {
 		return nil, err
 	}
-	if meta.Config.String("rootfsImageRef") == "" {
-		return nil, fault.Hinted(fmt.Errorf("%w: its %s has no rootfsImageRef, so CRI-O would look for the base image under the source host's name %q", ErrNotRestorable, ckpt.ConfigDump, meta.Config.RootfsImageName()), "push it with podman-migrate push, without --no-cri-o-annotations")
-	}
-	maps, err := mountmap.Parse(o.MountMap)
+	ctr, err := b.container(meta, o.Image)
 	if err != nil {
 		return nil, err
 	}
 	d := ckpt.Describe(meta)
-	name := o.Name
-	if name == "" {
-		name = dnsLabel(d.Container.Name)
-	} else if !isDNSLabel(name) {
-		return nil, fmt.Errorf("%w %q: want at most 63 lower-case letters, digits and '-', starting and ending with a letter or digit", ErrBadName, name)
-	}
-	pull := o.BasePull
-	if pull == "" {
-		pull = BaseImageVolume
-	}
-	if pull != BaseImageVolume && pull != BaseOnNode {
-		return nil, fmt.Errorf("%w %q: want %s or %s", ErrBadBasePull, pull, BaseImageVolume, BaseOnNode)
-	}
-	base := o.BaseImage
-	if base == "" {
-		if base, err = baseImage(meta); err != nil {
-			return nil, err
-		}
-	}
-	r := &Result{BaseImage: base}
-	ctr := v1.Container{Name: dnsLabel(d.Container.Name), Image: o.Image}
 	for _, p := range d.Ports {
 		cp := v1.ContainerPort{ContainerPort: int32(p.ContainerPort), Protocol: v1.Protocol(strings.ToUpper(p.Protocol)), HostIP: p.HostIP}
 		if p.HostPort > 0 {
@@ -174,38 +158,210 @@ func Generate(meta *ckpt.Metadata, o Options) (*Result, error) {
 		}
 		ctr.Ports = append(ctr.Ports, cp)
 	}
-	vols, err := r.mounts(meta, maps, &ctr)
+	b.head = []string{fmt.Sprintf("Restores container %q (%s) from checkpoint image %s.", d.Container.Name, d.Format, o.Image)}
+	r, err := b.result()
 	if err != nil {
 		return nil, err
 	}
-	notes := []string{
-		fmt.Sprintf("Restores container %q (%s) from checkpoint image %s.", d.Container.Name, d.Format, o.Image),
-		"Needs CRI-O 1.25 or later with enable_criu_support = true in [crio.runtime], runc, and CRIU on CRI-O's PATH (podman-migrate kube --check-node on the node checks them). containerd is not supported (its 2.4 removes restore through CreateContainer).",
+	r.Pod.Spec.Containers = []v1.Container{*ctr}
+	return r, nil
+}
+
+// Member is one container of a pod's (or a group's) index: its
+// checkpoint's metadata and its image by digest, as the node pulls it.
+type Member struct {
+	Meta  *ckpt.Metadata
+	Image string
+}
+
+// GeneratePod makes one Pod manifest with a container per member of the
+// pod (or group) rec records: a Kubernetes pod shares its network, IPC and
+// UTS namespaces, as a podman pod does by default and as a group shares
+// its network namespace. The record's ports are the Pod's, on its first
+// container.
+func GeneratePod(rec *ckpt.Pod, members []Member, o Options) (*Result, error) {
+	if len(members) == 0 || len(members) != len(rec.Members) {
+		return nil, fmt.Errorf("%w: %d members' checkpoints for a record of %d", ErrNotRestorable, len(members), len(rec.Members))
 	}
-	if pull == BaseImageVolume {
+	b, err := newBuilder(o, rec.Name)
+	if err != nil {
+		return nil, err
+	}
+	kind := "pod"
+	if rec.Group {
+		kind = "group of containers sharing the network namespace of"
+	}
+	var ctrs []v1.Container
+	names := map[string]bool{}
+	for i, m := range members {
+		ctr, err := b.container(m.Meta, m.Image)
+		if err != nil {
+			return nil, fmt.Errorf("member %q: %w", rec.Members[i].Name, err)
+		}
+		ctr.Name = unique(ctr.Name, names)
+		ctrs = append(ctrs, *ctr)
+	}
+	for _, p := range rec.Ports {
+		cp := v1.ContainerPort{ContainerPort: int32(p.ContainerPort), HostPort: int32(p.HostPort), HostIP: p.HostIP, Protocol: v1.Protocol(strings.ToUpper(p.Protocol))}
+		ctrs[0].Ports = append(ctrs[0].Ports, cp)
+	}
+	notes := []string{fmt.Sprintf("Restores %s %q: %d containers, each from its member's checkpoint image, in the record's order.", kind, rec.Name, len(members))}
+	for _, ns := range rec.Shared {
+		if ns == "pid" || ns == "cgroup" || ns == "user" {
+			notes = append(notes, fmt.Sprintf("The podman pod shared its %s namespace; this Pod does not (a Kubernetes pod shares network, IPC and UTS).", ns))
+		}
+	}
+	b.head = notes
+	r, err := b.result()
+	if err != nil {
+		return nil, err
+	}
+	r.Pod.Spec.Containers = ctrs
+	if rec.Hostname != "" && isDNSLabel(rec.Hostname) && !rec.Group {
+		r.Pod.Spec.Hostname = rec.Hostname
+	}
+	return r, nil
+}
+
+// builder makes a Pod of one or more checkpoints: volume names unique in
+// the Pod, each --mount-map used by some member, one image volume per
+// distinct base image.
+type builder struct {
+	o     Options
+	name  string
+	pull  string
+	maps  mountmap.Maps
+	used  map[string]bool
+	names map[string]bool
+	// podmanVols are the emptyDirs made for podman volumes, by name: one
+	// volume for the members that share it.
+	podmanVols map[string]string
+	bases      []string
+	vols       []v1.Volume
+	head       []string // notes about the whole Pod, first
+	notes      []string // notes about the members' mounts, each once
+}
+
+func (b *builder) note(n string) {
+	if !slices.Contains(b.notes, n) {
+		b.notes = append(b.notes, n)
+	}
+}
+
+func newBuilder(o Options, from string) (*builder, error) {
+	maps, err := mountmap.Parse(o.MountMap)
+	if err != nil {
+		return nil, err
+	}
+	name := o.Name
+	if name == "" {
+		name = dnsLabel(from)
+	} else if !isDNSLabel(name) {
+		return nil, fmt.Errorf("%w %q: want at most 63 lower-case letters, digits and '-', starting and ending with a letter or digit", ErrBadName, name)
+	}
+	pull := o.BasePull
+	if pull == "" {
+		pull = BaseImageVolume
+	}
+	if pull != BaseImageVolume && pull != BaseOnNode {
+		return nil, fmt.Errorf("%w %q: want %s or %s", ErrBadBasePull, pull, BaseImageVolume, BaseOnNode)
+	}
+	return &builder{o: o, name: name, pull: pull, maps: maps, used: map[string]bool{}, names: map[string]bool{BaseVolumeName: true}, podmanVols: map[string]string{}}, nil
+}
+
+// container checks that CRI-O can restore meta's checkpoint and makes its
+// container, image the checkpoint image by digest.
+func (b *builder) container(meta *ckpt.Metadata, image string) (*v1.Container, error) {
+	if meta.Provenance().CRIOName == "" {
+		return nil, fault.Hinted(fmt.Errorf("%w: its manifest has no %s annotation, so CRI-O would run it as an ordinary image", ErrNotRestorable, ckpt.AnnCRIOName), "push it with podman-migrate push, without --no-cri-o-annotations")
+	}
+	if err := checkSpecAnnotations(meta.SpecDump); err != nil {
+		return nil, err
+	}
+	if meta.Config.String("rootfsImageRef") == "" {
+		return nil, fault.Hinted(fmt.Errorf("%w: its %s has no rootfsImageRef, so CRI-O would look for the base image under the source host's name %q", ErrNotRestorable, ckpt.ConfigDump, meta.Config.RootfsImageName()), "push it with podman-migrate push, without --no-cri-o-annotations")
+	}
+	base := b.o.BaseImage
+	if base == "" {
+		var err error
+		if base, err = baseImage(meta); err != nil {
+			return nil, err
+		}
+	}
+	if !slices.Contains(b.bases, base) {
+		b.bases = append(b.bases, base)
+	}
+	d := ckpt.Describe(meta)
+	if d.Options.TCPEstablished {
+		b.note(TCPEstablishedNote)
+	}
+	ctr := &v1.Container{Name: dnsLabel(d.Container.Name), Image: image}
+	vols, err := b.mounts(meta, ctr)
+	if err != nil {
+		return nil, err
+	}
+	b.vols = append(b.vols, vols...)
+	return ctr, nil
+}
+
+// finish refuses a --mount-map no member used.
+func (b *builder) finish() error {
+	for _, m := range b.maps {
+		if !b.used[m.Src] {
+			return fmt.Errorf("%w: --mount-map %s=%s matches no mount of the checkpoint", mountmap.ErrBadMap, m.Src, m.Dst)
+		}
+	}
+	return nil
+}
+
+// baseImages are the distinct base images r's containers need.
+func baseImages(r *Result) []string {
+	if r.bases != nil {
+		return r.bases
+	}
+	return []string{r.BaseImage}
+}
+
+// result is the Pod of the containers made, with the base images' volumes.
+func (b *builder) result() (*Result, error) {
+	if err := b.finish(); err != nil {
+		return nil, err
+	}
+	r := &Result{BaseImage: b.bases[0], bases: b.bases, Notes: append(b.head,
+		"Needs CRI-O 1.25 or later with enable_criu_support = true in [crio.runtime], runc, and CRIU on CRI-O's PATH (podman-migrate kube --check-node on the node checks them). containerd is not supported (its 2.4 removes restore through CreateContainer).",
+	)}
+	vols := b.vols
+	if b.pull == BaseImageVolume {
 		// Unmounted: CRI-O's restore mounts only what spec.dump has.
-		vols = append(vols, v1.Volume{Name: BaseVolumeName})
-		r.ImageVolumes = map[string]ImageVolume{BaseVolumeName: {Reference: base, PullPolicy: string(v1.PullIfNotPresent)}}
-		notes = append(notes, fmt.Sprintf("CRI-O does not pull the base image: the kubelet pulls %s as image volume %s, mounted nowhere, nothing run in it. Needs image volumes (Kubernetes 1.31 or later, feature gate ImageVolume, on by default from 1.35); without them, use --base-pull=node.", base, BaseVolumeName))
+		r.ImageVolumes = map[string]ImageVolume{}
+		var pulls []string
+		for i, base := range b.bases {
+			name := BaseVolumeName
+			if i > 0 {
+				name = unique(BaseVolumeName, b.names)
+			}
+			vols = append(vols, v1.Volume{Name: name})
+			r.ImageVolumes[name] = ImageVolume{Reference: base, PullPolicy: string(v1.PullIfNotPresent)}
+			pulls = append(pulls, fmt.Sprintf("%s as image volume %s", base, name))
+		}
+		r.Notes = append(r.Notes, fmt.Sprintf("CRI-O does not pull the base image: the kubelet pulls %s, mounted nowhere, nothing run in it. Needs image volumes (Kubernetes 1.31 or later, feature gate ImageVolume, on by default from 1.35); without them, use --base-pull=node.", strings.Join(pulls, "; ")))
 	} else {
-		notes = append(notes, fmt.Sprintf("CRI-O does not pull the base image, and this Pod does not either: run `crictl pull %s` on the node first.", base))
+		r.Notes = append(r.Notes, fmt.Sprintf("CRI-O does not pull the base image, and this Pod does not either: run `crictl pull %s` on the node first.", strings.Join(b.bases, " ")))
 	}
 	r.Pod = &v1.Pod{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
-		ObjectMeta: metav1.ObjectMeta{Name: name},
-		Spec: v1.PodSpec{
-			Containers: []v1.Container{ctr},
-			Volumes:    vols,
-		},
+		ObjectMeta: metav1.ObjectMeta{Name: b.name},
+		Spec:       v1.PodSpec{Volumes: vols},
 	}
-	r.Notes = append(notes, r.Notes...)
+	r.Notes = append(r.Notes, b.notes...)
 	return r, nil
 }
 
 // FromSource reads the metadata of the checkpoint image at source (a
 // registry reference: the node pulls it from there), under the signature
 // policy and lim, and makes its manifest; o.Image is set to the image by
-// digest.
+// digest. A pod's (or a group's) index makes one Pod of its members, each
+// read by the digest the index gives.
 func FromSource(ctx context.Context, source string, to transfer.Options, lim ckpt.Limits, o Options) (*Result, error) {
 	ref, err := transfer.ParseReference(source)
 	if err != nil {
@@ -214,9 +370,60 @@ func FromSource(ctx context.Context, source string, to transfer.Options, lim ckp
 	if !transfer.IsRegistry(ref) || ref.DockerReference() == nil {
 		return nil, fault.Hinted(fmt.Errorf("%w: %s is not in a registry, and the node pulls the image from one", transfer.ErrBadReference, transfer.Display(ref)), "push it to a registry first")
 	}
-	src, err := transfer.OpenSource(ctx, ref, to)
+	meta, encrypted, err := readMetadata(ctx, ref, to, lim)
+	var ix *ckpt.IndexError
+	if errors.As(err, &ix) && ckpt.IsPodIndex(ix.MediaType, ix.Manifest) {
+		return fromIndex(ctx, ref, ix, to, lim, o)
+	}
 	if err != nil {
 		return nil, err
+	}
+	o.Image = transfer.WithDigest(ref, meta.ManifestDigest)
+	r, err := Generate(meta, o)
+	if err != nil {
+		return nil, err
+	}
+	return r, finishRead(ctx, r, encrypted, to)
+}
+
+// fromIndex makes the Pod of a pod's index: the record, checked, and each
+// member's checkpoint, which must be the manifest the index names.
+func fromIndex(ctx context.Context, ref types.ImageReference, ix *ckpt.IndexError, to transfer.Options, lim ckpt.Limits, o Options) (*Result, error) {
+	rec, err := ckpt.ReadPodIndex(ix.Manifest)
+	if err != nil {
+		return nil, fmt.Errorf("checking %s: %w", transfer.Display(ref), err)
+	}
+	var members []Member
+	anyEncrypted := false
+	for _, m := range rec.Members {
+		inst, err := transfer.Instance(ref, m.Digest)
+		if err != nil {
+			return nil, err
+		}
+		meta, encrypted, err := readMetadata(ctx, inst, to, lim)
+		if err != nil {
+			return nil, fmt.Errorf("member %q: %w", m.Name, err)
+		}
+		if meta.ManifestDigest != m.Digest {
+			return nil, fmt.Errorf("%w: member %q: manifest %s, the index says %s", tarsafe.ErrUnsafe, m.Name, meta.ManifestDigest, m.Digest)
+		}
+		anyEncrypted = anyEncrypted || encrypted
+		members = append(members, Member{Meta: meta, Image: transfer.WithDigest(ref, m.Digest)})
+	}
+	r, err := GeneratePod(rec, members, o)
+	if err != nil {
+		return nil, err
+	}
+	return r, finishRead(ctx, r, anyEncrypted, to)
+}
+
+// readMetadata reads one checkpoint's metadata at ref, refusing an
+// encrypted metadata layer (kube reads it, and the node decrypts the
+// rest). It says whether other layers are encrypted.
+func readMetadata(ctx context.Context, ref types.ImageReference, to transfer.Options, lim ckpt.Limits) (*ckpt.Metadata, bool, error) {
+	src, err := transfer.OpenSource(ctx, ref, to)
+	if err != nil {
+		return nil, false, err
 	}
 	defer src.Close()
 	mb, encrypted, err := transfer.CheckDecryption(ctx, src, nil)
@@ -227,39 +434,43 @@ func FromSource(ctx context.Context, source string, to transfer.Options, lim ckp
 			} `json:"layers"`
 		}
 		if json.Unmarshal(mb, &m) == nil && len(m.Layers) > 0 && strings.HasSuffix(m.Layers[0].MediaType, "+encrypted") {
-			return nil, fault.Hinted(fmt.Errorf("%w: the metadata layer of %s is encrypted, and kube reads it", ErrNotRestorable, transfer.Display(ref)), "push with --encrypt-layer for the other layers only; CRI-O decrypts them with the keys in its decryption_keys_path")
+			return nil, false, fault.Hinted(fmt.Errorf("%w: the metadata layer of %s is encrypted, and kube reads it", ErrNotRestorable, transfer.Display(ref)), "push with --encrypt-layer for the other layers only; CRI-O decrypts them with the keys in its decryption_keys_path")
 		}
 		err = nil // ReadMetadata reads the metadata layer only
 	}
 	if err != nil {
-		return nil, fmt.Errorf("checking %s: %w", transfer.Display(ref), err)
+		return nil, false, fmt.Errorf("checking %s: %w", transfer.Display(ref), err)
 	}
 	var meta *ckpt.Metadata
 	err = transfer.Retry(ctx, to, func() error {
 		var err error
 		meta, err = ckpt.ReadMetadata(ctx, src, lim)
+		var ix *ckpt.IndexError
 		if err != nil && !errors.Is(err, tarsafe.ErrUnsafe) && !errors.Is(err, tarsafe.ErrTooLarge) &&
-			!errors.Is(err, ckpt.ErrNotCheckpoint) && !errors.Is(err, context.Canceled) {
+			!errors.Is(err, ckpt.ErrNotCheckpoint) && !errors.Is(err, context.Canceled) && !errors.As(err, &ix) {
 			// Not the image's fault: the registry failed to deliver it.
 			return &transfer.Error{Op: "reading", Ref: transfer.Display(ref), Err: err}
 		}
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("checking %s: %w", transfer.Display(ref), err)
+		return nil, false, fmt.Errorf("checking %s: %w", transfer.Display(ref), err)
 	}
-	o.Image = transfer.WithDigest(ref, meta.ManifestDigest)
-	r, err := Generate(meta, o)
-	if err != nil {
-		return nil, err
-	}
-	if err := checkBaseCommand(ctx, r.BaseImage, to); err != nil {
-		return nil, err
+	return meta, encrypted, nil
+}
+
+// finishRead checks that every base image the Pod pulls has a command, and
+// notes encrypted layers.
+func finishRead(ctx context.Context, r *Result, encrypted bool, to transfer.Options) error {
+	for _, base := range baseImages(r) {
+		if err := checkBaseCommand(ctx, base, to); err != nil {
+			return err
+		}
 	}
 	if encrypted {
 		r.Notes = append(r.Notes, "Layers of the image are encrypted: CRI-O needs the private key in its decryption_keys_path.")
 	}
-	return r, nil
+	return nil
 }
 
 // ErrNoCommand is wrapped when the base image has neither ENTRYPOINT nor
@@ -352,7 +563,7 @@ func baseImage(meta *ckpt.Metadata) (string, error) {
 
 // mounts defines every mount CRI-O requires in ctr and returns the pod's
 // volumes.
-func (r *Result) mounts(meta *ckpt.Metadata, maps mountmap.Maps, ctr *v1.Container) ([]v1.Volume, error) {
+func (b *builder) mounts(meta *ckpt.Metadata, ctr *v1.Container) ([]v1.Volume, error) {
 	required, err := RequiredMounts(meta.SpecDump)
 	if err != nil {
 		return nil, err
@@ -362,26 +573,30 @@ func (r *Result) mounts(meta *ckpt.Metadata, maps mountmap.Maps, ctr *v1.Contain
 		volumeAt[path.Clean(v.Destination)] = v.Name
 	}
 	kinds := meta.Provenance().BindKinds
-	used := map[string]bool{}
-	names := map[string]bool{BaseVolumeName: true}
 	var vols []v1.Volume
 	for _, m := range required {
 		if m.Destination == KubeletHosts {
-			r.Notes = append(r.Notes, "/etc/hosts is the kubelet's (podman's is not carried over); resolv.conf and hostname are the pod's.")
+			b.note("/etc/hosts is the kubelet's (podman's is not carried over); resolv.conf and hostname are the pod's.")
 			continue
 		}
-		vol := v1.Volume{Name: volumeName(m.Destination, names)}
+		vol := v1.Volume{Name: volumeName(m.Destination, b.names)}
 		switch {
 		case m.Type == "tmpfs":
 			vol.EmptyDir = &v1.EmptyDirVolumeSource{Medium: v1.StorageMediumMemory}
-			r.Notes = append(r.Notes, fmt.Sprintf("%s: a tmpfs in podman, an empty memory-backed emptyDir here (CRIU restores what was in it only if it was in the checkpoint).", m.Destination))
+			b.note(fmt.Sprintf("%s: a tmpfs in podman, an empty memory-backed emptyDir here (CRIU restores what was in it only if it was in the checkpoint).", m.Destination))
 		case m.Type != "bind":
 			return nil, fmt.Errorf("%w: the %s mount at %s has no Kubernetes equivalent", ErrNotRestorable, m.Type, m.Destination)
 		default:
-			src, mapped := maps.Apply(m.Source, used)
+			src, mapped := b.maps.Apply(m.Source, b.used)
 			if v := volumeAt[m.Destination]; v != "" && !mapped {
+				if shared, ok := b.podmanVols[v]; ok { // another member's too
+					b.names[vol.Name] = false
+					ctr.VolumeMounts = append(ctr.VolumeMounts, v1.VolumeMount{Name: shared, MountPath: m.Destination, ReadOnly: m.ReadOnly()})
+					continue
+				}
+				b.podmanVols[v] = vol.Name
 				vol.EmptyDir = &v1.EmptyDirVolumeSource{}
-				r.Notes = append(r.Notes, fmt.Sprintf("podman volume %q at %s: CRI-O does not restore volume content (the image's volumes/%s.tar): the pod gets an empty directory; put the content on the node and give --mount-map %s=NODE_PATH.", v, m.Destination, v, m.Source))
+				b.note(fmt.Sprintf("podman volume %q at %s: CRI-O does not restore volume content (the image's volumes/%s.tar): the pod gets an empty directory; put the content on the node and give --mount-map %s=NODE_PATH.", v, m.Destination, v, m.Source))
 				break
 			}
 			// A bind mount of podman's own has no node path to take
@@ -401,11 +616,6 @@ func (r *Result) mounts(meta *ckpt.Metadata, maps mountmap.Maps, ctr *v1.Contain
 		}
 		vols = append(vols, vol)
 		ctr.VolumeMounts = append(ctr.VolumeMounts, v1.VolumeMount{Name: vol.Name, MountPath: m.Destination, ReadOnly: m.ReadOnly()})
-	}
-	for _, m := range maps {
-		if !used[m.Src] {
-			return nil, fmt.Errorf("%w: --mount-map %s=%s matches no mount of the checkpoint", mountmap.ErrBadMap, m.Src, m.Dst)
-		}
 	}
 	return vols, nil
 }
@@ -503,10 +713,15 @@ func volumeName(dest string, taken map[string]bool) string {
 	if len(base) > 56 {
 		base = strings.Trim(base[:56], "-")
 	}
-	name := base
-	for i := 2; taken[name]; i++ {
-		name = fmt.Sprintf("%s-%d", base, i)
+	return unique(base, taken)
+}
+
+// unique returns name, or name-2, name-3… when taken, and takes it.
+func unique(name string, taken map[string]bool) string {
+	out := name
+	for i := 2; taken[out]; i++ {
+		out = fmt.Sprintf("%s-%d", name, i)
 	}
-	taken[name] = true
-	return name
+	taken[out] = true
+	return out
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/containers/image/v5/docker/reference"
 	v1 "github.com/containers/podman/v4/pkg/k8s.io/api/core/v1"
+	"github.com/opencontainers/go-digest"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/yaml"
@@ -73,16 +74,17 @@ func fixture(t *testing.T, ann map[string]string, edit func(spec map[string]any)
 // then the rules the API server applies to what the manifest uses (names,
 // references between volumes and mounts, volume sources, ports, images),
 // then CRI-O's restore rule: every mount spec.dump has, by destination.
-func validate(t *testing.T, manifest []byte, specDump []byte) (*corev1.Pod, map[string]ckpttest.ImageVolume) {
+func validate(t *testing.T, manifest []byte, specDumps ...[]byte) (*corev1.Pod, map[string]ckpttest.ImageVolume) {
 	t.Helper()
-	pod, images, err := check(t, manifest, specDump)
+	pod, images, err := check(t, manifest, specDumps...)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, manifest)
 	}
 	return pod, images
 }
 
-func check(t *testing.T, manifest []byte, specDump []byte) (*corev1.Pod, map[string]ckpttest.ImageVolume, error) {
+// check takes one spec.dump per container, in order.
+func check(t *testing.T, manifest []byte, specDumps ...[]byte) (*corev1.Pod, map[string]ckpttest.ImageVolume, error) {
 	rest, images := ckpttest.SplitImageVolumes(t, manifest)
 	var pod corev1.Pod
 	if err := yaml.UnmarshalStrict(rest, &pod); err != nil {
@@ -177,23 +179,25 @@ func check(t *testing.T, manifest []byte, specDump []byte) (*corev1.Pod, map[str
 			}
 		}
 	}
-	if len(pod.Spec.Containers) != 1 {
-		return nil, nil, fmt.Errorf("%d containers, want 1", len(pod.Spec.Containers))
+	if len(pod.Spec.Containers) != len(specDumps) {
+		return nil, nil, fmt.Errorf("%d containers, want %d", len(pod.Spec.Containers), len(specDumps))
 	}
-	if _, err := reference.ParseDockerRef(pod.Spec.Containers[0].Image); err != nil || !strings.Contains(pod.Spec.Containers[0].Image, "@sha256:") {
-		bad("checkpoint image %q is not a digest reference", pod.Spec.Containers[0].Image)
-	}
-	required, err := RequiredMounts(specDump)
-	if err != nil {
-		return nil, nil, err
-	}
-	defined := map[string]bool{KubeletHosts: true} // the kubelet's
-	for _, m := range pod.Spec.Containers[0].VolumeMounts {
-		defined[m.MountPath] = true
-	}
-	for _, m := range required {
-		if !defined[m.Destination] {
-			bad("CRI-O would refuse the restore: no mount at %s", m.Destination)
+	for i, c := range pod.Spec.Containers {
+		if _, err := reference.ParseDockerRef(c.Image); err != nil || !strings.Contains(c.Image, "@sha256:") {
+			bad("checkpoint image %q is not a digest reference", c.Image)
+		}
+		required, err := RequiredMounts(specDumps[i])
+		if err != nil {
+			return nil, nil, err
+		}
+		defined := map[string]bool{KubeletHosts: true} // the kubelet's
+		for _, m := range c.VolumeMounts {
+			defined[m.MountPath] = true
+		}
+		for _, m := range required {
+			if !defined[m.Destination] {
+				bad("CRI-O would refuse the restore of %s: no mount at %s", c.Name, m.Destination)
+			}
 		}
 	}
 	if pod.Spec.HostNetwork || (pod.Spec.ShareProcessNamespace != nil && *pod.Spec.ShareProcessNamespace) {
@@ -389,7 +393,7 @@ func TestValidateCanFail(t *testing.T) {
 		edit       func(r *Result)
 		raw        func(y []byte) []byte
 	}{
-		{"missing mount", "CRI-O would refuse the restore: no mount at /data", func(r *Result) {
+		{"missing mount", "CRI-O would refuse the restore of fixture: no mount at /data", func(r *Result) {
 			r.Pod.Spec.Containers[0].VolumeMounts = r.Pod.Spec.Containers[0].VolumeMounts[:1]
 		}, nil},
 		{"bad volume name", `volume name "Bad_Name"`, func(r *Result) {
@@ -428,5 +432,80 @@ func TestValidateCanFail(t *testing.T) {
 				t.Fatalf("check = %v, want an error containing %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// samplePodRecord is a pod of two members, each the fixture's checkpoint
+// under its own name, image and base, publishing one port.
+func samplePodRecord(t *testing.T) (*ckpt.Pod, []Member) {
+	t.Helper()
+	rec := &ckpt.Pod{Name: "shop", Hostname: "shop", Shared: []string{"ipc", "net", "uts", "pid"},
+		Ports: []ckpt.PodPort{{HostPort: 8080, ContainerPort: 80, Protocol: "tcp"}}}
+	var members []Member
+	for i, n := range []string{"web_a", "web.a"} { // one DNS label for both
+		meta := fixture(t, map[string]string{ckpt.AnnBaseIncluded: fmt.Sprintf("registry.example:5000/ckpt/base%d@sha256:%064d", i, i), ckpt.AnnTCPEstablished: "true"}, nil)
+		meta.Config.SetRaw("name", json.RawMessage(`"`+n+`"`))
+		meta.Config.SetRaw("newPortMappings", json.RawMessage(`[]`))
+		d := fmt.Sprintf("sha256:%064d", 10+i)
+		rec.Members = append(rec.Members, ckpt.PodMember{Name: n, Digest: digest.Digest(d)})
+		members = append(members, Member{Meta: meta, Image: "registry.example:5000/ckpt/shop@" + d})
+	}
+	return rec, members
+}
+
+// TestGeneratePod: one container per member, in order, each its member's
+// image with its own mounts; the pod's ports on the first; one image
+// volume per base image; a --mount-map any member uses is taken.
+func TestGeneratePod(t *testing.T) {
+	rec, members := samplePodRecord(t)
+	r, err := GeneratePod(rec, members, Options{MountMap: []string{"/srv=/mnt/srv"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	y, err := r.YAML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("\n%s", y)
+	pod, images := validate(t, y, members[0].Meta.SpecDump, members[1].Meta.SpecDump)
+	if pod.Name != "shop" || pod.Spec.Hostname != "shop" {
+		t.Errorf("pod %q hostname %q", pod.Name, pod.Spec.Hostname)
+	}
+	cs := pod.Spec.Containers
+	if cs[0].Name != "web-a" || cs[1].Name != "web-a-2" || cs[0].Image != members[0].Image || cs[1].Image != members[1].Image {
+		t.Errorf("containers %s (%s), %s (%s)", cs[0].Name, cs[0].Image, cs[1].Name, cs[1].Image)
+	}
+	if len(cs[0].Ports) != 1 || cs[0].Ports[0].HostPort != 8080 || cs[0].Ports[0].ContainerPort != 80 || cs[0].Ports[0].Protocol != corev1.ProtocolTCP || len(cs[1].Ports) != 0 {
+		t.Errorf("ports %+v and %+v, want the pod's 8080:80 on the first", cs[0].Ports, cs[1].Ports)
+	}
+	if len(images) != 2 || !strings.Contains(images[BaseVolumeName].Reference, "base0") || !strings.Contains(images[BaseVolumeName+"-2"].Reference, "base1") {
+		t.Errorf("image volumes %+v, want one per base", images)
+	}
+	if m0, m1 := cs[0].VolumeMounts, cs[1].VolumeMounts; m0[0].Name == m1[0].Name || m0[1].Name != m1[1].Name {
+		t.Errorf("mounts %+v and %+v: want /srv2 each its own volume, podman volume fixvol (/data) one for both", m0, m1)
+	}
+	for _, want := range []string{`Restores pod "shop": 2 containers`, "shared its pid namespace", "/etc/hosts is the kubelet's", "/etc/criu/runc.conf"} {
+		if !bytes.Contains(y, []byte(want)) {
+			t.Errorf("manifest lacks %q", want)
+		}
+	}
+	for _, once := range []string{"/etc/hosts is the kubelet's", "/etc/criu/runc.conf"} {
+		if n := bytes.Count(y, []byte(once)); n != 1 {
+			t.Errorf("note %q given %d times", once, n)
+		}
+	}
+}
+
+func TestGeneratePodRefusals(t *testing.T) {
+	rec, members := samplePodRecord(t)
+	if _, err := GeneratePod(rec, members[:1], Options{}); !errors.Is(err, ErrNotRestorable) {
+		t.Errorf("a member short: %v", err)
+	}
+	if _, err := GeneratePod(rec, members, Options{MountMap: []string{"/nowhere=/x"}}); !errors.Is(err, mountmap.ErrBadMap) {
+		t.Errorf("an unused --mount-map: %v", err)
+	}
+	delete(members[1].Meta.Manifest.Annotations, ckpt.AnnCRIOName)
+	if _, err := GeneratePod(rec, members, Options{}); !errors.Is(err, ErrNotRestorable) || !strings.Contains(err.Error(), `member "web.a"`) {
+		t.Errorf("a member CRI-O cannot restore: %v", err)
 	}
 }

@@ -112,22 +112,33 @@ func writeConfig(t *testing.T, dir, name string, v any) string {
 // returns the container's ID.
 func (c *crio) restorePod(t *testing.T, pod *corev1.Pod, images map[string]ckpttest.ImageVolume) string {
 	t.Helper()
-	id, r := c.tryRestorePod(t, pod, images)
+	if len(pod.Spec.Containers) != 1 {
+		t.Fatalf("manifest has %d containers, want one", len(pod.Spec.Containers))
+	}
+	return c.restorePodAll(t, pod, images)[0]
+}
+
+// restorePodAll is restorePod for a Pod of one or more containers, each
+// created and started in the manifest's order, as the kubelet does; it
+// returns their IDs.
+func (c *crio) restorePodAll(t *testing.T, pod *corev1.Pod, images map[string]ckpttest.ImageVolume) []string {
+	t.Helper()
+	ids, r := c.tryRestorePod(t, pod, images)
 	if r.code != 0 {
 		t.Fatalf("crictl create: exit %d: %s", r.code, r.stderr)
 	}
-	return id
+	return ids
 }
 
-// tryRestorePod is restorePod, returning crictl create's result instead
-// of failing the test when CRI-O refuses the container.
-func (c *crio) tryRestorePod(t *testing.T, pod *corev1.Pod, images map[string]ckpttest.ImageVolume) (string, result) {
+// tryRestorePod is restorePodAll, returning the failed crictl create's
+// result instead of failing the test when CRI-O refuses a container.
+func (c *crio) tryRestorePod(t *testing.T, pod *corev1.Pod, images map[string]ckpttest.ImageVolume) ([]string, result) {
 	t.Helper()
 	if pod.Spec.HostNetwork || pod.Spec.ShareProcessNamespace != nil && *pod.Spec.ShareProcessNamespace {
 		t.Fatalf("manifest asks for hostNetwork or a shared PID namespace")
 	}
-	if len(pod.Spec.InitContainers) > 0 || len(pod.Spec.Containers) != 1 {
-		t.Fatalf("manifest has %d init containers and %d containers, want none and one", len(pod.Spec.InitContainers), len(pod.Spec.Containers))
+	if len(pod.Spec.InitContainers) > 0 || len(pod.Spec.Containers) == 0 {
+		t.Fatalf("manifest has %d init containers and %d containers, want none and some", len(pod.Spec.InitContainers), len(pod.Spec.Containers))
 	}
 	dir := t.TempDir()
 	ns := map[string]int{"network": 0, "pid": 1} // POD, CONTAINER: the kubelet's for this pod
@@ -162,36 +173,39 @@ func (c *crio) tryRestorePod(t *testing.T, pod *corev1.Pod, images map[string]ck
 	if err := os.WriteFile(hostsFile, []byte("127.0.0.1 localhost "+pod.Name+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	ctr := pod.Spec.Containers[0]
-	c.run(t, "pull", ctr.Image)
-	mounts := []map[string]any{}
-	hasHosts := false
-	for _, m := range ctr.VolumeMounts {
-		src, ok := volumes[m.Name]
-		if !ok {
-			t.Fatalf("container %s mounts volume %s, which is undefined or an image volume", ctr.Name, m.Name)
+	var ids []string
+	for _, ctr := range pod.Spec.Containers {
+		c.run(t, "pull", ctr.Image)
+		mounts := []map[string]any{}
+		hasHosts := false
+		for _, m := range ctr.VolumeMounts {
+			src, ok := volumes[m.Name]
+			if !ok {
+				t.Fatalf("container %s mounts volume %s, which is undefined or an image volume", ctr.Name, m.Name)
+			}
+			hasHosts = hasHosts || m.MountPath == "/etc/hosts"
+			mounts = append(mounts, map[string]any{"container_path": m.MountPath, "host_path": src, "readonly": m.ReadOnly})
 		}
-		hasHosts = hasHosts || m.MountPath == "/etc/hosts"
-		mounts = append(mounts, map[string]any{"container_path": m.MountPath, "host_path": src, "readonly": m.ReadOnly})
+		if !hasHosts {
+			mounts = append(mounts, map[string]any{"container_path": "/etc/hosts", "host_path": hostsFile})
+		}
+		cfg := map[string]any{
+			"metadata": map[string]any{"name": ctr.Name},
+			"image":    map[string]any{"image": ctr.Image},
+			"command":  ctr.Command,
+			"log_path": ctr.Name + ".log",
+			"mounts":   mounts,
+			"linux":    map[string]any{"security_context": map[string]any{"namespace_options": ns}},
+		}
+		r := c.try(t, "create", podID, writeConfig(t, dir, ctr.Name+".json", cfg), podCfg)
+		if r.code != 0 {
+			return ids, r
+		}
+		id := strings.TrimSpace(r.stdout)
+		c.run(t, "start", id)
+		ids = append(ids, id)
 	}
-	if !hasHosts {
-		mounts = append(mounts, map[string]any{"container_path": "/etc/hosts", "host_path": hostsFile})
-	}
-	cfg := map[string]any{
-		"metadata": map[string]any{"name": ctr.Name},
-		"image":    map[string]any{"image": ctr.Image},
-		"command":  ctr.Command,
-		"log_path": ctr.Name + ".log",
-		"mounts":   mounts,
-		"linux":    map[string]any{"security_context": map[string]any{"namespace_options": ns}},
-	}
-	r := c.try(t, "create", podID, writeConfig(t, dir, ctr.Name+".json", cfg), podCfg)
-	if r.code != 0 {
-		return "", r
-	}
-	id := strings.TrimSpace(r.stdout)
-	c.run(t, "start", id)
-	return id, r
+	return ids, result{}
 }
 
 // waitStatus is the harness's waitStatus for a CRI-O container.
@@ -690,4 +704,63 @@ func TestCRIOCheckNode(t *testing.T) {
 	if r.code != 3 || !strings.Contains(r.stderr, "checkpoint/restore (enable_criu_support): false") || !strings.Contains(r.stderr, "Error: the node cannot restore checkpoints: CRI-O's checkpoint/restore support is off: set enable_criu_support = true under [crio.runtime]") {
 		t.Fatalf("check-node of a CRI-O without CRIU support: exit %d, stdout %q, stderr %q; want 3 naming the setting", r.code, r.stdout, r.stderr)
 	}
+}
+
+// TestCRIORestoresPod: kube of a pod's index makes one Pod with a
+// container per member, each its member's checkpoint image; CRI-O restores
+// both into one sandbox, and they continue and still talk over its
+// localhost. Pods take no --include-base yet: the base image is copied to
+// the registry and named with --base-image. The node's runc.conf says
+// tcp-established, as kube's note asks for a pod: a request in flight at
+// the checkpoint is a connection in the image.
+func TestCRIORestoresPod(t *testing.T) {
+	c := startCRIOEnv(t, "CRIO_CRIU_CONF=tcp-established")
+	const pod = "e2e-crio-pod"
+	srv, cli := startTalkingPod(t, hosts.HostAURL, pod, freePort(t))
+	baseRepo := hosts.Registry + "/e2e/crio-pod-base"
+	podman(t, hosts.HostAURL, "push", "--tls-verify=false", hosts.TestImage, baseRepo+":v1")
+	dg := runCmd(t, "skopeo", "inspect", "--tls-verify=false", "--format", "{{.Digest}}", "docker://"+baseRepo+":v1")
+	if dg.code != 0 || !strings.HasPrefix(dg.stdout, "sha256:") {
+		t.Fatalf("skopeo inspect of the base image: exit %d: %s%s", dg.code, dg.stdout, dg.stderr)
+	}
+	base := baseRepo + "@" + strings.TrimSpace(dg.stdout)
+
+	r := migrate(t, "--url", hosts.HostAURL, "push", "--tls-verify=false", pod, hosts.Registry+"/e2e/crio-pod:v1")
+	if r.code != 0 {
+		t.Fatalf("push of the pod: exit %d: %s", r.code, r.stderr)
+	}
+	ref := strings.TrimSpace(r.stdout)
+	r = migrate(t, "kube", "--tls-verify=false", "--base-image", base, ref)
+	if r.code != 0 {
+		t.Fatalf("kube of the pod's index: exit %d: %s", r.code, r.stderr)
+	}
+	manifest, images := parsePod(t, r.stdout)
+	var names []string
+	for _, ctr := range manifest.Spec.Containers {
+		if !strings.HasPrefix(ctr.Image, hosts.Registry+"/e2e/crio-pod@sha256:") {
+			t.Errorf("container %s: image %s, want a member's image by digest", ctr.Name, ctr.Image)
+		}
+		names = append(names, ctr.Name)
+	}
+	if strings.Join(names, ",") != pod+"-cli,"+pod+"-srv" && strings.Join(names, ",") != pod+"-srv,"+pod+"-cli" {
+		t.Fatalf("containers %v, want the pod's two members\n%s", names, r.stdout)
+	}
+	if images["podman-migrate-base"].Reference != base || !strings.Contains(r.stdout, "/etc/criu/runc.conf") {
+		t.Fatalf("image volumes %+v, want %s; and the note on tcp-established:\n%s", images, base, r.stdout)
+	}
+	ids := c.restorePodAll(t, manifest, images)
+	id := map[string]string{names[0]: ids[0], names[1]: ids[1]}
+	c.checkContinued(t, id[pod+"-srv"], srv)
+	c.checkContinued(t, id[pod+"-cli"], cli.status)
+	deadline := time.Now().Add(90 * time.Second)
+	var now peerStatus
+	for time.Now().Before(deadline) {
+		out := c.try(t, append([]string{"exec", id[pod+"-cli"]}, statusCmd...)...)
+		if out.code == 0 && json.Unmarshal([]byte(out.stdout), &now) == nil &&
+			now.PeerReads > cli.PeerReads+2 && now.PeerBoot == srv.Boot && now.PeerCounter > cli.PeerCounter {
+			return
+		}
+		sleepTick()
+	}
+	t.Fatalf("the restored client does not read the restored server: %+v, before %+v", now, cli)
 }
