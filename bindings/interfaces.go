@@ -78,6 +78,9 @@ type PodSource interface {
 	PodExists(ctx context.Context, nameOrID string) (bool, error)
 	FreezeContainer(ctx context.Context, ctr *Container, frozen bool) error
 	KillContainer(ctx context.Context, nameOrID string) error
+	// DumpErrors are the error lines of CRIU's last dump of the
+	// container, nil when unknown.
+	DumpErrors(ctx context.Context, nameOrID string) []string
 	TCPConnections(ctr *Container) ([]TCPConn, string, error)
 }
 

@@ -2,6 +2,7 @@ package podman
 
 import (
 	"archive/tar"
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -253,4 +254,52 @@ func (c *Client) copyOut(ctx context.Context, tw *tar.Writer, id, p string, adde
 			return false, err
 		}
 	}
+}
+
+// DumpErrors returns the error lines of the container's last CRIU dump
+// log (dump.log in its directory, read in the service's mount namespace):
+// podman's own answer says only that runc failed. Nil when it cannot be
+// read.
+func (c *Client) DumpErrors(ctx context.Context, nameOrID string) []string {
+	pid, err := c.ServicePID()
+	if err != nil {
+		return nil
+	}
+	ctr, err := c.InspectContainer(ctx, nameOrID)
+	if err != nil || ctr.StaticDir == "" {
+		return nil
+	}
+	f, err := os.Open(filepath.Join("/proc", strconv.Itoa(pid), "root", ctr.StaticDir, "dump.log"))
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	return criuErrors(io.LimitReader(f, 64<<20))
+}
+
+// criuErrors picks CRIU's "Error (file:line): message" lines, messages
+// only, the last few.
+func criuErrors(r io.Reader) []string {
+	var out []string
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		i := strings.Index(line, "Error (")
+		if i < 0 {
+			continue
+		}
+		msg := line[i:]
+		if j := strings.Index(msg, "): "); j >= 0 {
+			msg = msg[j+3:]
+		}
+		if strings.Contains(msg, "Can't setup RLIMIT_NOFILE") {
+			continue // logged as an error, but CRIU goes on (no CAP_SYS_RESOURCE)
+		}
+		out = append(out, strings.TrimSpace(msg))
+	}
+	if len(out) > 6 {
+		out = out[len(out)-6:]
+	}
+	return out
 }

@@ -149,3 +149,27 @@ func TestWriteKept(t *testing.T) {
 		t.Errorf("archive %v, want %v", got, want)
 	}
 }
+
+// TestCriuErrors reads a dump.log as CRIU 4.2.1 wrote it (lines kept from
+// a real failed dump): the messages of its error lines, the rlimit one it
+// logs on every dump under runc left out.
+func TestCriuErrors(t *testing.T) {
+	log := `(00.075780) Warn  (criu/kerndat.c:1553): Can't keep kdat cache on non-tempfs
+(00.075793) Error (criu/util.c:1534): rlimit: Can't setup RLIMIT_NOFILE for self: Operation not permitted
+(00.117320) inet: 	Dumping inet socket at 3
+(00.117335) Error (criu/sk-inet.c:185): inet: In-flight connection (l) for b70c7
+(00.117338) Error (criu/sk-inet.c:186): inet: In-flight connections can be ignored with the --skip-in-flight option.
+(00.117449) Error (criu/cr-dump.c:1545): Dump files (pid: 8657) failed with -1
+(00.166303) Error (criu/cr-dump.c:1975): Dumping FAILED.
+`
+	got := criuErrors(strings.NewReader(log))
+	want := []string{
+		"inet: In-flight connection (l) for b70c7",
+		"inet: In-flight connections can be ignored with the --skip-in-flight option.",
+		"Dump files (pid: 8657) failed with -1",
+		"Dumping FAILED.",
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("errors %q, want %q", got, want)
+	}
+}

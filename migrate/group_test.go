@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/registry"
 
@@ -152,6 +153,94 @@ func netnsPath(t *testing.T, spec []byte) string {
 	return ""
 }
 
+// TestGroupPushWaitsForCleanup: push returns once podman's cleanup made
+// the killed members "exited"; a cleanup slower than the bound is not an
+// error once the processes are gone.
+func TestGroupPushWaitsForCleanup(t *testing.T) {
+	src := groupSource(t)
+	src.KillLeaves = 3
+	if _, err := PushGroup(context.Background(), src, groupPushOpts(t), groupNames); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range groupNames {
+		if c, err := src.InspectContainer(context.Background(), n); err != nil || c.State.Status != "exited" {
+			t.Fatalf("member %s after the push: %s, %v; want exited (calls %v)", n, c.State.Status, err, src.Calls())
+		}
+	}
+	defer func(w time.Duration) { exitWait = w }(exitWait)
+	exitWait = 0
+	src = groupSource(t)
+	src.KillLeaves = 1 << 30
+	if _, err := PushGroup(context.Background(), src, groupPushOpts(t), groupNames); err != nil {
+		t.Fatalf("a member stopped but not cleaned up: %v", err)
+	}
+}
+
+// inFlightLog is what CRIU 4.2.1 logged (dump.log, as runc asked for it)
+// when a member's listening socket held a connection not yet accepted.
+var inFlightLog = []string{
+	"inet: In-flight connection (l) for b70c7",
+	"inet: In-flight connections can be ignored with the --skip-in-flight option.",
+	"Dump files (pid: 8657) failed with -1",
+	"Dumping FAILED.",
+}
+
+// TestGroupPushRetriesInFlight: a dump CRIU refused for a connection in
+// flight is tried again, as a new push once the members run again, and
+// the error after the last try says what CRIU said.
+func TestGroupPushRetriesInFlight(t *testing.T) {
+	src := groupSource(t)
+	src.DumpLogs = map[string][]string{"srv": inFlightLog}
+	src.Fail = map[string]error{"Checkpoint": errors.New("runc checkpoint failed: exit status 1")}
+	var log strings.Builder
+	o := groupPushOpts(t)
+	o.Log = &log
+	_, err := PushGroup(context.Background(), src, o, groupNames)
+	if !errors.Is(err, ErrInFlight) || !strings.Contains(err.Error(), "CRIU: inet: In-flight connection (l) for b70c7") ||
+		!strings.Contains(fault.HintOf(err), "push again") {
+		t.Fatalf("error %v (hint %q), want ErrInFlight with CRIU's words and a hint", err, fault.HintOf(err))
+	}
+	if n := src.Count("Checkpoint"); n != inFlightTries {
+		t.Fatalf("%d dumps, want %d", n, inFlightTries)
+	}
+	if !strings.Contains(log.String(), "trying again (3 of 3)") {
+		t.Errorf("log %q does not say it tries again", log.String())
+	}
+	for _, n := range groupNames {
+		if src.Frozen[n] || !src.Running(n) || src.Count("KillContainer") > 0 {
+			t.Fatalf("member %s after the failed push: frozen %t, running %t; calls %v", n, src.Frozen[n], src.Running(n), src.Calls())
+		}
+	}
+
+	// Busy only once: the second push goes through.
+	src = groupSource(t)
+	src.DumpLogs = map[string][]string{"srv": inFlightLog}
+	src.Fail = map[string]error{"Checkpoint": errors.New("runc checkpoint failed: exit status 1")}
+	inspects := 0
+	beforePhase = func(op, name string) error {
+		if op == "push group" && name == "inspect" {
+			if inspects++; inspects == 2 {
+				delete(src.Fail, "Checkpoint")
+			}
+		}
+		return nil
+	}
+	t.Cleanup(func() { beforePhase = nil })
+	if _, err := PushGroup(context.Background(), src, groupPushOpts(t), groupNames); err != nil {
+		t.Fatalf("the second try: %v", err)
+	}
+
+	// Any other dump failure is not tried again, and says what CRIU said.
+	beforePhase = nil
+	src = groupSource(t)
+	src.DumpLogs = map[string][]string{"srv": {"Can't dump half of stream unix connection."}}
+	src.Fail = map[string]error{"Checkpoint": errors.New("runc checkpoint failed: exit status 1")}
+	_, err = PushGroup(context.Background(), src, groupPushOpts(t), groupNames)
+	if err == nil || errors.Is(err, ErrInFlight) || src.Count("Checkpoint") != 1 || !strings.Contains(err.Error(), "(CRIU: Can't dump half of stream unix connection.)") {
+		t.Fatalf("error %v after %d dumps, want one dump and CRIU's words", err, src.Count("Checkpoint"))
+	}
+}
+
 // TestGroupPushFailsAtEachPhase: whatever fails, the members were only
 // frozen (dumped leaving them running): they are thawed, never killed and
 // never restored from a checkpoint.
@@ -161,7 +250,7 @@ func TestGroupPushFailsAtEachPhase(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
-	if !slices.Equal(phases, []string{"inspect", "preflight", "stage", "freeze", "connections", "checkpoint", "index", "upload"}) {
+	if !slices.Equal(phases, []string{"inspect", "preflight", "stage", "base", "freeze", "connections", "checkpoint", "index", "upload"}) {
 		t.Fatalf("a group's push phases are %v", phases)
 	}
 	check := func(t *testing.T, src *podmantest.Fake, err error) {

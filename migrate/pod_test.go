@@ -159,7 +159,7 @@ func TestPodPushFailsAtEachPhase(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
-	if !slices.Equal(phases, []string{"inspect", "preflight", "stage", "freeze", "connections", "checkpoint", "index", "upload"}) {
+	if !slices.Equal(phases, []string{"inspect", "preflight", "stage", "base", "freeze", "connections", "checkpoint", "index", "upload"}) {
 		t.Fatalf("a pod's push phases are %v", phases)
 	}
 	restoredAfter := map[string]int{"index": 2, "upload": 2}
@@ -245,7 +245,12 @@ func TestPodPushRefuses(t *testing.T) {
 		kind  fault.Kind
 		want  string
 	}{
-		{"--include-base", func(_ *podmantest.Fake, o *export.PushOptions) { o.IncludeBase = true }, fault.Usage, "--include-base"},
+		{"--include-base to a layout", func(_ *podmantest.Fake, o *export.PushOptions) { o.IncludeBase = true }, fault.Input, "--include-base needs a registry destination"},
+		{"--include-base, the base not saved", func(_ *podmantest.Fake, o *export.PushOptions) {
+			o.IncludeBase, o.Dest = true, strings.TrimPrefix(httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0)))).URL, "http://")+"/pods/web:v1"
+			o.Transfer.TLSVerify, o.Transfer.Retries = transfer.TLSVerify(true, false), -1
+		}, fault.Unknown, `including the base image of member "web-a": the fake saves no images; pod "web" was not touched`},
+		{"--sign-by-sigstore-private-key", func(_ *podmantest.Fake, o *export.PushOptions) { o.Transfer.SignBySigstoreKey = "/k" }, fault.Usage, "--sign-by-sigstore-private-key"},
 		{"a remote service", func(f *podmantest.Fake, _ *export.PushOptions) { f.Local = false }, fault.Usage, "needs the podman service on this machine"},
 		{"no member but infra", func(f *podmantest.Fake, _ *export.PushOptions) {
 			for _, m := range podMembers {

@@ -51,9 +51,12 @@ func PushGroup(ctx context.Context, c podman.PodSource, o export.PushOptions, na
 
 // pushGroup pushes the group and leaves its members frozen, for release.
 func pushGroup(ctx context.Context, c podman.PodSource, o export.PushOptions, names []string) (*podPushing, error) {
-	pp := &podPushing{c: c, o: o, log: logOrDiscard(o.Log), began: time.Now(), group: names,
-		res: &PodPushResult{Seconds: map[string]float64{}}}
-	if err := pp.run(ctx, "push group", pp.inspectGroup); err != nil {
+	pp, err := retryInFlight(ctx, o, func() (*podPushing, error) {
+		pp := &podPushing{c: c, o: o, log: logOrDiscard(o.Log), began: time.Now(), group: names,
+			res: &PodPushResult{Seconds: map[string]float64{}}}
+		return pp, pp.run(ctx, "push group", pp.inspectGroup)
+	})
+	if err != nil {
 		return nil, err
 	}
 	return pp, nil
@@ -61,7 +64,8 @@ func pushGroup(ctx context.Context, c podman.PodSource, o export.PushOptions, na
 
 // exitWait bounds the wait for podman to clean up a killed member: it
 // is "stopped" from the kill until conmon's cleanup makes it "exited".
-const exitWait = 30 * time.Second
+// A variable for the tests.
+var exitWait = 30 * time.Second
 
 // waitExited waits until a killed member's process is gone, and for a
 // while until podman cleaned it up; only a member still running is an
@@ -174,11 +178,12 @@ func (pp *podPushing) release(ctx context.Context, stop bool) error {
 			}
 		}
 	}
+	killed := pp.frozen
 	if err := pp.thaw(rctx); err != nil {
 		errs = append(errs, err)
 	}
 	if stop && len(errs) == 0 {
-		for _, ctr := range pp.frozen {
+		for _, ctr := range killed {
 			if err := pp.waitExited(rctx, ctr); err != nil {
 				errs = append(errs, err)
 			}

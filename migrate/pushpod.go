@@ -123,9 +123,12 @@ func (pp *podPushing) what() string {
 // pod's record in the index's annotation. A failure after the freeze
 // restores every checkpointed member and thaws the others.
 func PushPod(ctx context.Context, c podman.PodSource, o export.PushOptions) (*PodPushResult, error) {
-	pp := &podPushing{c: c, o: o, log: logOrDiscard(o.Log), began: time.Now(),
-		res: &PodPushResult{Seconds: map[string]float64{}}}
-	if err := pp.run(ctx, "push pod", pp.inspect); err != nil {
+	pp, err := retryInFlight(ctx, o, func() (*podPushing, error) {
+		pp := &podPushing{c: c, o: o, log: logOrDiscard(o.Log), began: time.Now(),
+			res: &PodPushResult{Seconds: map[string]float64{}}}
+		return pp, pp.run(ctx, "push pod", pp.inspect)
+	})
+	if err != nil {
 		return nil, err
 	}
 	pp.res.Seconds["total"] = since(pp.began)
@@ -142,12 +145,55 @@ func (pp *podPushing) run(ctx context.Context, op string, inspect func(context.C
 		{"inspect", inspect},
 		{"preflight", pp.preflight},
 		{"stage", pp.stage},
+		{"base", pp.includeBase},
 		{"freeze", pp.freeze},
 		{"connections", pp.connections},
 		{"checkpoint", pp.checkpoint},
 		{"index", pp.index},
 		{"upload", pp.upload},
 	}, func(err error) error { return pp.rollback(ctx, err) })
+}
+
+// ErrInFlight is wrapped when CRIU refused a member's dump because a TCP
+// connection was in flight: one the server's kernel had completed but the
+// server had not accepted yet ("In-flight connection"; podman 4 offers no
+// --skip-in-flight). Peers that connect often, as members do over their
+// loopback, meet it now and then.
+var ErrInFlight = fault.New(fault.Podman, "a TCP connection was in flight at the checkpoint")
+
+// inFlightTries bounds the pushes tried when a connection was in flight.
+const inFlightTries = 3
+
+// retryInFlight runs push again when it failed on a connection in flight
+// and its rollback left every member running, as a new push: nothing of
+// the failed one is kept.
+func retryInFlight(ctx context.Context, o export.PushOptions, push func() (*podPushing, error)) (*podPushing, error) {
+	for try := 1; ; try++ {
+		pp, err := push()
+		var perr *PodPushError
+		if err == nil || try == inFlightTries || !errors.Is(err, ErrInFlight) || !errors.As(err, &perr) || len(perr.Stuck) > 0 || ctx.Err() != nil {
+			if errors.Is(err, ErrInFlight) {
+				err = fault.Hinted(err, "push again when the members are less busy; CRIU cannot dump a connection the server has not accepted yet")
+			}
+			return pp, err
+		}
+		fmt.Fprintf(logOrDiscard(o.Log), "A TCP connection was in flight at the checkpoint, and %s runs again; trying again (%d of %d)\n", perr.Pod, try+1, inFlightTries)
+	}
+}
+
+// criuSays adds to a member's failed dump what CRIU logged, and marks a
+// connection in flight.
+func (pp *podPushing) criuSays(ctx context.Context, ctr *podman.Container, err error) error {
+	lines := pp.c.DumpErrors(ctx, ctr.ID)
+	if len(lines) == 0 {
+		return err
+	}
+	for _, l := range lines {
+		if strings.Contains(l, "In-flight connection") {
+			return fmt.Errorf("%w: %w (CRIU: %s)", ErrInFlight, err, strings.Join(lines, "; "))
+		}
+	}
+	return fmt.Errorf("%w (CRIU: %s)", err, strings.Join(lines, "; "))
 }
 
 // refusePodOptions names the first push option a pod's push does not
@@ -157,7 +203,6 @@ func refusePodOptions(o export.PushOptions) error {
 		flag string
 		set  bool
 	}{
-		{"--include-base", o.IncludeBase},
 		{"--encryption-key", o.Transfer.Encrypt != nil},
 		{"--sign-by-sigstore-private-key", o.Transfer.SignBySigstoreKey != ""},
 	} {
@@ -242,6 +287,31 @@ func (pp *podPushing) removeStaging() {
 	}
 }
 
+// includeBase copies each distinct base image of the members into DEST's
+// repository once, before any member is frozen: it costs no downtime.
+func (pp *podPushing) includeBase(ctx context.Context) error {
+	if !pp.o.IncludeBase {
+		return nil
+	}
+	start := time.Now()
+	copied := map[string]string{}
+	for _, m := range pp.members {
+		ctr := m.src.Container
+		ref, ok := copied[ctr.Image]
+		if !ok {
+			var err error
+			if ref, err = export.IncludeBase(ctx, pp.c, ctr, pp.dest, pp.tmp, pp.o, pp.log); err != nil {
+				return fmt.Errorf("including the base image of member %q: %w; %s was not touched", ctr.Name, err, pp.what())
+			}
+			copied[ctr.Image] = ref
+		}
+		m.src.Known[ckpt.AnnBaseIncluded] = ref
+		m.res.BaseImage = ref
+	}
+	pp.res.Seconds["base"] = since(start)
+	return nil
+}
+
 // freeze stops every member before the first is dumped.
 func (pp *podPushing) freeze(ctx context.Context) error {
 	fmt.Fprintf(pp.log, "Freezing the %d members of %s\n", len(pp.members), pp.what())
@@ -303,7 +373,16 @@ func (pp *podPushing) connections(context.Context) error {
 // checkpoint dumps and builds each member in turn; the frozen ones wait.
 func (pp *podPushing) checkpoint(ctx context.Context) error {
 	for _, m := range pp.members {
-		if err := runPhases(ctx, "push member", []phase{{"checkpoint", m.checkpoint}, {"build", m.build}}); err != nil {
+		dumpFailed := false
+		dump := func(ctx context.Context) error {
+			err := m.checkpoint(ctx)
+			dumpFailed = err != nil
+			return err
+		}
+		if err := runPhases(ctx, "push member", []phase{{"checkpoint", dump}, {"build", m.build}}); err != nil {
+			if dumpFailed {
+				err = pp.criuSays(ctx, m.src.Container, err)
+			}
 			return fmt.Errorf("member %q: %w", m.src.Container.Name, err)
 		}
 	}

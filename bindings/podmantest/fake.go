@@ -36,6 +36,13 @@ type Fake struct {
 	Archives map[string][]byte
 	// Fail makes the named method fail with the error.
 	Fail map[string]error
+	// DumpLogs are the CRIU error lines DumpErrors gives, by container
+	// name.
+	DumpLogs map[string][]string
+	// KillLeaves is how many inspections a killed container reads
+	// "stopped" before podman's cleanup makes it "exited".
+	KillLeaves int
+	cleanups   map[string]int
 	// KeepOnFailure: a failed RestoreImport leaves its container behind,
 	// as podman 4.3.1 does (state Created).
 	KeepOnFailure bool
@@ -177,6 +184,13 @@ func (f *Fake) InspectContainer(_ context.Context, nameOrID string) (*podman.Con
 	if c == nil {
 		return nil, notFound(nameOrID)
 	}
+	if n, ok := f.cleanups[c.ID]; ok {
+		f.cleanups[c.ID] = n - 1
+		if n <= 0 {
+			c.State.Status = "exited"
+			delete(f.cleanups, c.ID)
+		}
+	}
 	cp := *c
 	return &cp, nil
 }
@@ -273,14 +287,36 @@ func (f *Fake) Checkpoint(_ context.Context, nameOrID string, o podman.Checkpoin
 	return io.NopCloser(bytes.NewReader(f.Archive)), nil
 }
 
-// KillContainer implements podman.PodSource: the container stops.
+// KillContainer implements podman.PodSource: the container stops, and
+// reads "stopped" for KillLeaves inspections.
 func (f *Fake) KillContainer(_ context.Context, nameOrID string) error {
-	return f.setRunning("KillContainer", nameOrID, false)
+	if err := f.setRunning("KillContainer", nameOrID, false); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if c := f.find(nameOrID); c != nil && f.KillLeaves > 0 {
+		if f.cleanups == nil {
+			f.cleanups = map[string]int{}
+		}
+		c.State.Status, f.cleanups[c.ID] = "stopped", f.KillLeaves
+	}
+	return nil
 }
 
 // RestoreKept implements podman.Checkpointer: the container runs again.
 func (f *Fake) RestoreKept(_ context.Context, nameOrID string, _ podman.CheckpointOptions) error {
 	return f.setRunning("RestoreKept", nameOrID, true)
+}
+
+// DumpErrors implements podman.PodSource.
+func (f *Fake) DumpErrors(_ context.Context, nameOrID string) []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if c := f.find(nameOrID); c != nil {
+		return f.DumpLogs[c.Name]
+	}
+	return nil
 }
 
 // setRunning is a call that starts or stops a container.

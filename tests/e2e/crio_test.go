@@ -709,28 +709,28 @@ func TestCRIOCheckNode(t *testing.T) {
 // TestCRIORestoresPod: kube of a pod's index makes one Pod with a
 // container per member, each its member's checkpoint image; CRI-O restores
 // both into one sandbox, and they continue and still talk over its
-// localhost. Pods take no --include-base yet: the base image is copied to
-// the registry and named with --base-image. The node's runc.conf says
+// localhost. The pod is pushed with --include-base: kube names that copy
+// of the base image, which the node pulls. The node's runc.conf says
 // tcp-established, as kube's note asks for a pod: a request in flight at
 // the checkpoint is a connection in the image.
 func TestCRIORestoresPod(t *testing.T) {
 	c := startCRIOEnv(t, "CRIO_CRIU_CONF=tcp-established")
 	const pod = "e2e-crio-pod"
 	srv, cli := startTalkingPod(t, hosts.HostAURL, pod, freePort(t))
-	baseRepo := hosts.Registry + "/e2e/crio-pod-base"
-	podman(t, hosts.HostAURL, "push", "--tls-verify=false", hosts.TestImage, baseRepo+":v1")
-	dg := runCmd(t, "skopeo", "inspect", "--tls-verify=false", "--format", "{{.Digest}}", "docker://"+baseRepo+":v1")
-	if dg.code != 0 || !strings.HasPrefix(dg.stdout, "sha256:") {
-		t.Fatalf("skopeo inspect of the base image: exit %d: %s%s", dg.code, dg.stdout, dg.stderr)
+	r := migrate(t, "--url", hosts.HostAURL, "push", "--tls-verify=false", "--include-base", "--format", "json", pod, hosts.Registry+"/e2e/crio-pod:v1")
+	var pushed struct {
+		Reference, Digest string
+		Members           []struct{ BaseImage string }
 	}
-	base := baseRepo + "@" + strings.TrimSpace(dg.stdout)
-
-	r := migrate(t, "--url", hosts.HostAURL, "push", "--tls-verify=false", pod, hosts.Registry+"/e2e/crio-pod:v1")
-	if r.code != 0 {
-		t.Fatalf("push of the pod: exit %d: %s", r.code, r.stderr)
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &pushed) != nil || len(pushed.Members) != 2 {
+		t.Fatalf("push of the pod: exit %d: %s%s", r.code, r.stdout, r.stderr)
 	}
-	ref := strings.TrimSpace(r.stdout)
-	r = migrate(t, "kube", "--tls-verify=false", "--base-image", base, ref)
+	base := pushed.Members[0].BaseImage
+	if !strings.HasPrefix(base, hosts.Registry+"/e2e/crio-pod@sha256:") || pushed.Members[1].BaseImage != base {
+		t.Fatalf("members' base image copies %+v, want one in the pod's repository", pushed.Members)
+	}
+	ref := pushed.Reference + "@" + pushed.Digest
+	r = migrate(t, "kube", "--tls-verify=false", ref)
 	if r.code != 0 {
 		t.Fatalf("kube of the pod's index: exit %d: %s", r.code, r.stderr)
 	}

@@ -290,7 +290,7 @@ func TestPodPushPull(t *testing.T) {
 	}
 
 	// kube needs a base image the node can pull by digest; this pod's is
-	// only on the hosts (pods take no --include-base yet), so kube says so.
+	// only on the hosts (pushed without --include-base), so kube says so.
 	if r = migrate(t, "kube", "--tls-verify=false", ref); r.code != 5 || !strings.Contains(r.stderr, "cannot be pulled by digest") || !strings.Contains(r.stderr, "--base-image") {
 		t.Fatalf("kube of a pod's index whose base image is on no registry: exit %d: %s", r.code, r.stderr)
 	}
