@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	encconfig "github.com/containers/ocicrypt/config"
 	"github.com/google/go-containerregistry/pkg/registry"
 
 	podman "github.com/podman-migrate/podman-migrate/bindings"
@@ -250,7 +251,7 @@ func TestPodPushRefuses(t *testing.T) {
 			o.IncludeBase, o.Dest = true, strings.TrimPrefix(httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0)))).URL, "http://")+"/pods/web:v1"
 			o.Transfer.TLSVerify, o.Transfer.Retries = transfer.TLSVerify(true, false), -1
 		}, fault.Unknown, `including the base image of member "web-a": the fake saves no images; pod "web" was not touched`},
-		{"--sign-by-sigstore-private-key", func(_ *podmantest.Fake, o *export.PushOptions) { o.Transfer.SignBySigstoreKey = "/k" }, fault.Usage, "--sign-by-sigstore-private-key"},
+		{"--encryption-key", func(_ *podmantest.Fake, o *export.PushOptions) { o.Transfer.Encrypt = &encconfig.EncryptConfig{} }, fault.Usage, "--encryption-key"},
 		{"a remote service", func(f *podmantest.Fake, _ *export.PushOptions) { f.Local = false }, fault.Usage, "needs the podman service on this machine"},
 		{"no member but infra", func(f *podmantest.Fake, _ *export.PushOptions) {
 			for _, m := range podMembers {

@@ -204,7 +204,6 @@ func refusePodOptions(o export.PushOptions) error {
 		set  bool
 	}{
 		{"--encryption-key", o.Transfer.Encrypt != nil},
-		{"--sign-by-sigstore-private-key", o.Transfer.SignBySigstoreKey != ""},
 	} {
 		if f.set {
 			return fmt.Errorf("%s: %w", f.flag, ErrPodOption)

@@ -47,8 +47,9 @@ A POD (a name that is no container's) is pushed whole: its members are
 frozen through their cgroups before the first is dumped, and DEST gets one
 OCI image index, a checkpoint image per member and the pod's record; pull
 makes the pod again. This needs the podman service on this machine, and
-takes neither encryption nor signing yet; --include-base copies each
-distinct base image of the members once, before any is frozen.
+takes no encryption yet; --include-base copies each distinct base image of
+the members once, before any is frozen, and signing signs the index and
+every member.
 
 Several CONTAINERs are pushed as one group: a container and those that
 join its network namespace (podman run --network container:X), which

@@ -346,3 +346,54 @@ func TestSignedCheckpoint(t *testing.T) {
 	}
 	checkContinued(t, hosts.HostBURL, dst, before)
 }
+
+// TestSignedPod: a pod pushed with a sigstore key has its index and every
+// member signed; B pulls it under a policy that requires the key, and the
+// pod carries on there. The same index copied without its signatures is
+// refused before anything is made on B.
+func TestSignedPod(t *testing.T) {
+	sigstoreAttachments(t)
+	dir := t.TempDir()
+	priv, pub, pass := sigstoreKeys(t, dir, "pod")
+	policy := fmt.Sprintf(`{"default":[{"type":"insecureAcceptAnything"}],
+ "transports":{"docker":{%q:[{"type":"sigstoreSigned","keyPath":%q,"signedIdentity":{"type":"matchRepository"}}]}}}`, hosts.Registry, pub)
+	policyFile := writeFile(t, filepath.Join(dir, "policy.json"), []byte(policy))
+
+	const pod = "e2e-signed-pod"
+	portA, portB := freePort(t), freePort(t)
+	srv, cli := startTalkingPod(t, hosts.HostAURL, pod, portA)
+	r := migrate(t, "--url", hosts.HostAURL, "push", "--tls-verify=false", "--format", "json",
+		"--sign-by-sigstore-private-key", priv, "--sign-passphrase-file", pass, pod, hosts.Registry+"/e2e/signed-pod:v1")
+	var pushed struct {
+		Reference, Digest string
+		Members           []struct{ Digest string }
+	}
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &pushed) != nil || len(pushed.Members) != 2 {
+		t.Fatalf("signed push of the pod: exit %d: %s%s", r.code, r.stdout, r.stderr)
+	}
+	for _, d := range []string{pushed.Digest, pushed.Members[0].Digest, pushed.Members[1].Digest} {
+		sigTag := hosts.Registry + "/e2e/signed-pod:" + strings.Replace(d, ":", "-", 1) + ".sig"
+		if r := runCmd(t, "skopeo", "inspect", "--raw", "--tls-verify=false", "docker://"+sigTag); r.code != 0 {
+			t.Fatalf("no sigstore attachment %s: %s", sigTag, r.stderr)
+		}
+	}
+
+	unsigned := hosts.Registry + "/e2e/unsigned-pod:v1"
+	if r := runCmd(t, "skopeo", "copy", "--all", "--preserve-digests", "--remove-signatures", "--src-tls-verify=false", "--dest-tls-verify=false",
+		"docker://"+hosts.Registry+"/e2e/signed-pod@"+pushed.Digest, "docker://"+unsigned); r.code != 0 {
+		t.Fatalf("skopeo copy of the index without signatures: %s", r.stderr)
+	}
+	unchanged := unchangedOnB(t)
+	r = migrate(t, "--url", hosts.HostBURL, "pull", "--tls-verify=false", "--signature-policy", policyFile, "--name", pod+"-refused", unsigned+"@"+pushed.Digest)
+	if r.code != 5 || !strings.Contains(r.stderr, "A signature was required, but no signature exists") {
+		t.Fatalf("pull of the unsigned pod: exit %d: %s", r.code, r.stderr)
+	}
+	unchanged()
+
+	r = migrate(t, "--url", hosts.HostBURL, "pull", "--tls-verify=false", "--signature-policy", policyFile, "--publish", fmt.Sprintf("%d:8080", portB), pushed.Reference+"@"+pushed.Digest)
+	t.Cleanup(func() { podmanTry(t, hosts.HostBURL, "pod", "rm", "-f", "-t", "0", pod) })
+	if r.code != 0 {
+		t.Fatalf("pull of the signed pod under the policy: exit %d: %s", r.code, r.stderr)
+	}
+	checkTalkingPod(t, hosts.HostBURL, pod, portB, srv, cli)
+}
