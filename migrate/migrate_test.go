@@ -673,3 +673,39 @@ func TestMoveRefusesAHostileArchive(t *testing.T) {
 		t.Fatalf("target has %v; source running %t, restored %d times", dst.Containers, src.Running(fixture), src.Count("RestoreKept"))
 	}
 }
+
+// TestLeaveRunningFreezesTheCopy: push --leave-running on this machine's
+// service freezes the container around the checkpoint, so the diff podman
+// exports after the dump is the dumped one, and thaws it; without
+// --leave-running, or through a remote service, it does not.
+func TestLeaveRunningFreezesTheCopy(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		local, leave bool
+		freezes      int
+	}{
+		{"leave-running, local", true, true, 2},
+		{"leave-running, remote", false, true, 0},
+		{"stop, local", true, false, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := source(t)
+			src.Local = tc.local
+			src.Containers[fixture].State.CgroupPath = "/machine.slice/libpod-x.scope"
+			o := pushOpts(t)
+			o.LeaveRunning = tc.leave
+			if _, err := Push(context.Background(), src, o); err != nil {
+				t.Fatal(err)
+			}
+			calls := src.Calls()
+			if n := src.Count("FreezeContainer"); n != tc.freezes {
+				t.Fatalf("%d freezes, want %d: %v", n, tc.freezes, calls)
+			}
+			first, dump := slices.Index(calls, "FreezeContainer"), slices.Index(calls, "Checkpoint")
+			last := len(calls) - 1 - slices.Index(reversed(calls), "FreezeContainer")
+			if tc.freezes > 0 && (first > dump || last < dump || src.Frozen[fixture]) {
+				t.Fatalf("not frozen around the checkpoint, or left frozen: %v", calls)
+			}
+		})
+	}
+}

@@ -239,6 +239,27 @@ func TestPodPushConnections(t *testing.T) {
 	}
 }
 
+// TestPodPushRetriesInFlight: the second member's dump refused for a
+// connection in flight: the first is restored from its kept checkpoint,
+// and the pod is pushed again, as a new push, up to the bound.
+func TestPodPushRetriesInFlight(t *testing.T) {
+	src := podSource(t, nil)
+	src.DumpLogs = map[string][]string{"web-b": {"inet: In-flight connection (l) for b70c7", "Dumping FAILED."}}
+	src.Fail = map[string]error{"Checkpoint:web-b": errors.New("runc checkpoint failed: exit status 1")}
+	_, err := PushPod(context.Background(), src, podPushOpts(t))
+	if !errors.Is(err, ErrInFlight) || fault.KindOf(err) != fault.Podman {
+		t.Fatalf("error %v (kind %s), want ErrInFlight", err, fault.KindOf(err))
+	}
+	if n, r := src.Count("Checkpoint"), src.Count("RestoreKept"); n != 2*inFlightTries || r != inFlightTries {
+		t.Fatalf("%d dumps and %d restores, want %d and %d", n, r, 2*inFlightTries, inFlightTries)
+	}
+	for _, m := range podMembers {
+		if src.Frozen[m] || !src.Running(m) {
+			t.Fatalf("member %s: frozen %t, running %t", m, src.Frozen[m], src.Running(m))
+		}
+	}
+}
+
 func TestPodPushRefuses(t *testing.T) {
 	for _, tc := range []struct {
 		name  string

@@ -164,13 +164,46 @@ func (p *pushing) includeBase(ctx context.Context) error {
 	return nil
 }
 
+// freezeCopy freezes a container pushed with --leave-running, when the
+// podman service is on this machine, until podman answered: the frozen
+// container stays frozen through its dump (CRIU gives the freezer back the
+// state it found), so the root-filesystem diff podman exports after the
+// dump, before it answers, is the dumped one. Running on, a process that
+// renames a file it has open (write to a temporary file, then rename) would
+// leave the dump naming a file the diff no longer has. It returns the
+// thaw; a container it cannot freeze is pushed as before.
+func (p *pushing) freezeCopy(ctx context.Context) (thaw func()) {
+	none := func() {}
+	ps, ok := p.c.(podman.PodSource)
+	if !p.o.LeaveRunning || p.shared || !ok || p.src.Container.State.CgroupPath == "" {
+		return none
+	}
+	if _, err := ps.ServicePID(); err != nil {
+		return none
+	}
+	ctr := p.src.Container
+	if err := ps.FreezeContainer(ctx, ctr, true); err != nil {
+		fmt.Fprintf(p.log, "Not freezing %s for a consistent copy: %v\n", ctr.Name, err)
+		return none
+	}
+	return func() {
+		tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rollbackBound)
+		defer cancel()
+		if err := ps.FreezeContainer(tctx, ctr, false); err != nil {
+			fmt.Fprintf(p.log, "Warning: thawing %s after its checkpoint failed: %v; thaw it with `podman unpause` or through its cgroup\n", ctr.Name, err)
+		}
+	}
+}
+
 // checkpoint takes the checkpoint. Once podman answered, a failure is
 // rolled back; while it did not, the rollback would wait on the container
 // podman still holds, so the error stands alone.
 func (p *pushing) checkpoint(ctx context.Context) error {
 	start := time.Now()
 	p.res.FrozeAt = start
+	thaw := p.freezeCopy(ctx)
 	archive, answered, err := export.AwaitCheckpoint(ctx, p.c, p.src.Container, export.CheckpointOptions(p.o), p.o, p.log)
+	thaw()
 	p.answered, p.archive = answered, archive
 	if err == nil && ctx.Err() != nil {
 		err = fmt.Errorf("checkpointing container %q: %w", p.src.Container.Name, ctx.Err())

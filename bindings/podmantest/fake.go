@@ -34,7 +34,8 @@ type Fake struct {
 	// when it has the container's name, replaces it for that container.
 	Archive  []byte
 	Archives map[string][]byte
-	// Fail makes the named method fail with the error.
+	// Fail makes the named method fail with the error; "Checkpoint:NAME"
+	// fails the checkpoint of container NAME only.
 	Fail map[string]error
 	// DumpLogs are the CRIU error lines DumpErrors gives, by container
 	// name.
@@ -274,6 +275,9 @@ func (f *Fake) Checkpoint(_ context.Context, nameOrID string, o podman.Checkpoin
 	c := f.find(nameOrID)
 	if c == nil {
 		return nil, notFound(nameOrID)
+	}
+	if err := f.Fail["Checkpoint:"+c.Name]; err != nil { // this container's only
+		return nil, err
 	}
 	if o.Joined && (c.HostConfig.NetworkMode == "" || !o.LeaveRunning) {
 		return nil, fmt.Errorf("checkpoint of %s: joined, but network mode %q, leave running %t", nameOrID, c.HostConfig.NetworkMode, o.LeaveRunning)
