@@ -106,6 +106,20 @@ func (c *Client) Checkpoint(ctx context.Context, nameOrID string, o CheckpointOp
 	return resp.Body, nil
 }
 
+// JoinedNamespace is the ID of the container whose namespace mode
+// ("container:ID", as HostConfig's NetworkMode and the like say) names,
+// "" when it is the container's own.
+func JoinedNamespace(mode string) string {
+	if id, ok := strings.CutPrefix(mode, "container:"); ok {
+		return id
+	}
+	return ""
+}
+
+// NetworkPeer is the ID of the container whose network namespace c joins
+// (--network container:X), "" when it has its own.
+func (c *Container) NetworkPeer() string { return JoinedNamespace(c.HostConfig.NetworkMode) }
+
 // KillContainer sends a container's processes SIGKILL. Sent while its
 // cgroup is frozen, it ends them before they run again.
 func (c *Client) KillContainer(ctx context.Context, nameOrID string) error {

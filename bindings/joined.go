@@ -43,18 +43,14 @@ const (
 func (c *Client) keptArchive(ctx context.Context, nameOrID string, o CheckpointOptions) (io.ReadCloser, error) {
 	op := fmt.Sprintf("assembling the checkpoint archive of container %q", nameOrID)
 	fail := func(err error) (io.ReadCloser, error) { return nil, &Error{Op: op, Err: err} }
-	pid, err := c.ServicePID()
+	ctr, dir, err := c.containerDir(ctx, nameOrID)
+	var answer *Error
+	if errors.As(err, &answer) {
+		return nil, err // podman's own
+	}
 	if err != nil {
 		return fail(err)
 	}
-	ctr, err := c.InspectContainer(ctx, nameOrID)
-	if err != nil {
-		return nil, err
-	}
-	if ctr.StaticDir == "" {
-		return fail(errors.New("podman does not say where the container's directory is"))
-	}
-	dir := filepath.Join("/proc", strconv.Itoa(pid), "root", ctr.StaticDir)
 	if _, err := os.Stat(filepath.Join(dir, "checkpoint", "inventory.img")); err != nil {
 		return fail(fmt.Errorf("podman kept no checkpoint: %w", err))
 	}
@@ -74,6 +70,24 @@ func (c *Client) keptArchive(ctx context.Context, nameOrID string, o CheckpointO
 		pw.CloseWithError(err)
 	}()
 	return pr, nil
+}
+
+// containerDir returns the container and its directory in podman's
+// storage, as this machine sees it in the service's mount namespace. An
+// *Error is podman's answer to the inspection.
+func (c *Client) containerDir(ctx context.Context, nameOrID string) (*Container, string, error) {
+	pid, err := c.ServicePID()
+	if err != nil {
+		return nil, "", err
+	}
+	ctr, err := c.InspectContainer(ctx, nameOrID)
+	if err != nil {
+		return nil, "", err
+	}
+	if ctr.StaticDir == "" {
+		return nil, "", errors.New("podman does not say where the container's directory is")
+	}
+	return ctr, filepath.Join("/proc", strconv.Itoa(pid), "root", ctr.StaticDir), nil
 }
 
 // writeKept writes the archive: the kept files, rootfs-diff.tar and
@@ -261,15 +275,11 @@ func (c *Client) copyOut(ctx context.Context, tw *tar.Writer, id, p string, adde
 // podman's own answer says only that runc failed. Nil when it cannot be
 // read.
 func (c *Client) DumpErrors(ctx context.Context, nameOrID string) []string {
-	pid, err := c.ServicePID()
+	_, dir, err := c.containerDir(ctx, nameOrID)
 	if err != nil {
 		return nil
 	}
-	ctr, err := c.InspectContainer(ctx, nameOrID)
-	if err != nil || ctr.StaticDir == "" {
-		return nil
-	}
-	f, err := os.Open(filepath.Join("/proc", strconv.Itoa(pid), "root", ctr.StaticDir, "dump.log"))
+	f, err := os.Open(filepath.Join(dir, "dump.log"))
 	if err != nil {
 		return nil
 	}

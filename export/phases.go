@@ -91,14 +91,8 @@ func checkDependencies(ctx context.Context, c podman.Source, ctr *podman.Contain
 // container's own.
 func joinsNetworkOnly(ctr, dep *podman.Container) error {
 	hc := ctr.HostConfig
-	if hc.NetworkMode == "container:"+dep.ID {
-		ok := true
-		for _, m := range []string{hc.IpcMode, hc.PidMode, hc.UTSMode} {
-			ok = ok && !strings.HasPrefix(m, "container:")
-		}
-		if ok {
-			return nil
-		}
+	if ctr.NetworkPeer() == dep.ID && !slices.ContainsFunc([]string{hc.IpcMode, hc.PidMode, hc.UTSMode}, func(m string) bool { return podman.JoinedNamespace(m) != "" }) {
+		return nil
 	}
 	return fault.Hinted(fmt.Errorf("%w: %q needs %q for more than its network namespace (network %q, ipc %q, pid %q, uts %q), and only --network container:X moves with a group", ErrDependency, ctr.Name, dep.Name, hc.NetworkMode, hc.IpcMode, hc.PidMode, hc.UTSMode),
 		"share the other namespaces through a pod instead (podman pod create --share ...), whose members move together with push POD")

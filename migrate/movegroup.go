@@ -4,15 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 
 	podman "github.com/podman-migrate/podman-migrate/bindings"
-	"github.com/podman-migrate/podman-migrate/internal/ckpt"
 	"github.com/podman-migrate/podman-migrate/internal/fault"
-	"github.com/podman-migrate/podman-migrate/internal/transfer"
 )
 
 // groupUnits splits the containers to move into what moves as one: a
@@ -38,7 +34,7 @@ func groupUnits(ctx context.Context, from podman.Source, names []string) ([]stri
 			return nil, err
 		}
 		byID[ctr.ID] = n
-		if id, ok := strings.CutPrefix(ctr.HostConfig.NetworkMode, "container:"); ok {
+		if id := ctr.NetworkPeer(); id != "" {
 			joins[n] = id
 		}
 	}
@@ -82,16 +78,12 @@ func moveGroup(ctx context.Context, from podman.PodSource, to podman.Target, nam
 		m.r.Err = fault.OnSide(fault.Target, fmt.Errorf("%q is a group, and the target cannot take one", label))
 		return *m.r
 	}
-	dest := o.Via + ":" + names[0]
-	if o.Via == "" {
-		tmp, err := os.MkdirTemp(transfer.StagingDir(m.push.TmpDir), "podman-migrate-move-")
-		if err != nil {
-			m.r.Err = fmt.Errorf("creating a staging directory: %w", err)
-			return *m.r
-		}
-		defer os.RemoveAll(tmp)
-		dest = "oci:" + filepath.Join(tmp, "group") + ":" + names[0]
+	dest, cleanup, err := m.indexDest("group")
+	if err != nil {
+		m.r.Err = err
+		return *m.r
 	}
+	defer cleanup()
 	var held *podPushing
 	m.r.Err = runOp(ctx, "move group", []phase{
 		{"push", func(ctx context.Context) error {
@@ -108,31 +100,15 @@ func moveGroup(ctx context.Context, from podman.PodSource, to podman.Target, nam
 			return nil
 		}},
 		{"pull", func(ctx context.Context) error {
-			pull := o.Pull
-			pull.Source, pull.Log = m.r.PodPushed.Reference+"@"+m.r.PodPushed.Digest, m.log
-			if o.Via == "" {
-				pull.Source = dest
-			}
-			pull.Transfer.Report = nil
-			_, err := Pull(ctx, pt, pull)
-			var ix *ckpt.IndexError
-			if !errors.As(err, &ix) {
-				if err == nil {
-					err = errors.New("the group's index holds one container's checkpoint")
-				}
-				return fault.OnSide(fault.Target, fmt.Errorf("restoring on %s: %w", to.Address(), err))
-			}
-			res, err := PullPod(ctx, pt, pull, ix)
+			res, err := m.pullIndex(ctx, pt, dest, "group")
 			if err != nil {
-				return fault.OnSide(fault.Target, fmt.Errorf("restoring on %s: %w", to.Address(), err))
+				return err
 			}
-			m.r.PodPulled, m.r.Name = res, res.Pod
 			var ids []string
 			for _, mem := range res.Members {
 				ids = append(ids, mem.ID)
 			}
 			m.r.ID = strings.Join(ids, ",")
-			m.r.Downtime = since(m.r.PodPushed.FrozeAt)
 			return nil
 		}},
 		{"stop", func(ctx context.Context) error {

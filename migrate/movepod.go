@@ -35,17 +35,11 @@ func isPodMove(ctx context.Context, from podman.Source, to podman.Target, name s
 // the pod cannot be made on the target, every member is restored on the
 // source from its kept checkpoint.
 func (m *moving) movePod(ctx context.Context, from podman.PodSource, to podman.PodTarget) error {
-	dest := m.o.Via + ":" + m.push.Container
-	if m.o.Via == "" {
-		// Members are not streamed host to host yet: the index is staged
-		// here, as a registry would hold it.
-		tmp, err := os.MkdirTemp(transfer.StagingDir(m.push.TmpDir), "podman-migrate-move-")
-		if err != nil {
-			return fmt.Errorf("creating a staging directory: %w", err)
-		}
-		defer os.RemoveAll(tmp)
-		dest = "oci:" + filepath.Join(tmp, "pod") + ":" + m.push.Container
+	dest, cleanup, err := m.indexDest("pod")
+	if err != nil {
+		return err
 	}
+	defer cleanup()
 	return runOp(ctx, "move pod", []phase{
 		{"push", func(ctx context.Context) error {
 			po := m.push
@@ -61,29 +55,54 @@ func (m *moving) movePod(ctx context.Context, from podman.PodSource, to podman.P
 			return nil
 		}},
 		{"pull", func(ctx context.Context) error {
-			pull := m.o.Pull
-			pull.Source, pull.Log = m.r.PodPushed.Reference+"@"+m.r.PodPushed.Digest, m.log
-			if m.o.Via == "" {
-				pull.Source = dest // a layout of our own, read as written
-			}
-			pull.Transfer.Report = nil
-			_, err := Pull(ctx, to, pull)
-			var ix *ckpt.IndexError
-			if !errors.As(err, &ix) {
-				if err == nil {
-					err = errors.New("the pod's index holds one container's checkpoint")
-				}
-				return fault.OnSide(fault.Target, fmt.Errorf("restoring on %s: %w", to.Address(), err))
-			}
-			res, err := PullPod(ctx, to, pull, ix)
+			res, err := m.pullIndex(ctx, to, dest, "pod")
 			if err != nil {
-				return fault.OnSide(fault.Target, fmt.Errorf("restoring on %s: %w", to.Address(), err))
+				return err
 			}
-			m.r.PodPulled, m.r.ID, m.r.Name = res, res.ID, res.Pod
-			m.r.Downtime = since(m.r.PodPushed.FrozeAt)
+			m.r.ID = res.ID
 			return nil
 		}},
 	}, func(err error) error { return m.resumePod(ctx, from, err) })
+}
+
+// indexDest is where a move pushes a pod's or a group's index: the --via
+// registry, or a staging layout on this machine, removed by cleanup
+// (members are not streamed host to host yet).
+func (m *moving) indexDest(kind string) (dest string, cleanup func(), err error) {
+	if m.o.Via != "" {
+		return m.o.Via + ":" + m.push.Container, func() {}, nil
+	}
+	tmp, err := os.MkdirTemp(transfer.StagingDir(m.push.TmpDir), "podman-migrate-move-")
+	if err != nil {
+		return "", nil, fmt.Errorf("creating a staging directory: %w", err)
+	}
+	return "oci:" + filepath.Join(tmp, kind) + ":" + m.push.Container, func() { os.RemoveAll(tmp) }, nil
+}
+
+// pullIndex pulls the pod's or group's index the move pushed to dest onto
+// the target, and records what it made.
+func (m *moving) pullIndex(ctx context.Context, to podman.PodTarget, dest, kind string) (*PodPullResult, error) {
+	pull := m.o.Pull
+	pull.Source, pull.Log = m.r.PodPushed.Reference+"@"+m.r.PodPushed.Digest, m.log
+	if m.o.Via == "" {
+		pull.Source = dest // a layout of our own, read as written
+	}
+	pull.Transfer.Report = nil
+	_, err := Pull(ctx, to, pull)
+	var ix *ckpt.IndexError
+	if !errors.As(err, &ix) {
+		if err == nil {
+			err = fmt.Errorf("the %s's index holds one container's checkpoint", kind)
+		}
+		return nil, fault.OnSide(fault.Target, fmt.Errorf("restoring on %s: %w", to.Address(), err))
+	}
+	res, err := PullPod(ctx, to, pull, ix)
+	if err != nil {
+		return nil, fault.OnSide(fault.Target, fmt.Errorf("restoring on %s: %w", to.Address(), err))
+	}
+	m.r.PodPulled, m.r.Name = res, res.Pod
+	m.r.Downtime = since(m.r.PodPushed.FrozeAt)
+	return res, nil
 }
 
 // resumePod restores every member of the pushed pod on the source.

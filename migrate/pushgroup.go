@@ -123,16 +123,9 @@ func (pp *podPushing) inspectGroup(ctx context.Context) error {
 		if byID[ctr.ID] != nil {
 			return fault.Wrap(fault.Usage, fmt.Errorf("%q is named twice", name))
 		}
-		m.o.Joined = strings.HasPrefix(ctr.HostConfig.NetworkMode, "container:")
+		m.o.Joined = ctr.NetworkPeer() != ""
 		byID[ctr.ID] = m
 		all = append(all, m)
-	}
-	joined := func(m *pushing) string {
-		id, _ := strings.CutPrefix(m.src.Container.HostConfig.NetworkMode, "container:")
-		if !m.o.Joined {
-			return ""
-		}
-		return id
 	}
 	// Each member after the one it joins; among equals, by name.
 	slices.SortFunc(all, func(a, b *pushing) int { return strings.Compare(a.src.Container.Name, b.src.Container.Name) })
@@ -140,7 +133,7 @@ func (pp *podPushing) inspectGroup(ctx context.Context) error {
 	for len(pp.members) < len(all) {
 		n := len(pp.members)
 		for _, m := range all {
-			if id := m.src.Container.ID; !placed[id] && placed[joined(m)] {
+			if id := m.src.Container.ID; !placed[id] && placed[m.src.Container.NetworkPeer()] {
 				placed[id] = true
 				pp.members = append(pp.members, m)
 			}

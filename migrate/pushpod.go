@@ -418,7 +418,7 @@ func (pp *podPushing) index(ctx context.Context) error {
 		ctr := m.src.Container
 		ids[ctr.ID] = ctr.Name
 		pm := ckpt.PodMember{Name: ctr.Name, ID: ctr.ID, Digest: m.built.Digest}
-		if other, ok := strings.CutPrefix(ctr.HostConfig.NetworkMode, "container:"); ok && pp.group != nil {
+		if other := ctr.NetworkPeer(); other != "" && pp.group != nil {
 			pm.Joins = map[string]string{"net": ids[other]}
 		}
 		rec.Members = append(rec.Members, pm)

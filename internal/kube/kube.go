@@ -139,7 +139,8 @@ func RequiredMounts(specDump []byte) ([]ckpt.SpecMount, error) {
 // Generate makes the Pod manifest that restores the checkpoint meta
 // describes.
 func Generate(meta *ckpt.Metadata, o Options) (*Result, error) {
-	b, err := newBuilder(o, ckpt.Describe(meta).Container.Name)
+	d := ckpt.Describe(meta)
+	b, err := newBuilder(o, d.Container.Name)
 	if err != nil {
 		return nil, err
 	}
@@ -147,7 +148,6 @@ func Generate(meta *ckpt.Metadata, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := ckpt.Describe(meta)
 	for _, p := range d.Ports {
 		cp := v1.ContainerPort{ContainerPort: int32(p.ContainerPort), Protocol: v1.Protocol(strings.ToUpper(p.Protocol)), HostIP: p.HostIP}
 		if p.HostPort > 0 {
@@ -314,14 +314,6 @@ func (b *builder) finish() error {
 	return nil
 }
 
-// baseImages are the distinct base images r's containers need.
-func baseImages(r *Result) []string {
-	if r.bases != nil {
-		return r.bases
-	}
-	return []string{r.BaseImage}
-}
-
 // result is the Pod of the containers made, with the base images' volumes.
 func (b *builder) result() (*Result, error) {
 	if err := b.finish(); err != nil {
@@ -462,7 +454,7 @@ func readMetadata(ctx context.Context, ref types.ImageReference, to transfer.Opt
 // finishRead checks that every base image the Pod pulls has a command, and
 // notes encrypted layers.
 func finishRead(ctx context.Context, r *Result, encrypted bool, to transfer.Options) error {
-	for _, base := range baseImages(r) {
+	for _, base := range r.bases {
 		if err := checkBaseCommand(ctx, base, to); err != nil {
 			return err
 		}
