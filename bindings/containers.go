@@ -149,6 +149,9 @@ type RestoreOptions struct {
 	IgnoreRootfs    bool
 	Publish         []string
 	Pod             string
+	// TCPClose restores connections closed (podman 5.7's tcpClose; sent
+	// only when set, so older servers are not asked for it).
+	TCPClose bool
 }
 
 // RestoreImport restores a new container from a checkpoint archive streamed
@@ -167,6 +170,9 @@ func (c *Client) RestoreImport(ctx context.Context, archive io.Reader, o Restore
 	q.Set("ignoreStaticIP", strconv.FormatBool(o.IgnoreStaticIP))
 	q.Set("ignoreStaticMAC", strconv.FormatBool(o.IgnoreStaticMAC))
 	q.Set("ignoreRootFS", strconv.FormatBool(o.IgnoreRootfs))
+	if o.TCPClose {
+		q.Set("tcpClose", "true")
+	}
 	if len(o.Publish) > 0 {
 		// The server splits this one value on white space.
 		q.Set("publishPorts", strings.Join(o.Publish, " "))

@@ -49,6 +49,10 @@ type Remover interface {
 // system. Each method fails with ErrRemote when the service is elsewhere.
 type Host interface {
 	ServicePID() (int, error)
+	// ServiceRoot is the service's root directory seen from here: paths
+	// as podman and the runtime see them are looked up, or written, below
+	// it.
+	ServiceRoot() (string, error)
 	EndStuckCRIU(ctrID, op string) ([]int, error)
 	RestoringID(name string) (string, error)
 	// Address is the service's URI, for messages.

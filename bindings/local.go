@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -23,6 +24,15 @@ func (c *Client) ServicePID() (int, error) {
 		return 0, err
 	}
 	return int(cred.Pid), nil
+}
+
+// ServiceRoot returns /proc/PID/root of the service on this machine.
+func (c *Client) ServiceRoot() (string, error) {
+	pid, err := c.ServicePID()
+	if err != nil {
+		return "", err
+	}
+	return "/proc/" + strconv.Itoa(pid) + "/root", nil
 }
 
 // peer returns the credentials of the process serving a unix socket on

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -43,5 +44,41 @@ func TestRestoreImportSendsTheArchiveOnce(t *testing.T) {
 	}
 	if n := restores.Load(); n != 1 {
 		t.Fatalf("the archive was sent %d times, want once", n)
+	}
+}
+
+// TestRestoreImportAsksForTCPCloseOnlyWhenSet: podman 5.7's tcpClose is
+// sent only when asked for, so older servers never see it.
+func TestRestoreImportAsksForTCPCloseOnlyWhenSet(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "s.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	queries := make(chan url.Values, 2)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Libpod-API-Version", "5.7.0")
+		if strings.HasSuffix(r.URL.Path, "/_ping") {
+			w.Write([]byte("OK"))
+			return
+		}
+		io.Copy(io.Discard, r.Body)
+		queries <- r.URL.Query()
+		w.Write([]byte(`{"Id":"` + strings.Repeat("a", 64) + `"}`))
+	})}
+	go srv.Serve(ln)
+	defer srv.Close()
+	c, err := ConnectTo(context.Background(), Destination{URI: "unix://" + sock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, close := range []bool{true, false} {
+		if _, err := c.RestoreImport(context.Background(), strings.NewReader("archive"), RestoreOptions{TCPEstablished: true, TCPClose: close}); err != nil {
+			t.Fatal(err)
+		}
+		q := <-queries
+		if got, sent := q.Get("tcpClose"), q.Has("tcpClose"); sent != close || (close && got != "true") {
+			t.Fatalf("TCPClose %t: tcpClose %q (sent %t)", close, got, sent)
+		}
 	}
 }

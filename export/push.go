@@ -34,8 +34,12 @@ type PushOptions struct {
 	Dest           string
 	LeaveRunning   bool
 	TCPEstablished bool
-	FileLocks      bool
-	IgnoreRootfs   bool
+	// TCPClose: connections are to be closed on restore (recorded in the
+	// image for pull); a pod's push then lets connections to peers
+	// outside it through.
+	TCPClose     bool
+	FileLocks    bool
+	IgnoreRootfs bool
 	// Group are the other containers pushed with this one (a group's
 	// push): it may join their network namespace. Joined says it does.
 	Group  []string
@@ -296,7 +300,7 @@ func annotations(cfg *dump.Config, ctr *podman.Container, info *podman.Info, bas
 		ToolVersion:         o.ToolVersion,
 		SourceID:            ctr.ID,
 		Created:             created.Format(time.RFC3339),
-		Options:             &ckpt.Options{TCPEstablished: o.TCPEstablished, FileLocks: o.FileLocks, LeaveRunning: o.LeaveRunning},
+		Options:             &ckpt.Options{TCPEstablished: o.TCPEstablished, FileLocks: o.FileLocks, LeaveRunning: o.LeaveRunning, TCPClose: o.TCPClose},
 	}
 	if !o.NoCRIOAnnotations {
 		p.CRIOName = cfg.Name()

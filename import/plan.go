@@ -24,17 +24,20 @@ var ErrBlocked = fault.New(fault.Input, "the restore cannot proceed on this host
 
 // Plan is what a pull will do on the target host, and what stops it.
 type Plan struct {
-	Source    string        `json:"source"`
-	Digest    string        `json:"digest"`
-	Name      string        `json:"name"`
-	Image     string        `json:"image"`
-	Base      BasePlan      `json:"baseImage"`
-	Mounts    []MountPlan   `json:"bindMounts"`
-	Volumes   []VolumePlan  `json:"volumes"`
-	Networks  []NetworkPlan `json:"networks"`
-	Host      []HostFact    `json:"host"`
-	Warnings  []string      `json:"warnings"`
-	Blockers  []string      `json:"blockers"`
+	Source   string        `json:"source"`
+	Digest   string        `json:"digest"`
+	Name     string        `json:"name"`
+	Image    string        `json:"image"`
+	Base     BasePlan      `json:"baseImage"`
+	Mounts   []MountPlan   `json:"bindMounts"`
+	Volumes  []VolumePlan  `json:"volumes"`
+	Networks []NetworkPlan `json:"networks"`
+	Host     []HostFact    `json:"host"`
+	// TCPClose is how the restore closes the checkpoint's TCP connections
+	// (TCPClosePodman, TCPCloseCRIUConfig); "" keeps them.
+	TCPClose  string   `json:"tcpClose,omitempty"`
+	Warnings  []string `json:"warnings"`
+	Blockers  []string `json:"blockers"`
 	relocated *relocated
 	host      *hostCheck // until Settle
 	// Wire and Sent are how the last restore attempt sent the archive,
@@ -181,6 +184,12 @@ func (p *Plan) Print(w io.Writer) {
 	for _, h := range p.Host {
 		fmt.Fprintf(w, "%-12s source %s, target %s\n", h.What+":", orUnknown(h.Source), orUnknown(h.Target))
 	}
+	switch p.TCPClose {
+	case TCPClosePodman:
+		fmt.Fprintln(w, "TCP:         connections restored closed (podman's tcpClose)")
+	case TCPCloseCRIUConfig:
+		fmt.Fprintln(w, "TCP:         connections restored closed (a CRIU configuration with tcp-close, for this restore)")
+	}
 	for _, s := range p.Warnings {
 		fmt.Fprintf(w, "Warning:     %s\n", s)
 	}
@@ -209,8 +218,8 @@ type target struct {
 
 func newTarget(c podman.Target) *target {
 	t := &target{c: c}
-	if pid, err := c.ServicePID(); err == nil && pid > 0 {
-		t.root = "/proc/" + strconv.Itoa(pid) + "/root"
+	if root, err := c.ServiceRoot(); err == nil {
+		t.root = root
 	}
 	return t
 }

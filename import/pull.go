@@ -69,6 +69,10 @@ type PullOptions struct {
 	// tcp:// or ssh:// service, none to a unix socket), none, zstd,
 	// zstd:LEVEL.
 	Compress string
+	// TCPClose restores the checkpoint's TCP connections closed, as does
+	// an image pushed with it: connections to peers that did not move
+	// cannot be restored on another host.
+	TCPClose bool
 }
 
 // PullResult is what a pull did, for people and programs (--format json).
@@ -246,6 +250,16 @@ func (p *Plan) restore(ctx context.Context, c podman.Target, img ckpt.Archive, o
 		return "", err
 	}
 	p.Wire = wire
+	switch {
+	case rel.tcpCloseAPI:
+		fmt.Fprintln(logw, "The checkpoint's TCP connections are restored closed (podman's tcpClose)")
+	case rel.criuConfig != nil:
+		fmt.Fprintf(logw, "The checkpoint's TCP connections are restored closed: podman before %s has no tcpClose, so the runtime hands CRIU %s, with tcp-close, for this restore\n", tcpCloseSince, rel.criuConfig.path)
+		if err := rel.criuConfig.write(); err != nil {
+			return "", err
+		}
+		defer rel.criuConfig.remove()
+	}
 	pr, pw := io.Pipe()
 	werr := make(chan error, 1)
 	// The comparison of the hosts may still be running: a blocker it
@@ -293,6 +307,7 @@ func (p *Plan) restore(ctx context.Context, c podman.Target, img ckpt.Archive, o
 		Pod:             o.Pod,
 		TCPEstablished:  img.Meta().Options.TCPEstablished,
 		FileLocks:       img.Meta().Options.FileLocks,
+		TCPClose:        rel.tcpCloseAPI,
 	}
 	// name is what podman calls the new container: a stuck restore is
 	// found by it.

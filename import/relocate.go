@@ -24,6 +24,10 @@ type relocated struct {
 	changes []string // for the log: "bind /a -> /b at /data"
 	volumes []string // volumes the restore will create (cleanup)
 	dropIP  bool     // a kept address would not fit its new network
+	// How the restore closes TCP connections (--tcp-close): podman's
+	// option, or a CRIU configuration written for the restore.
+	tcpCloseAPI bool
+	criuConfig  *criuConfig
 }
 
 // parseNameMaps parses OLD=NEW pairs (volumes, networks).
@@ -73,6 +77,7 @@ func (p *Plan) relocate(ctx context.Context, t *target, meta *ckpt.Metadata, o P
 		rl.relocateBinds,
 		rl.relocateNetworks,
 		rl.baseByID,
+		rl.tcpClose,
 		rl.writeDumps,
 	} {
 		if err := step(ctx); err != nil {

@@ -237,6 +237,30 @@ func TestPodPushConnections(t *testing.T) {
 			t.Fatalf("member %s after the refusal: frozen %t, running %t, %d checkpoints", m, src.Frozen[m], src.Running(m), src.Count("Checkpoint"))
 		}
 	}
+
+	// --tcp-close lets it through; every member's image says so, and a
+	// pull closes each member's connections.
+	src.Conns = map[string][]podman.TCPConn{"web-b": {conn("10.88.0.5:8080", "10.88.0.1:41922")}}
+	o := podPushOpts(t)
+	o.TCPClose = true
+	var log strings.Builder
+	o.Log = &log
+	if _, err := PushPod(context.Background(), src, o); err != nil {
+		t.Fatalf("--tcp-close: %v", err)
+	}
+	if !strings.Contains(log.String(), `member "web-b" holds 10.88.0.5:8080 <-> 10.88.0.1:41922, a connection to a peer outside the pod: it is closed on restore (--tcp-close)`) {
+		t.Fatalf("the log does not name the connection:\n%s", log.String())
+	}
+	dst := target()
+	dst.InfoValue.Version.Version = "5.7.0"
+	if _, err := pullPod(t, dst, restore.PullOptions{Source: o.Dest, TmpDir: t.TempDir()}); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range podMembers {
+		if ro := dst.RestoredWith[m]; !ro.TCPClose || !ro.TCPEstablished {
+			t.Fatalf("member %s restored with %+v", m, ro)
+		}
+	}
 }
 
 // TestPodPushRetriesInFlight: the second member's dump refused for a

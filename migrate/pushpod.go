@@ -330,7 +330,8 @@ func (pp *podPushing) freeze(ctx context.Context) error {
 var ErrOutsideConnection = fault.New(fault.Input, "a TCP connection to a peer outside the pod")
 
 // connections refuses, with every member frozen (no connection comes or
-// goes), a pod holding a TCP connection that is not over its loopback:
+// goes), a pod holding a TCP connection that is not over its loopback,
+// unless they are to be closed on restore (--tcp-close):
 // its address is the pod's on this host, which the target's pod does not
 // have, so CRIU could not restore it there (measured: "Can't bind inet
 // socket back: Cannot assign requested address").
@@ -360,10 +361,15 @@ func (pp *podPushing) connections(context.Context) error {
 			holder = fmt.Sprintf("the network namespace of members %s", strings.Join(n.members, ", "))
 		}
 		for _, c := range n.conns {
-			if !c.Loopback() {
-				return fault.Hinted(fmt.Errorf("%w: %s holds %s", ErrOutsideConnection, holder, c),
-					"close it (stop the client, or wait for it to end) and push again; podman 4 cannot restore with outside connections closed")
+			if c.Loopback() {
+				continue
 			}
+			if pp.o.TCPClose {
+				fmt.Fprintf(pp.log, "%s holds %s, a connection to a peer outside the pod: it is closed on restore (--tcp-close)\n", holder, c)
+				continue
+			}
+			return fault.Hinted(fmt.Errorf("%w: %s holds %s", ErrOutsideConnection, holder, c),
+				"push with --tcp-close to have the pod's connections closed on restore, or close it (stop the client, or wait for it to end) and push again")
 		}
 	}
 	return nil

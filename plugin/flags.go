@@ -82,9 +82,13 @@ func (r *registryFlags) fill(o *transfer.Options) {
 	}
 }
 
+// tcpCloseUsage is --tcp-close's help, the same for push, pull and move.
+const tcpCloseUsage = "have TCP connections closed on restore, as connections to peers that do not move must be: push checkpoints them, lets a pod's connections to outside peers through, and records the choice in the image; pull (any image) restores them closed, by podman 5.7's tcpClose, else by a CRIU configuration runc reads (the service on this machine)"
+
 // checkpointFlags are how the source container is checkpointed.
 type checkpointFlags struct {
 	tcpEstablished bool
+	tcpClose       bool
 	fileLocks      bool
 	ignoreRootfs   bool
 	timeout        time.Duration
@@ -94,6 +98,7 @@ type checkpointFlags struct {
 func addCheckpointFlags(f *pflag.FlagSet) *checkpointFlags {
 	c := &checkpointFlags{}
 	f.BoolVar(&c.tcpEstablished, "tcp-established", false, "checkpoint established TCP connections")
+	f.BoolVar(&c.tcpClose, "tcp-close", false, tcpCloseUsage)
 	f.BoolVar(&c.fileLocks, "file-locks", false, "checkpoint file locks")
 	f.BoolVar(&c.ignoreRootfs, "ignore-rootfs", false, "leave root file-system changes out of the image")
 	f.DurationVar(&c.timeout, "checkpoint-timeout", defaultCRIUTimeout,
@@ -103,7 +108,8 @@ func addCheckpointFlags(f *pflag.FlagSet) *checkpointFlags {
 
 // fill sets the checkpoint options of o.
 func (c *checkpointFlags) fill(o *export.PushOptions) {
-	o.TCPEstablished, o.FileLocks, o.IgnoreRootfs = c.tcpEstablished, c.fileLocks, c.ignoreRootfs
+	o.TCPEstablished, o.FileLocks, o.IgnoreRootfs = c.tcpEstablished || c.tcpClose, c.fileLocks, c.ignoreRootfs
+	o.TCPClose = c.tcpClose
 	o.CheckpointTimeout = c.timeout
 }
 
@@ -150,6 +156,7 @@ type restoreFlags struct {
 	allowPrivileged bool
 	timeout         time.Duration
 	compress        string
+	tcpClose        bool // pull's --tcp-close; move's is a checkpoint flag
 }
 
 // addRestoreFlags registers the restore group: pull and move.
@@ -177,6 +184,7 @@ func (r *restoreFlags) fill(o *restore.PullOptions) {
 	o.AllowPrivileged = r.allowPrivileged
 	o.RestoreTimeout = r.timeout
 	o.Compress = r.compress
+	o.TCPClose = r.tcpClose
 }
 
 // check refuses a --compress that would only fail after the checkpoint.

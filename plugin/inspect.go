@@ -148,7 +148,11 @@ func printDescription(w io.Writer, d *ckpt.Description) {
 		fmt.Fprintf(w, "Port:        %s:%d -> %d/%s\n", p.HostIP, p.HostPort, p.ContainerPort, p.Protocol)
 	}
 	if d.Options.Recorded {
-		fmt.Fprintf(w, "Options:     tcp-established=%t file-locks=%t leave-running=%t\n", d.Options.TCPEstablished, d.Options.FileLocks, d.Options.LeaveRunning)
+		fmt.Fprintf(w, "Options:     tcp-established=%t file-locks=%t leave-running=%t", d.Options.TCPEstablished, d.Options.FileLocks, d.Options.LeaveRunning)
+		if d.Options.TCPClose {
+			fmt.Fprint(w, " tcp-close=true (connections are closed on restore)")
+		}
+		fmt.Fprintln(w)
 	} else {
 		fmt.Fprintf(w, "Options:     not recorded (%s's image)\n", d.Format)
 	}

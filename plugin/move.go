@@ -224,6 +224,7 @@ func (o *moveOptions) moveOptions(ctx context.Context, args []string, lim ckpt.L
 	o.seal.fill(&mo.Push.Transfer)
 	mo.Pull = restore.PullOptions{Limits: lim, TmpDir: o.staging.dir}
 	o.restore.fill(&mo.Pull)
+	mo.Pull.TCPClose = o.checkpoint.tcpClose
 	o.relocation.fill(&mo.Pull)
 	o.registry.fill(&mo.Pull.Transfer)
 	o.trust.fill(&mo.Pull.Transfer)

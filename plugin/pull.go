@@ -76,6 +76,7 @@ Relocation:
 	f := cmd.Flags()
 	f.BoolVar(&o.dryRun, "dry-run", false, "fetch only the metadata (an encrypted image: all of it), print the plan and create nothing; exit 5 if the restore could not proceed")
 	o.restore = addRestoreFlags(f)
+	f.BoolVar(&o.restore.tcpClose, "tcp-close", false, tcpCloseUsage)
 	o.relocation = addRelocationFlags(f)
 	o.trust = addTrustFlags(f)
 	o.limits = addLimitFlags(f)

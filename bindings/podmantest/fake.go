@@ -74,9 +74,15 @@ type Fake struct {
 	// Memory is each container's memory use, by name (none: no figure).
 	Memory map[string]uint64
 	// Local makes the fake's service count as on this machine (ServicePID
-	// answers), as a pod's push needs.
+	// answers), as a pod's push needs; Root is then its root directory
+	// (ServiceRoot; "" is /proc/1/root).
 	Local bool
-	calls []string
+	Root  string
+	// RestoredWith are the options of each RestoreImport, by the name of
+	// the container it made; OnRestore, when set, runs as each starts.
+	RestoredWith map[string]podman.RestoreOptions
+	OnRestore    func(o podman.RestoreOptions)
+	calls        []string
 }
 
 // NewFake is a fake podman with one running container, name, of image
@@ -367,6 +373,9 @@ func (f *Fake) RestoreImport(_ context.Context, body io.Reader, o podman.Restore
 	if o.Name != "" {
 		name = o.Name
 	}
+	if f.OnRestore != nil {
+		f.OnRestore(o)
+	}
 	err := f.call("RestoreImport")
 	if err == nil && rerr != nil {
 		err = &podman.Error{Op: "restoring", Status: 500, Err: rerr}
@@ -390,6 +399,10 @@ func (f *Fake) RestoreImport(_ context.Context, body io.Reader, o podman.Restore
 		f.Restored = map[string]Dumps{}
 	}
 	f.Restored[name] = dumps
+	if f.RestoredWith == nil {
+		f.RestoredWith = map[string]podman.RestoreOptions{}
+	}
+	f.RestoredWith[name] = o
 	return ctr.ID, err
 }
 
@@ -502,6 +515,17 @@ func (f *Fake) ServicePID() (int, error) {
 		return 1, nil
 	}
 	return 0, podman.ErrRemote
+}
+
+// ServiceRoot implements podman.Host: Root, or /proc/1/root, when Local.
+func (f *Fake) ServiceRoot() (string, error) {
+	if !f.Local {
+		return "", podman.ErrRemote
+	}
+	if f.Root != "" {
+		return f.Root, nil
+	}
+	return "/proc/1/root", nil
 }
 
 // EndStuckCRIU implements podman.Host.

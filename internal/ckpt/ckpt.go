@@ -79,6 +79,7 @@ const (
 	AnnLeaveRunning     = Prefix + "source.left-running"
 	AnnTCPEstablished   = Prefix + "tcp-established"
 	AnnFileLocks        = Prefix + "file-locks"
+	AnnTCPClose         = Prefix + "tcp-close"
 	AnnLayerRole        = Prefix + "layer.role"
 	AnnLayerVolume      = Prefix + "layer.volume"
 	// AnnBaseIncluded is the digest reference of the copy of the base image

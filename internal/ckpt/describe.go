@@ -103,6 +103,7 @@ type OptionFacts struct {
 	TCPEstablished bool `json:"tcpEstablished"`
 	FileLocks      bool `json:"fileLocks"`
 	LeaveRunning   bool `json:"leaveRunning"`
+	TCPClose       bool `json:"tcpClose,omitempty"`
 }
 
 // Describe summarises a checkpoint image from its metadata alone.
@@ -149,7 +150,7 @@ func Describe(m *Metadata) *Description {
 		describeCRIO(d, m)
 	}
 	if o := p.Options; o != nil {
-		d.Options = OptionFacts{Recorded: true, TCPEstablished: o.TCPEstablished, FileLocks: o.FileLocks, LeaveRunning: o.LeaveRunning}
+		d.Options = OptionFacts{Recorded: true, TCPEstablished: o.TCPEstablished, FileLocks: o.FileLocks, LeaveRunning: o.LeaveRunning, TCPClose: o.TCPClose}
 	}
 	return d
 }

@@ -13,15 +13,24 @@ type Options struct {
 	FileLocks      bool
 	// LeaveRunning records that the source kept running (a copy).
 	LeaveRunning bool
+	// TCPClose records that the pusher chose to have the connections
+	// closed on restore (push --tcp-close): those to peers outside the
+	// container or pod cannot be restored on another host.
+	TCPClose bool
 }
 
-// ToAnnotations returns the manifest annotations that record o.
+// ToAnnotations returns the manifest annotations that record o. TCPClose
+// is recorded only when set: images without it read as before.
 func (o Options) ToAnnotations() map[string]string {
-	return map[string]string{
+	a := map[string]string{
 		AnnTCPEstablished: strconv.FormatBool(o.TCPEstablished),
 		AnnFileLocks:      strconv.FormatBool(o.FileLocks),
 		AnnLeaveRunning:   strconv.FormatBool(o.LeaveRunning),
 	}
+	if o.TCPClose {
+		a[AnnTCPClose] = "true"
+	}
+	return a
 }
 
 // OptionsFromAnnotations reads the options back from manifest annotations.
@@ -34,6 +43,7 @@ func OptionsFromAnnotations(a map[string]string) (Options, error) {
 		AnnTCPEstablished: &o.TCPEstablished,
 		AnnFileLocks:      &o.FileLocks,
 		AnnLeaveRunning:   &o.LeaveRunning,
+		AnnTCPClose:       &o.TCPClose,
 	} {
 		v, ok := a[key]
 		if !ok {

@@ -477,21 +477,7 @@ func TestPodOutsideConnection(t *testing.T) {
 	const pod = "e2e-pod-outside"
 	port := freePort(t)
 	srv, cli := startTalkingPod(t, hosts.HostAURL, pod, port)
-	conn, err := net.DialTimeout("tcp", net.JoinHostPort(hostAddr(t), strconv.Itoa(port)), 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if err := conn.SetDeadline(time.Now().Add(30 * time.Second)); err != nil {
-		t.Fatal(err)
-	}
-	// One request on a connection kept alive: the server holds it.
-	if _, err := io.WriteString(conn, "GET / HTTP/1.1\r\nHost: e2e\r\n\r\n"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := conn.Read(make([]byte, 512)); err != nil {
-		t.Fatal(err)
-	}
+	conn := holdConnection(t, port)
 	ref := hosts.Registry + "/e2e/pod-outside:v1"
 	r := migrate(t, "--url", hosts.HostAURL, "push", "--tls-verify=false", pod, ref)
 	if r.code != 5 || !strings.Contains(r.stderr, "the network namespace of members "+pod+"-cli, "+pod+"-srv holds 10.") || !strings.Contains(r.stderr, "outside the pod") {
