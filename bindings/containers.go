@@ -73,7 +73,7 @@ type CheckpointOptions struct {
 	TCPEstablished bool
 	FileLocks      bool
 	IgnoreRootfs   bool
-	// Joined says the container joins another's network namespace: podman
+	// Joined says the container joins another's namespaces: podman
 	// dumps it, then refuses the export, so Checkpoint assembles the
 	// archive from what podman kept (LeaveRunning only; the service on
 	// this machine). TmpDir holds its root-filesystem diff meanwhile.
@@ -116,9 +116,19 @@ func JoinedNamespace(mode string) string {
 	return ""
 }
 
-// NetworkPeer is the ID of the container whose network namespace c joins
-// (--network container:X), "" when it has its own.
-func (c *Container) NetworkPeer() string { return JoinedNamespace(c.HostConfig.NetworkMode) }
+// Peers are the containers whose namespaces c joins (--network, --ipc,
+// --pid, --uts container:X): each one's ID by namespace ("net", "ipc",
+// "pid", "uts", as config.dump's *NsCtr keys name them).
+func (c *Container) Peers() map[string]string {
+	out := map[string]string{}
+	hc := c.HostConfig
+	for ns, mode := range map[string]string{"net": hc.NetworkMode, "ipc": hc.IpcMode, "pid": hc.PidMode, "uts": hc.UTSMode} {
+		if id := JoinedNamespace(mode); id != "" {
+			out[ns] = id
+		}
+	}
+	return out
+}
 
 // KillContainer sends a container's processes SIGKILL. Sent while its
 // cgroup is frozen, it ends them before they run again.

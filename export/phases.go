@@ -70,7 +70,7 @@ func checkDependencies(ctx context.Context, c podman.Source, ctr *podman.Contain
 			continue
 		}
 		if slices.Contains(group, dep.Name) || slices.Contains(group, dep.ID) {
-			if err := joinsNetworkOnly(ctr, dep); err != nil {
+			if err := joinsGroupNamespaces(ctr, dep); err != nil {
 				return err
 			}
 			continue
@@ -84,18 +84,30 @@ func checkDependencies(ctx context.Context, c podman.Source, ctr *podman.Contain
 		fmt.Sprintf("push or move them together (`push %s %s DEST`); a pod's members, which share namespaces through the pod's infra container, move together with push POD", ctr.Name, strings.Join(names, " ")))
 }
 
-// joinsNetworkOnly accepts a member of a group that needs dep only for
-// its network namespace (--network container:DEP): runc marks a joined
-// network namespace external in the dump and joins the new one at
-// restore, where other joined namespaces would be dumped as the
-// container's own.
-func joinsNetworkOnly(ctr, dep *podman.Container) error {
-	hc := ctr.HostConfig
-	if ctr.NetworkPeer() == dep.ID && !slices.ContainsFunc([]string{hc.IpcMode, hc.PidMode, hc.UTSMode}, func(m string) bool { return podman.JoinedNamespace(m) != "" }) {
+// joinsGroupNamespaces accepts a member of a group that needs dep only
+// for namespaces a group can move (ckpt.GroupNamespaces): runc hands
+// CRIU a joined network or PID namespace as external, and asks it to
+// join the path of a joined IPC or UTS namespace, so each is taken from
+// the restored peer at restore. A dependency for anything else
+// (--requires, --cgroupns or --userns container:X) is refused.
+func joinsGroupNamespaces(ctr, dep *podman.Container) error {
+	var joined []string
+	for ns, id := range ctr.Peers() {
+		if id != dep.ID {
+			continue
+		}
+		if !slices.Contains(ckpt.GroupNamespaces, ns) {
+			return fault.Hinted(fmt.Errorf("%w: %q joins the %s namespace of %q, which a group cannot move", ErrDependency, ctr.Name, ns, dep.Name),
+				"share it through a pod instead (podman pod create --share ...), whose members move together with push POD")
+		}
+		joined = append(joined, ns)
+	}
+	if len(joined) > 0 {
 		return nil
 	}
-	return fault.Hinted(fmt.Errorf("%w: %q needs %q for more than its network namespace (network %q, ipc %q, pid %q, uts %q), and only --network container:X moves with a group", ErrDependency, ctr.Name, dep.Name, hc.NetworkMode, hc.IpcMode, hc.PidMode, hc.UTSMode),
-		"share the other namespaces through a pod instead (podman pod create --share ...), whose members move together with push POD")
+	hc := ctr.HostConfig
+	return fault.Hinted(fmt.Errorf("%w: %q needs %q (--requires, or a namespace other than network, ipc, pid, uts: network %q, ipc %q, pid %q, uts %q), and only joined namespaces move with a group", ErrDependency, ctr.Name, dep.Name, hc.NetworkMode, hc.IpcMode, hc.PidMode, hc.UTSMode),
+		"push them one by one without the dependency, or put them in a pod, whose members move together with push POD")
 }
 
 func quoteAll(names []string) string {

@@ -28,7 +28,10 @@ import (
 // groupSource is a fake podman, on this machine, running "srv" and "cli",
 // which joins srv's network namespace (--network container:srv); each
 // one's checkpoint says so in its config.dump.
-func groupSource(t *testing.T) *podmantest.Fake {
+func groupSource(t *testing.T) *podmantest.Fake { return groupSourceJoining(t, "net") }
+
+// groupSourceJoining is groupSource with cli joining srv's namespaces ns.
+func groupSourceJoining(t *testing.T, ns ...string) *podmantest.Fake {
 	f := podmantest.NewFake("", baseID, nil)
 	f.Local = true
 	f.Archives = map[string][]byte{}
@@ -37,7 +40,11 @@ func groupSource(t *testing.T) *podmantest.Fake {
 		c := &podman.Container{ID: strings.Repeat(n[:1], 64), Name: n, Image: baseID}
 		c.State.Running, c.State.Status, c.State.CgroupPath = true, "running", "/machine.slice/libpod-"+c.ID+".scope"
 		if n == "cli" {
-			c.HostConfig.NetworkMode, c.Dependencies = "container:"+srvID, []string{srvID}
+			c.Dependencies = []string{srvID}
+			modes := map[string]*string{"net": &c.HostConfig.NetworkMode, "ipc": &c.HostConfig.IpcMode, "pid": &c.HostConfig.PidMode, "uts": &c.HostConfig.UTSMode}
+			for _, s := range ns {
+				*modes[s] = "container:" + srvID
+			}
 		} else {
 			srvID = c.ID
 		}
@@ -48,7 +55,9 @@ func groupSource(t *testing.T) *podmantest.Fake {
 				e.Body = ckpttest.EditJSON(t, e.Body, func(m map[string]any) {
 					m["name"], m["id"] = n, c.ID
 					if n == "cli" {
-						m["netNsCtr"] = srvID
+						for _, s := range ns {
+							m[s+"NsCtr"] = srvID
+						}
 					}
 				})
 			}
@@ -135,7 +144,10 @@ func TestGroupPushAndPullWithFakes(t *testing.T) {
 }
 
 // netnsPath is the network namespace's path in a spec.dump.
-func netnsPath(t *testing.T, spec []byte) string {
+func netnsPath(t *testing.T, spec []byte) string { return nsPath(t, spec, "network") }
+
+// nsPath is the path of namespace typ ("network", "ipc") in a spec.dump.
+func nsPath(t *testing.T, spec []byte, typ string) string {
 	t.Helper()
 	var s struct {
 		Linux struct {
@@ -146,11 +158,51 @@ func netnsPath(t *testing.T, spec []byte) string {
 		t.Fatal(err)
 	}
 	for _, ns := range s.Linux.Namespaces {
-		if ns.Type == "network" {
+		if ns.Type == typ {
 			return ns.Path
 		}
 	}
 	return ""
+}
+
+// TestGroupJoinsIPCAndUTS: a member joining another's IPC and UTS
+// namespaces, not its network, moves with it: the record says so, and
+// the pull points config.dump and spec.dump at the restored peer's.
+func TestGroupJoinsIPCAndUTS(t *testing.T) {
+	src := groupSourceJoining(t, "ipc", "uts")
+	o := groupPushOpts(t)
+	res, err := PushGroup(context.Background(), src, o, groupNames)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Members) != 2 || res.Members[0].Container != "srv" {
+		t.Fatalf("push result %+v: want srv first", res)
+	}
+	dst := target()
+	_, err = Pull(context.Background(), dst, restore.PullOptions{Source: o.Dest, TmpDir: t.TempDir()})
+	var ix *ckpt.IndexError
+	if !errors.As(err, &ix) {
+		t.Fatalf("pull of a group's index: %v", err)
+	}
+	if _, err := PullPod(context.Background(), dst, restore.PullOptions{Source: o.Dest, TmpDir: t.TempDir()}, ix); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := dst.InspectContainer(context.Background(), "srv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg map[string]any
+	if err := json.Unmarshal(dst.Restored["cli"].Config, &cfg); err != nil || cfg["ipcNsCtr"] != srv.ID || cfg["utsNsCtr"] != srv.ID || cfg["netNsCtr"] != nil {
+		t.Fatalf("cli's config.dump joins ipc %v, uts %v, net %v; want the new srv %s for ipc and uts (%v)", cfg["ipcNsCtr"], cfg["utsNsCtr"], cfg["netNsCtr"], srv.ID, err)
+	}
+	for _, typ := range []string{"ipc", "uts"} {
+		if got, want := nsPath(t, dst.Restored["cli"].Spec, typ), fmt.Sprintf("/proc/%d/ns/%s", srv.State.Pid, typ); got != want {
+			t.Fatalf("cli's spec.dump joins %s %q, want %q", typ, got, want)
+		}
+	}
+	if p := netnsPath(t, dst.Restored["cli"].Spec); strings.HasPrefix(p, "/proc/") {
+		t.Fatalf("cli's spec.dump joins network %q, want its own", p)
+	}
 }
 
 // TestGroupPushWaitsForCleanup: push returns once podman's cleanup made
@@ -299,10 +351,12 @@ func TestGroupPushRefuses(t *testing.T) {
 			c := &podman.Container{ID: strings.Repeat("o", 64), Name: "other"}
 			c.State.Running, c.State.Status = true, "running"
 			f.Containers["other"] = c
-		}, ErrGroup, "2 of them have network namespaces of their own"},
-		{"joins more than the network", groupNames, func(f *podmantest.Fake) {
-			f.Containers["cli"].HostConfig.IpcMode = "container:" + f.Containers["srv"].ID
-		}, export.ErrDependency, "only --network container:X moves with a group"},
+		}, ErrGroup, "2 of them join no other's namespaces"},
+		{"requires another", []string{"srv", "cli", "db"}, func(f *podmantest.Fake) {
+			c := &podman.Container{ID: strings.Repeat("d", 64), Name: "db", Dependencies: []string{f.Containers["srv"].ID}}
+			c.State.Running, c.State.Status = true, "running"
+			f.Containers["db"] = c
+		}, export.ErrDependency, "only joined namespaces move with a group"},
 		{"a pod member", groupNames, func(f *podmantest.Fake) { f.Containers["srv"].Pod = "p0d" }, ErrGroup, "push the pod instead"},
 		{"named twice", []string{"srv", "cli", "srv"}, nil, nil, "named twice"},
 		{"a remote service", groupNames, func(f *podmantest.Fake) { f.Local = false }, nil, "needs the podman service on this machine"},

@@ -14,8 +14,8 @@ import (
 // groupUnits splits the containers to move into what moves as one: a
 // container alone, or a group (its names joined by spaces, which no
 // podman name holds): containers named together where one joins
-// another's network namespace. A container joining one not named stays
-// alone, and its move refuses it, naming the other.
+// another's namespaces. A container joining one not named stays alone,
+// and its move refuses it, naming the other.
 func groupUnits(ctx context.Context, from podman.Source, names []string) ([]string, error) {
 	if len(names) < 2 {
 		return names, nil
@@ -24,7 +24,7 @@ func groupUnits(ctx context.Context, from podman.Source, names []string) ([]stri
 		return names, nil
 	}
 	byID := map[string]string{}
-	joins := map[string]string{}
+	peers := map[string]map[string]string{}
 	for _, n := range names {
 		ctr, err := from.InspectContainer(ctx, n)
 		if errors.Is(err, podman.ErrNotFound) {
@@ -34,21 +34,33 @@ func groupUnits(ctx context.Context, from podman.Source, names []string) ([]stri
 			return nil, err
 		}
 		byID[ctr.ID] = n
-		if id := ctr.NetworkPeer(); id != "" {
-			joins[n] = id
-		}
+		peers[n] = ctr.Peers()
 	}
-	var find func(n string, depth int) string
-	find = func(n string, depth int) string {
-		if other, ok := byID[joins[n]]; ok && depth < len(names) {
-			return find(other, depth+1)
+	// Union of the names each joins: a unit is named by its first name.
+	unit := map[string]string{}
+	var find func(n string) string
+	find = func(n string) string {
+		if u, ok := unit[n]; ok && u != n {
+			unit[n] = find(u)
+			return unit[n]
 		}
 		return n
+	}
+	for _, n := range names {
+		for _, id := range peers[n] {
+			if other, ok := byID[id]; ok {
+				a, b := find(n), find(other)
+				if slices.Index(names, b) < slices.Index(names, a) {
+					a, b = b, a
+				}
+				unit[b] = a
+			}
+		}
 	}
 	var units []string
 	members := map[string][]string{}
 	for _, n := range names {
-		r := find(n, 0)
+		r := find(n)
 		if members[r] == nil {
 			units = append(units, r)
 		}

@@ -69,7 +69,7 @@ func (p *PodPlan) Err() error {
 // Print writes the plan for people.
 func (p *PodPlan) Print(w io.Writer) {
 	if p.Group {
-		fmt.Fprintf(w, "Group index: %s\nDigest:      %s\nGroup:       %d containers in the network namespace of %s\n", p.Source, p.Digest, len(p.Members), p.Pod.Name)
+		fmt.Fprintf(w, "Group index: %s\nDigest:      %s\nGroup:       %d containers joined to the namespaces of %s\n", p.Source, p.Digest, len(p.Members), p.Pod.Name)
 	} else {
 		fmt.Fprintf(w, "Pod index:   %s\nDigest:      %s\nPod:         %s (shares %s)\n", p.Source, p.Digest, p.Pod.Name, strings.Join(p.Pod.SharedNamespaces, ", "))
 	}
@@ -169,7 +169,7 @@ func (pp *podPulling) makePlan(ctx context.Context, ix *ckpt.IndexError) error {
 	pp.plan = &PodPlan{Source: transfer.Display(pp.src), Digest: digest.FromBytes(ix.Manifest).String(), Pod: spec, Group: pp.rec.Group}
 	pp.res.Source, pp.res.Digest, pp.res.Pod, pp.res.Group = pp.plan.Source, pp.plan.Digest, spec.Name, pp.rec.Group
 	if pp.rec.Group {
-		fmt.Fprintf(pp.log, "Group of %d containers in the network namespace of %s\n", len(pp.rec.Members), pp.rec.Name)
+		fmt.Fprintf(pp.log, "Group of %d containers joined to the namespaces of %s\n", len(pp.rec.Members), pp.rec.Name)
 	} else if exists, err := pp.c.PodExists(ctx, spec.Name); err != nil {
 		return err
 	} else if exists {
@@ -305,7 +305,7 @@ func (pp *podPulling) restore(ctx context.Context) error {
 	return nil
 }
 
-// join points a group's member at the network namespace of the member it
+// join points a group's member at the namespaces of the members it
 // joins, restored before it on this host.
 func (pp *podPulling) join(ctx context.Context, m *pulling, rm ckpt.PodMember) error {
 	for ns, name := range rm.Joins {

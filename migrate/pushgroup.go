@@ -15,9 +15,10 @@ import (
 )
 
 // A group is containers that no pod holds but that join one another's
-// network namespace (podman run --network container:X). podman will not
-// export the checkpoint of such a container ("cannot export checkpoints of
-// containers with dependencies", said after it dumped it), and its restore
+// namespaces (podman run --network, --ipc, --pid, --uts container:X).
+// podman will not export the checkpoint of such a container ("cannot
+// export checkpoints of containers with dependencies", said after it
+// dumped it), and its restore
 // in place takes the other's namespace from a path naming the other's old
 // process. So a group moves as one index, as a pod does, with these
 // differences:
@@ -28,7 +29,7 @@ import (
 //     the target), and are then killed before they thaw: a member never
 //     runs on both hosts;
 //   - the target restores them in order, each joined member into the
-//     network namespace of the one it joins there.
+//     namespaces of those it joins there.
 
 // ErrGroup is wrapped when the containers named do not make a group.
 var ErrGroup = fault.New(fault.Input, "not a group of containers joined to one another")
@@ -123,17 +124,25 @@ func (pp *podPushing) inspectGroup(ctx context.Context) error {
 		if byID[ctr.ID] != nil {
 			return fault.Wrap(fault.Usage, fmt.Errorf("%q is named twice", name))
 		}
-		m.o.Joined = ctr.NetworkPeer() != ""
+		m.o.Joined = len(ctr.Peers()) > 0
 		byID[ctr.ID] = m
 		all = append(all, m)
 	}
-	// Each member after the one it joins; among equals, by name.
+	// Each member after those it joins; among equals, by name.
 	slices.SortFunc(all, func(a, b *pushing) int { return strings.Compare(a.src.Container.Name, b.src.Container.Name) })
-	placed := map[string]bool{"": true}
+	placed := map[string]bool{}
+	joinsPlaced := func(ctr *podman.Container) bool {
+		for _, id := range ctr.Peers() {
+			if !placed[id] {
+				return false
+			}
+		}
+		return true
+	}
 	for len(pp.members) < len(all) {
 		n := len(pp.members)
 		for _, m := range all {
-			if id := m.src.Container.ID; !placed[id] && placed[m.src.Container.NetworkPeer()] {
+			if id := m.src.Container.ID; !placed[id] && joinsPlaced(m.src.Container) {
 				placed[id] = true
 				pp.members = append(pp.members, m)
 			}
@@ -150,7 +159,7 @@ func (pp *podPushing) inspectGroup(ctx context.Context) error {
 		}
 	}
 	if roots != 1 {
-		return fault.Hinted(fmt.Errorf("%w: %d of them have network namespaces of their own; a group is one network namespace and the containers that join it", ErrGroup, roots),
+		return fault.Hinted(fmt.Errorf("%w: %d of them join no other's namespaces; a group is one container and those that join its namespaces, or one another's", ErrGroup, roots),
 			"push each on its own")
 	}
 	pp.res.Pod = pp.members[0].src.Container.Name
@@ -165,9 +174,19 @@ func (pp *podPushing) release(ctx context.Context, stop bool) error {
 	var errs []error
 	if stop {
 		fmt.Fprintf(pp.log, "Stopping the members of %s on this host\n", pp.what())
-		for _, ctr := range pp.frozen {
+		// Last first, each thawed once killed (SIGKILL pending, it runs
+		// none of its own code again): a member whose PID namespace others
+		// join dies after them. Measured on podman 4.3.1 (cgroup v1):
+		// killed first, such an owner never exited while the others
+		// stayed frozen, and podman's kill timed out.
+		for i := len(pp.frozen) - 1; i >= 0; i-- {
+			ctr := pp.frozen[i]
 			if err := pp.c.KillContainer(rctx, ctr.ID); err != nil {
 				errs = append(errs, fmt.Errorf("killing member %q: %w", ctr.Name, err))
+				continue
+			}
+			if err := pp.c.FreezeContainer(rctx, ctr, false); err != nil {
+				errs = append(errs, fmt.Errorf("thawing killed member %q: %w", ctr.Name, err))
 			}
 		}
 	}

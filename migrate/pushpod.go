@@ -424,8 +424,11 @@ func (pp *podPushing) index(ctx context.Context) error {
 		ctr := m.src.Container
 		ids[ctr.ID] = ctr.Name
 		pm := ckpt.PodMember{Name: ctr.Name, ID: ctr.ID, Digest: m.built.Digest}
-		if other := ctr.NetworkPeer(); other != "" && pp.group != nil {
-			pm.Joins = map[string]string{"net": ids[other]}
+		if peers := ctr.Peers(); len(peers) > 0 && pp.group != nil {
+			pm.Joins = map[string]string{}
+			for ns, id := range peers {
+				pm.Joins[ns] = ids[id]
+			}
 		}
 		rec.Members = append(rec.Members, pm)
 		descs = append(descs, imgspecv1.Descriptor{Digest: m.built.Digest, Size: m.built.Size,

@@ -163,7 +163,7 @@ func printPodDescription(w io.Writer, d *ckpt.PodDescription) {
 	fmt.Fprintf(w, "Format:      %s index\n", d.Format)
 	fmt.Fprintf(w, "Digest:      %s\n", d.Digest)
 	if p.Group {
-		fmt.Fprintf(w, "Group:       %d containers in the network namespace of %s\n", len(p.Members), p.Name)
+		fmt.Fprintf(w, "Group:       %d containers joined to the namespaces of %s\n", len(p.Members), p.Name)
 		for i, m := range d.Members {
 			fmt.Fprintf(w, "\nMember %d:    %s\n", i, p.Members[i].Name)
 			if j := p.Members[i].Joins["net"]; j != "" {

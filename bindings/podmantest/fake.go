@@ -285,8 +285,8 @@ func (f *Fake) Checkpoint(_ context.Context, nameOrID string, o podman.Checkpoin
 	if err := f.Fail["Checkpoint:"+c.Name]; err != nil { // this container's only
 		return nil, err
 	}
-	if o.Joined && (c.HostConfig.NetworkMode == "" || !o.LeaveRunning) {
-		return nil, fmt.Errorf("checkpoint of %s: joined, but network mode %q, leave running %t", nameOrID, c.HostConfig.NetworkMode, o.LeaveRunning)
+	if o.Joined && (len(c.Peers()) == 0 || !o.LeaveRunning) {
+		return nil, fmt.Errorf("checkpoint of %s: joined, but joins %v, leave running %t", nameOrID, c.Peers(), o.LeaveRunning)
 	}
 	if !o.LeaveRunning {
 		c.State.Running, c.State.Status = false, "exited"

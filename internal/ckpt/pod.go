@@ -75,10 +75,10 @@ type PodMember struct {
 }
 
 // GroupNamespaces are the namespaces a group's member may join of
-// another: runc marks a joined network namespace external in the dump and
-// takes the new one's path at restore; other joined namespaces CRIU would
-// dump as the member's own.
-var GroupNamespaces = []string{"net"}
+// another: runc marks a joined network or PID namespace external in the
+// dump and asks CRIU to join a joined IPC or UTS namespace's path at
+// restore, so each is taken from the restored peer.
+var GroupNamespaces = []string{"ipc", "net", "pid", "uts"}
 
 // Namespaces a pod may share, as podman's pod create --share names them.
 var podNamespaces = []string{"cgroup", "ipc", "net", "pid", "user", "uts"}

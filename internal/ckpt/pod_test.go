@@ -131,8 +131,8 @@ func TestPodIndexRefusesHostile(t *testing.T) {
 		{"group member joins no member", func(ix, rec map[string]any) {
 			rec["members"].([]any)[1].(map[string]any)["joins"] = map[string]any{"net": "db"}
 		}, tarsafe.ErrUnsafe, true},
-		{"group member joins an ipc namespace", func(ix, rec map[string]any) {
-			rec["members"].([]any)[1].(map[string]any)["joins"] = map[string]any{"ipc": "server"}
+		{"group member joins a user namespace", func(ix, rec map[string]any) {
+			rec["members"].([]any)[1].(map[string]any)["joins"] = map[string]any{"user": "server"}
 		}, tarsafe.ErrUnsafe, true},
 		{"group with published ports", func(ix, rec map[string]any) {
 			rec["ports"] = []any{map[string]any{"hostPort": 1, "containerPort": 2, "protocol": "tcp"}}

@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"os"
 	"strings"
 	"testing"
 )
@@ -78,7 +79,7 @@ func TestGroupPushPull(t *testing.T) {
 	checkStopped(t, name)
 
 	r = migrate(t, "inspect", "--tls-verify=false", ref)
-	if r.code != 0 || !strings.Contains(r.stdout, "Group:       2 containers in the network namespace of "+name+"-srv") ||
+	if r.code != 0 || !strings.Contains(r.stdout, "Group:       2 containers joined to the namespaces of "+name+"-srv") ||
 		!strings.Contains(r.stdout, "Joins:       the network namespace of "+name+"-srv") {
 		t.Fatalf("inspect of the group's index: exit %d: %s", r.code, r.stdout)
 	}
@@ -117,4 +118,66 @@ func TestGroupMove(t *testing.T) {
 	}
 	checkStopped(t, name)
 	checkGroup(t, hosts.HostBURL, name, srv, cli)
+}
+
+// TestGroupJoinsIPCPIDUTS moves, without a registry, a server and a
+// container that joins its IPC, PID and UTS namespaces (but has a network
+// of its own), A to B: both continue, and on B the joiner is in the
+// restored server's namespaces, as its mode says. Named alone, the joiner
+// is refused, naming the server.
+func TestGroupJoinsIPCPIDUTS(t *testing.T) {
+	const name = "e2e-group-ns"
+	srvName, cliName := name+"-srv", name+"-cli"
+	for _, url := range []string{hosts.HostAURL, hosts.HostBURL} {
+		t.Cleanup(func() {
+			podmanTry(t, url, "rm", "-f", "-t", "0", cliName)
+			podmanTry(t, url, "rm", "-f", "-t", "0", srvName)
+		})
+	}
+	podman(t, hosts.HostAURL, "run", "-d", "--name", srvName, hosts.TestImage, "/bin/workload", "-mem", "16", "-sum-every", "5")
+	joins := "container:" + srvName
+	podman(t, hosts.HostAURL, "run", "-d", "--name", cliName, "--ipc", joins, "--pid", joins, "--uts", joins, hosts.TestImage, "/bin/workload", "-mem", "16", "-sum-every", "5")
+	srv := waitStatus(t, hosts.HostAURL, srvName, func(s status) bool { return s.Counter >= 5 })
+	cli := waitStatus(t, hosts.HostAURL, cliName, func(s status) bool { return s.Counter >= 5 })
+
+	r := migrate(t, "--url", hosts.HostAURL, "push", "--tls-verify=false", cliName, hosts.Registry+"/e2e/group-ns:v1")
+	if r.code != 5 || !strings.Contains(r.stderr, `"`+cliName+`" needs "`+srvName+`"`) {
+		t.Fatalf("push of the joiner alone: exit %d: %s", r.code, r.stderr)
+	}
+
+	r = moveCmd(t, nil, "--url", hosts.HostAURL, "--to", hosts.HostBURL, cliName, srvName)
+	if r.code != 0 || !strings.Contains(r.stdout, "\tmoved") {
+		t.Fatalf("move: exit %d: %s", r.code, r.stderr)
+	}
+	checkContinued(t, hosts.HostBURL, srvName, srv)
+	checkContinued(t, hosts.HostBURL, cliName, cli)
+	srvID := podman(t, hosts.HostBURL, "inspect", "--format", "{{.Id}}", srvName)
+	pid := func(ctr string) string {
+		return podman(t, hosts.HostBURL, "inspect", "--format", "{{.State.Pid}}", ctr)
+	}
+	for _, ns := range []struct{ mode, proc string }{{"IpcMode", "ipc"}, {"PidMode", "pid"}, {"UTSMode", "uts"}} {
+		if mode := podman(t, hosts.HostBURL, "inspect", "--format", "{{.HostConfig."+ns.mode+"}}", cliName); mode != "container:"+srvID {
+			t.Errorf("%s on B: %s %q, want container:%s", cliName, ns.mode, mode, srvID)
+		}
+		if a, b := readlinkNS(t, pid(srvName), ns.proc), readlinkNS(t, pid(cliName), ns.proc); a != b {
+			t.Errorf("%s namespace on B: server %s, joiner %s", ns.proc, a, b)
+		}
+	}
+	if a, b := readlinkNS(t, pid(srvName), "net"), readlinkNS(t, pid(cliName), "net"); a == b {
+		t.Errorf("the joiner shares the server's network namespace %s on B; it had its own", a)
+	}
+	for _, m := range []string{srvName, cliName} {
+		if state := podman(t, hosts.HostAURL, "inspect", "--format", "{{.State.Status}}", m); state != "exited" {
+			t.Errorf("member %s on A: %s, want exited", m, state)
+		}
+	}
+}
+
+func readlinkNS(t *testing.T, pid, ns string) string {
+	t.Helper()
+	l, err := os.Readlink("/proc/" + pid + "/ns/" + ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
 }
