@@ -302,7 +302,7 @@ func TestGroupPushFailsAtEachPhase(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
-	if !slices.Equal(phases, []string{"inspect", "preflight", "stage", "base", "freeze", "connections", "checkpoint", "index", "upload"}) {
+	if !slices.Equal(phases, []string{"inspect", "preflight", "stage", "base", "freeze", "connections", "checkpoint", "index", "encrypt", "upload"}) {
 		t.Fatalf("a group's push phases are %v", phases)
 	}
 	check := func(t *testing.T, src *podmantest.Fake, err error) {

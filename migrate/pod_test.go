@@ -7,12 +7,13 @@ import (
 	"log"
 	"net/http/httptest"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
-	encconfig "github.com/containers/ocicrypt/config"
+	encutils "github.com/containers/ocicrypt/utils"
 	"github.com/google/go-containerregistry/pkg/registry"
 
 	podman "github.com/podman-migrate/podman-migrate/bindings"
@@ -160,10 +161,10 @@ func TestPodPushFailsAtEachPhase(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
-	if !slices.Equal(phases, []string{"inspect", "preflight", "stage", "base", "freeze", "connections", "checkpoint", "index", "upload"}) {
+	if !slices.Equal(phases, []string{"inspect", "preflight", "stage", "base", "freeze", "connections", "checkpoint", "index", "encrypt", "upload"}) {
 		t.Fatalf("a pod's push phases are %v", phases)
 	}
-	restoredAfter := map[string]int{"index": 2, "upload": 2}
+	restoredAfter := map[string]int{"index": 2, "encrypt": 2, "upload": 2}
 	for _, name := range phases {
 		t.Run(name, func(t *testing.T) {
 			src := podSource(t, nil)
@@ -296,7 +297,6 @@ func TestPodPushRefuses(t *testing.T) {
 			o.IncludeBase, o.Dest = true, strings.TrimPrefix(httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0)))).URL, "http://")+"/pods/web:v1"
 			o.Transfer.TLSVerify, o.Transfer.Retries = transfer.TLSVerify(true, false), -1
 		}, fault.Unknown, `including the base image of member "web-a": the fake saves no images; pod "web" was not touched`},
-		{"--encryption-key", func(_ *podmantest.Fake, o *export.PushOptions) { o.Transfer.Encrypt = &encconfig.EncryptConfig{} }, fault.Usage, "--encryption-key"},
 		{"a remote service", func(f *podmantest.Fake, _ *export.PushOptions) { f.Local = false }, fault.Usage, "needs the podman service on this machine"},
 		{"no member but infra", func(f *podmantest.Fake, _ *export.PushOptions) {
 			for _, m := range podMembers {
@@ -601,5 +601,81 @@ func TestPodPushStagingRoom(t *testing.T) {
 	src.Memory = map[string]uint64{"web-a": 1 << 20}
 	if _, err := PushPod(context.Background(), src, podPushOpts(t)); err != nil {
 		t.Fatalf("a pod that fits: %v", err)
+	}
+}
+
+// TestPodPushEncrypted: --encryption-key encrypts every member, and the
+// pod's record names the encrypted members' digests, as the index does:
+// a pull without the key is refused, with it the pod is restored, each
+// member checked against the record.
+func TestPodPushEncrypted(t *testing.T) {
+	dir := t.TempDir()
+	pubPEM, privPEM, err := encutils.CreateRSATestKey(2048, nil, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, priv := filepath.Join(dir, "k.pub.pem"), filepath.Join(dir, "k.pem")
+	if err := os.WriteFile(pub, pubPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(priv, privPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	src := podSource(t, nil)
+	o := podPushOpts(t)
+	if o.Transfer.Encrypt, err = transfer.EncryptionConfig([]string{"jwe:" + pub}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := PushPod(context.Background(), src, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := transfer.ParseReference(o.Dest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	is, err := ref.NewImageSource(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _, err := is.GetManifest(context.Background(), nil)
+	is.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := ckpt.ReadPodIndex(raw)
+	if err != nil {
+		t.Fatalf("the pushed index: %v", err)
+	}
+	for i, m := range rec.Members {
+		if m.Digest.String() != res.Members[i].Digest {
+			t.Fatalf("member %s: the record says %s, push reported %s", m.Name, m.Digest, res.Members[i].Digest)
+		}
+		mis, err := ref.NewImageSource(context.Background(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mraw, _, err := mis.GetManifest(context.Background(), &m.Digest)
+		mis.Close()
+		if err != nil || !strings.Contains(string(mraw), "+encrypted") {
+			t.Fatalf("member %s's manifest is not encrypted (%v): %s", m.Name, err, mraw)
+		}
+	}
+
+	if _, err := pullPod(t, target(), restore.PullOptions{Source: o.Dest, TmpDir: t.TempDir()}); err == nil {
+		t.Fatal("pulled an encrypted pod without the key")
+	}
+	dst := target()
+	po := restore.PullOptions{Source: o.Dest, TmpDir: t.TempDir()}
+	if po.Transfer.Decrypt, err = transfer.DecryptionConfig([]string{priv}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pullPod(t, dst, po); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range podMembers {
+		if !dst.Running(m) {
+			t.Fatalf("member %s not restored", m)
+		}
 	}
 }

@@ -97,9 +97,6 @@ func (pp *podPushing) waitExited(ctx context.Context, ctr *podman.Container) err
 // the containers its members join (naming the missing one), and orders
 // the members so that each follows the one it joins.
 func (pp *podPushing) inspectGroup(ctx context.Context) error {
-	if err := refusePodOptions(pp.o); err != nil {
-		return err
-	}
 	if _, err := pp.c.ServicePID(); err != nil {
 		return fault.Wrap(fault.Usage, fmt.Errorf("pushing a group freezes its members through their cgroups and reads the checkpoint podman keeps, which needs the podman service on this machine (%s): %w", pp.c.Address(), err))
 	}

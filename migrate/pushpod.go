@@ -3,6 +3,7 @@ package migrate
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/containers/image/v5/oci/layout"
 	"github.com/containers/image/v5/types"
+	"github.com/opencontainers/go-digest"
 	imgspecv1 "github.com/opencontainers/image-spec/specs-go/v1"
 
 	podman "github.com/podman-migrate/podman-migrate/bindings"
@@ -22,9 +24,6 @@ import (
 	"github.com/podman-migrate/podman-migrate/internal/fault"
 	"github.com/podman-migrate/podman-migrate/internal/transfer"
 )
-
-// ErrPodOption is wrapped when a push option does not apply to a pod yet.
-var ErrPodOption = fault.New(fault.Usage, "not supported for a pod")
 
 // podTag names the pod's index in the staging layout; members are
 // member/N (podman's names are not all OCI reference names).
@@ -107,6 +106,11 @@ type podPushing struct {
 	// group names the containers of a group's push (no pod); its members
 	// are dumped leaving them frozen, and stay so until released.
 	group []string
+	// rec is the pod's record as index wrote it; upload copies the index
+	// tagged upTag, whose members' digests are digests.
+	rec     *ckpt.Pod
+	upTag   string
+	digests []digest.Digest
 }
 
 // what names the pod or group for messages.
@@ -150,6 +154,7 @@ func (pp *podPushing) run(ctx context.Context, op string, inspect func(context.C
 		{"connections", pp.connections},
 		{"checkpoint", pp.checkpoint},
 		{"index", pp.index},
+		{"encrypt", pp.encrypt},
 		{"upload", pp.upload},
 	}, func(err error) error { return pp.rollback(ctx, err) })
 }
@@ -196,26 +201,7 @@ func (pp *podPushing) criuSays(ctx context.Context, ctr *podman.Container, err e
 	return fmt.Errorf("%w (CRIU: %s)", err, strings.Join(lines, "; "))
 }
 
-// refusePodOptions names the first push option a pod's push does not
-// take yet.
-func refusePodOptions(o export.PushOptions) error {
-	for _, f := range []struct {
-		flag string
-		set  bool
-	}{
-		{"--encryption-key", o.Transfer.Encrypt != nil},
-	} {
-		if f.set {
-			return fmt.Errorf("%s: %w", f.flag, ErrPodOption)
-		}
-	}
-	return nil
-}
-
 func (pp *podPushing) inspect(ctx context.Context) error {
-	if err := refusePodOptions(pp.o); err != nil {
-		return err
-	}
 	var err error
 	if pp.dest, err = transfer.ParseReference(pp.o.Dest); err != nil {
 		return err
@@ -434,11 +420,21 @@ func (pp *podPushing) index(ctx context.Context) error {
 		descs = append(descs, imgspecv1.Descriptor{Digest: m.built.Digest, Size: m.built.Size,
 			Platform: &imgspecv1.Platform{OS: "linux", Architecture: m.src.Info.Host.Arch}})
 	}
+	pp.rec, pp.upTag = rec, podTag
+	for _, m := range pp.members {
+		pp.digests = append(pp.digests, m.built.Digest)
+	}
+	return pp.writeIndex(ctx, podTag, rec, descs)
+}
+
+// writeIndex writes the index of rec's members, descs, into the staging
+// layout under tag.
+func (pp *podPushing) writeIndex(ctx context.Context, tag string, rec *ckpt.Pod, descs []imgspecv1.Descriptor) error {
 	ix, err := ckpt.PodIndex(rec, descs)
 	if err != nil {
 		return err
 	}
-	ref, err := layout.NewReference(pp.tmp, podTag)
+	ref, err := layout.NewReference(pp.tmp, tag)
 	if err != nil {
 		return err
 	}
@@ -491,25 +487,92 @@ func podRecord(p *podman.Pod) *ckpt.Pod {
 	return rec
 }
 
+// encryptedTag names the encrypted copy of the pod's index in the
+// staging layout.
+const encryptedTag = "pod/encrypted"
+
+// encrypt, with --encryption-key, encrypts every member into the staging
+// layout first: encryption gives each member a new digest, which the
+// pod's record names, so the record is written again for the encrypted
+// members before anything is uploaded (or signed).
+func (pp *podPushing) encrypt(ctx context.Context) error {
+	if pp.o.Transfer.Encrypt == nil {
+		return nil
+	}
+	start := time.Now()
+	fmt.Fprintf(pp.log, "Encrypting the members of %s\n", pp.what())
+	plain, err := layout.NewReference(pp.tmp, podTag)
+	if err != nil {
+		return err
+	}
+	enc, err := layout.NewReference(pp.tmp, encryptedTag)
+	if err != nil {
+		return err
+	}
+	topts := pp.o.Transfer
+	topts.AllImages, topts.Sent, topts.Report = true, nil, nil
+	topts.SignBySigstoreKey, topts.SignPassphrase = "", nil
+	topts.BlobInfoCacheDir = pp.tmp
+	if _, err := transfer.Copy(ctx, "encrypting", enc, plain, topts); err != nil {
+		return err
+	}
+	src, err := enc.NewImageSource(ctx, nil)
+	if err != nil {
+		return err
+	}
+	raw, _, err := src.GetManifest(ctx, nil)
+	src.Close()
+	if err != nil {
+		return err
+	}
+	var ix imgspecv1.Index
+	if err := json.Unmarshal(raw, &ix); err != nil {
+		return fmt.Errorf("reading the encrypted index: %w", err)
+	}
+	if len(ix.Manifests) != len(pp.rec.Members) {
+		return fmt.Errorf("the encrypted index lists %d images for %d members", len(ix.Manifests), len(pp.rec.Members))
+	}
+	rec := *pp.rec
+	rec.Members = slices.Clone(pp.rec.Members)
+	var descs []imgspecv1.Descriptor
+	pp.digests = nil
+	for i, d := range ix.Manifests {
+		// copy.Image keeps the instances in order.
+		if d.Annotations[ckpt.AnnPodMember] != rec.Members[i].Name {
+			return fmt.Errorf("the encrypted index lists %q where member %q was", d.Annotations[ckpt.AnnPodMember], rec.Members[i].Name)
+		}
+		rec.Members[i].Digest = d.Digest
+		pp.digests = append(pp.digests, d.Digest)
+		descs = append(descs, imgspecv1.Descriptor{Digest: d.Digest, Size: d.Size, Platform: d.Platform})
+	}
+	if err := pp.writeIndex(ctx, encryptedTag, &rec, descs); err != nil {
+		return err
+	}
+	pp.upTag = encryptedTag
+	pp.res.Seconds["encrypt"] = since(start)
+	return nil
+}
+
 // upload copies the index and every member's image to DEST.
 func (pp *podPushing) upload(ctx context.Context) error {
 	start := time.Now()
 	fmt.Fprintf(pp.log, "Copying the pod's images to %s\n", transfer.Display(pp.dest))
-	staged, err := layout.NewReference(pp.tmp, podTag)
+	staged, err := layout.NewReference(pp.tmp, pp.upTag)
 	if err != nil {
 		return err
 	}
 	topts := pp.o.Transfer
 	topts.AllImages, topts.Sent = true, &transfer.Blobs{}
+	topts.Encrypt, topts.EncryptLayers = nil, nil // done (encrypt)
 	d, err := transfer.Copy(ctx, "pushing", pp.dest, staged, topts)
 	if err != nil {
 		return err
 	}
 	pp.res.Seconds["upload"] = since(start)
 	pp.res.Reference, pp.res.Digest = transfer.Display(pp.dest), d.String()
-	for _, m := range pp.members {
+	for i, m := range pp.members {
 		m.reportLayers(topts.Sent)
-		m.res.Reference, m.res.Digest = transfer.WithDigest(pp.dest, m.built.Digest), m.built.Digest.String()
+		m.res.Reference, m.res.Digest = transfer.WithDigest(pp.dest, pp.digests[i]), pp.digests[i].String()
 		pp.res.Members = append(pp.res.Members, m.res)
 	}
 	return nil

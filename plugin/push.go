@@ -46,19 +46,19 @@ the container; a second stops waiting at once and prints how to recover.
 A POD (a name that is no container's) is pushed whole: its members are
 frozen through their cgroups before the first is dumped, and DEST gets one
 OCI image index, a checkpoint image per member and the pod's record; pull
-makes the pod again. This needs the podman service on this machine, and
-takes no encryption yet; --include-base copies each distinct base image of
-the members once, before any is frozen, and signing signs the index and
-every member.
+makes the pod again. This needs the podman service on this machine;
+--include-base copies each distinct base image of the members once, before
+any is frozen, encryption encrypts every member, and signing signs the
+index and every member.
 
 Several CONTAINERs are pushed as one group: a container and those that
-join its network namespace (podman run --network container:X), which
-podman cannot checkpoint apart. A container that joins another is refused
+join its namespaces (podman run --network, --ipc, --pid or --uts
+container:X), which podman cannot checkpoint apart. A container that joins another is refused
 alone, naming the other. The members are frozen together, dumped leaving
 them running, and stopped (killed while still frozen) once the image is
 out; any failure thaws them and they run on. DEST gets one image index, as
 for a pod; pull restores the members in order, each joined again to the
-network namespace of the one it joined. Same needs and limits as a pod.
+namespaces of those it joined. Same needs as a pod.
 
 --encryption-key encrypts the layers on their way to DEST (the staging copy
 on this host stays plaintext, readable by root only);

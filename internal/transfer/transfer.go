@@ -160,6 +160,10 @@ type Options struct {
 	// Sent, when set, collects the blobs Copy read from the source and
 	// wrote, as opposed to those the destination already had.
 	Sent *Blobs
+	// BlobInfoCacheDir, when set, keeps containers/image's record of
+	// blobs there instead of the system's (shared with podman): for
+	// copies between staging layouts, whose records would only confuse it.
+	BlobInfoCacheDir string
 }
 
 // SystemContext returns the containers/image settings for these options.
@@ -168,6 +172,7 @@ func (o Options) SystemContext() *types.SystemContext {
 		AuthFilePath:            o.AuthFile,
 		DockerRegistryUserAgent: o.UserAgent,
 		SignaturePolicyPath:     o.SignaturePolicy,
+		BlobInfoCacheDir:        o.BlobInfoCacheDir,
 	}
 	if o.TLSVerify != types.OptionalBoolUndefined {
 		skip := o.TLSVerify == types.OptionalBoolFalse

@@ -347,14 +347,17 @@ func TestSignedCheckpoint(t *testing.T) {
 	checkContinued(t, hosts.HostBURL, dst, before)
 }
 
-// TestSignedPod: a pod pushed with a sigstore key has its index and every
-// member signed; B pulls it under a policy that requires the key, and the
-// pod carries on there. The same index copied without its signatures is
-// refused before anything is made on B.
+// TestSignedPod: a pod pushed with a sigstore key and an encryption key
+// has every member encrypted, and its index and every member signed (the
+// record names the encrypted members); B pulls it under a policy that
+// requires the key, with the decryption key, and the pod carries on
+// there. Without the decryption key, or copied without its signatures, it
+// is refused before anything is made on B.
 func TestSignedPod(t *testing.T) {
 	sigstoreAttachments(t)
 	dir := t.TempDir()
 	priv, pub, pass := sigstoreKeys(t, dir, "pod")
+	encPub, encPriv := rsaKeyPair(t, dir, "pod-enc")
 	policy := fmt.Sprintf(`{"default":[{"type":"insecureAcceptAnything"}],
  "transports":{"docker":{%q:[{"type":"sigstoreSigned","keyPath":%q,"signedIdentity":{"type":"matchRepository"}}]}}}`, hosts.Registry, pub)
 	policyFile := writeFile(t, filepath.Join(dir, "policy.json"), []byte(policy))
@@ -362,7 +365,7 @@ func TestSignedPod(t *testing.T) {
 	const pod = "e2e-signed-pod"
 	portA, portB := freePort(t), freePort(t)
 	srv, cli := startTalkingPod(t, hosts.HostAURL, pod, portA)
-	r := migrate(t, "--url", hosts.HostAURL, "push", "--tls-verify=false", "--format", "json",
+	r := migrate(t, "--url", hosts.HostAURL, "push", "--tls-verify=false", "--format", "json", "--encryption-key", "jwe:"+encPub,
 		"--sign-by-sigstore-private-key", priv, "--sign-passphrase-file", pass, pod, hosts.Registry+"/e2e/signed-pod:v1")
 	var pushed struct {
 		Reference, Digest string
@@ -377,6 +380,12 @@ func TestSignedPod(t *testing.T) {
 			t.Fatalf("no sigstore attachment %s: %s", sigTag, r.stderr)
 		}
 	}
+	for _, m := range pushed.Members {
+		raw := runCmd(t, "skopeo", "inspect", "--raw", "--tls-verify=false", "docker://"+hosts.Registry+"/e2e/signed-pod@"+m.Digest)
+		if raw.code != 0 || !strings.Contains(raw.stdout, "+encrypted") {
+			t.Fatalf("member %s is not encrypted: %s%s", m.Digest, raw.stdout, raw.stderr)
+		}
+	}
 
 	unsigned := hosts.Registry + "/e2e/unsigned-pod:v1"
 	if r := runCmd(t, "skopeo", "copy", "--all", "--preserve-digests", "--remove-signatures", "--src-tls-verify=false", "--dest-tls-verify=false",
@@ -384,13 +393,17 @@ func TestSignedPod(t *testing.T) {
 		t.Fatalf("skopeo copy of the index without signatures: %s", r.stderr)
 	}
 	unchanged := unchangedOnB(t)
-	r = migrate(t, "--url", hosts.HostBURL, "pull", "--tls-verify=false", "--signature-policy", policyFile, "--name", pod+"-refused", unsigned+"@"+pushed.Digest)
+	r = migrate(t, "--url", hosts.HostBURL, "pull", "--tls-verify=false", "--signature-policy", policyFile, "--decryption-key", encPriv, "--name", pod+"-refused", unsigned+"@"+pushed.Digest)
 	if r.code != 5 || !strings.Contains(r.stderr, "A signature was required, but no signature exists") {
 		t.Fatalf("pull of the unsigned pod: exit %d: %s", r.code, r.stderr)
 	}
+	r = migrate(t, "--url", hosts.HostBURL, "pull", "--tls-verify=false", "--signature-policy", policyFile, pushed.Reference+"@"+pushed.Digest)
+	if r.code == 0 || !strings.Contains(r.stderr, "--decryption-key") {
+		t.Fatalf("pull of the encrypted pod without the key: exit %d: %s", r.code, r.stderr)
+	}
 	unchanged()
 
-	r = migrate(t, "--url", hosts.HostBURL, "pull", "--tls-verify=false", "--signature-policy", policyFile, "--publish", fmt.Sprintf("%d:8080", portB), pushed.Reference+"@"+pushed.Digest)
+	r = migrate(t, "--url", hosts.HostBURL, "pull", "--tls-verify=false", "--signature-policy", policyFile, "--decryption-key", encPriv, "--publish", fmt.Sprintf("%d:8080", portB), pushed.Reference+"@"+pushed.Digest)
 	t.Cleanup(func() { podmanTry(t, hosts.HostBURL, "pod", "rm", "-f", "-t", "0", pod) })
 	if r.code != 0 {
 		t.Fatalf("pull of the signed pod under the policy: exit %d: %s", r.code, r.stderr)
