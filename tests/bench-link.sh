@@ -28,6 +28,7 @@
 # the veth's counters, both directions. Peak RSS is the clients' (GNU
 # time's %M). A benchmark: it fails only when a migration fails (the
 # process on B must be the one checkpointed), never on a time.
+# BENCH_PUSH_FLAGS adds flags to push (e.g. "--compression-level 1").
 #   BENCH_LINK=1gbit make bench      BENCH_LINK=10gbit BENCH_SIZES=256 make bench
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -35,6 +36,7 @@ state=${BENCH_STATE:-/tmp/podman-migrate-bench}
 bin=$repo/bin/podman-migrate
 sizes=${BENCH_SIZES:-256 1024}
 link=${BENCH_LINK:-1gbit}
+read -r -a push_flags <<<"${BENCH_PUSH_FLAGS:-}"
 readonly NS_A=pmbench-a NS_B=pmbench-b VETH_A=pmbench0 VETH_B=pmbench1
 readonly IP_A=10.250.77.1 IP_B=10.250.77.2 B_PORT=8585 REG_PORT=5000
 readonly SERVICE_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
@@ -237,7 +239,7 @@ for size in $sizes; do
 	start "$name" "$size"
 	boot=$(boot_of "${A[@]}" exec "$name")
 	c0=$(crossed)
-	measure pp-push "${inA[@]}" "$bin" --url "$HOST_A_URL" push --format json --tls-verify=false "$name" "$REG/bench/pp:$size"
+	measure pp-push "${inA[@]}" "$bin" --url "$HOST_A_URL" push --format json --tls-verify=false "${push_flags[@]}" "$name" "$REG/bench/pp:$size"
 	ref=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["reference"] + "@" + d["digest"])' "$state/pp-push.out")
 	measure pp-pull "${inB[@]}" "$bin" --url "$HOST_B_URL" pull --format json --tls-verify=false "$ref"
 	bytes[pp]=$(($(crossed) - c0))

@@ -191,6 +191,7 @@ up() {
 	if [[ -n ${CRIO_CRIU_CONF:-} ]]; then
 		mkdir -p /etc/criu
 	fi
+	# shellcheck disable=SC2016 # $$, $0 and the variables are the inner shell's
 	setsid unshare --mount --propagation private sh -c 'echo $$ >"$0"
 		if [ -n "${CRIO_CRIU_CONF:-}" ]; then
 			mount -t tmpfs -o mode=0755 tmpfs /etc/criu && printf "%s\n" "$CRIO_CRIU_CONF" >/etc/criu/runc.conf || exit 1

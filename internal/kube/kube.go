@@ -109,6 +109,12 @@ var CRIOIgnoredMounts = map[string]bool{
 // hands CRIU says it.
 const TCPEstablishedNote = "The checkpoint holds TCP connections (tcp-established): CRI-O restores without that option, and CRIU refuses a connection open at the checkpoint (\"Connected TCP socket in image\") unless the node's /etc/criu/runc.conf, the CRIU configuration file runc reads, has the line tcp-established."
 
+// TCPCloseNote is the note on a checkpoint pushed with --tcp-close: its
+// connections to peers that did not move cannot be restored on the node,
+// and CRI-O has no option to close them; CRIU closes them when the CRIU
+// configuration file runc hands it says tcp-close.
+const TCPCloseNote = "The checkpoint was pushed with --tcp-close: its TCP connections are to be restored closed, as those to peers that did not move must be. CRI-O has no such option; the line tcp-close in the node's /etc/criu/runc.conf, the CRIU configuration file runc reads, does it (for every restore on that node)."
+
 // KubeletHosts is the mount the kubelet adds to every container of a pod
 // with a network namespace of its own.
 const KubeletHosts = "/etc/hosts"
@@ -292,7 +298,9 @@ func (b *builder) container(meta *ckpt.Metadata, image string) (*v1.Container, e
 		b.bases = append(b.bases, base)
 	}
 	d := ckpt.Describe(meta)
-	if d.Options.TCPEstablished {
+	if d.Options.TCPClose {
+		b.note(TCPCloseNote)
+	} else if d.Options.TCPEstablished {
 		b.note(TCPEstablishedNote)
 	}
 	ctr := &v1.Container{Name: dnsLabel(d.Container.Name), Image: image}

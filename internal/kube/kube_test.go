@@ -325,6 +325,12 @@ func TestGenerateVariants(t *testing.T) {
 	if pod.Name != "web-1" || images[BaseVolumeName].Reference != baseCopy {
 		t.Errorf("name %q base %+v", pod.Name, images)
 	}
+	// pushed with --tcp-close: the node's CRIU configuration must close
+	// the connections, not keep them.
+	tc := fixture(t, map[string]string{ckpt.AnnBaseIncluded: baseCopy, ckpt.AnnTCPEstablished: "true", ckpt.AnnTCPClose: "true"}, nil)
+	if y, _, _ = generate(t, tc, Options{}); !bytes.Contains(y, []byte("pushed with --tcp-close")) || bytes.Contains(y, []byte("has the line tcp-established")) {
+		t.Errorf("--tcp-close image: want the tcp-close note alone:\n%s", y)
+	}
 	// --base-pull=node: no image volume, the pull is the user's.
 	y, pod, images = generate(t, meta, Options{BasePull: BaseOnNode, BaseImage: baseCopy})
 	if len(images) != 0 || len(pod.Spec.Volumes) != len(pod.Spec.Containers[0].VolumeMounts) || !bytes.Contains(y, []byte("run `crictl pull "+baseCopy+"` on the node first")) {
