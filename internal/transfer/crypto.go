@@ -8,8 +8,10 @@ package transfer
 
 import (
 	"context"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"slices"
 	"strings"
@@ -107,11 +109,36 @@ func DecryptionConfig(keys []string) (*encconfig.DecryptConfig, error) {
 		}
 		// ocicrypt skips a file it does not recognise; say so instead.
 		if cc.DecryptConfig == nil || len(cc.DecryptConfig.Parameters) == 0 {
+			if strings.Contains(k, ":") && encryptedPEM(file) {
+				// A wrong passphrase on a legacy encrypted PEM block is
+				// caught by its padding check only most of the time (about
+				// 255 in 256); else it decrypts to bytes that parse as no key.
+				return fail(errors.New("wrong password for the encrypted private key (or not a private key)"))
+			}
 			return fail(errors.New("not a private key (PEM, DER or JWK, or a GPG secret key ring)"))
 		}
 		ccs = append(ccs, cc)
 	}
 	return encconfig.CombineCryptoConfigs(ccs).DecryptConfig, nil
+}
+
+// encryptedPEM says whether file holds a passphrase-protected PEM key.
+func encryptedPEM(file string) bool {
+	f, err := os.Open(file)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	b, _ := io.ReadAll(io.LimitReader(f, 1<<20))
+	for {
+		var blk *pem.Block
+		if blk, b = pem.Decode(b); blk == nil {
+			return false
+		}
+		if blk.Type == "ENCRYPTED PRIVATE KEY" || blk.Headers["Proc-Type"] == "4,ENCRYPTED" {
+			return true
+		}
+	}
 }
 
 // SigningPassphrase reads --sign-passphrase-file (its first line, as

@@ -289,3 +289,17 @@ func blobsContain(t *testing.T, dir string, b []byte) bool {
 	}
 	return found
 }
+
+// TestEncryptedPEM: a passphrase-protected key is told from a plain one,
+// so a wrong passphrase that slips through the legacy PEM padding check
+// (about 1 in 256) is still reported as a wrong password.
+func TestEncryptedPEM(t *testing.T) {
+	dir := t.TempDir()
+	pub, priv := rsaKeys(t, dir, "plain", nil)
+	_, locked := rsaKeys(t, dir, "locked", []byte("s3cret"))
+	for file, want := range map[string]bool{locked: true, priv: false, pub: false, filepath.Join(dir, "absent.pem"): false} {
+		if got := encryptedPEM(file); got != want {
+			t.Errorf("encryptedPEM(%s) = %t, want %t", filepath.Base(file), got, want)
+		}
+	}
+}
