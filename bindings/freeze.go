@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -23,15 +22,14 @@ import (
 // It needs the service on this machine (ErrRemote otherwise) and waits,
 // within ctx, until the freezer reports the whole cgroup frozen.
 func (c *Client) FreezeContainer(ctx context.Context, ctr *Container, frozen bool) error {
-	pid, err := c.ServicePID()
+	root, err := c.ServiceRoot()
 	if err != nil {
 		return err
 	}
 	if ctr.State.CgroupPath == "" {
 		return fmt.Errorf("container %s: podman reports no cgroup", ctr.Name)
 	}
-	root := filepath.Join("/proc", strconv.Itoa(pid), "root", "sys", "fs", "cgroup")
-	f, err := freezerOf(root, ctr.State.CgroupPath)
+	f, err := freezerOf(filepath.Join(root, "sys", "fs", "cgroup"), ctr.State.CgroupPath)
 	if err != nil && !frozen {
 		return nil // the cgroup went with its processes (a dump ends them)
 	}

@@ -14,7 +14,6 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"strconv"
 	"strings"
 )
 
@@ -76,7 +75,7 @@ func (c *Client) keptArchive(ctx context.Context, nameOrID string, o CheckpointO
 // storage, as this machine sees it in the service's mount namespace. An
 // *Error is podman's answer to the inspection.
 func (c *Client) containerDir(ctx context.Context, nameOrID string) (*Container, string, error) {
-	pid, err := c.ServicePID()
+	root, err := c.ServiceRoot()
 	if err != nil {
 		return nil, "", err
 	}
@@ -87,7 +86,7 @@ func (c *Client) containerDir(ctx context.Context, nameOrID string) (*Container,
 	if ctr.StaticDir == "" {
 		return nil, "", errors.New("podman does not say where the container's directory is")
 	}
-	return ctr, filepath.Join("/proc", strconv.Itoa(pid), "root", ctr.StaticDir), nil
+	return ctr, filepath.Join(root, ctr.StaticDir), nil
 }
 
 // writeKept writes the archive: the kept files, rootfs-diff.tar and

@@ -32,14 +32,14 @@ func (c TCPConn) Loopback() bool { return c.Local.Addr().IsLoopback() && c.Remot
 // the service on this machine (ErrRemote otherwise). ns names the
 // namespace, so callers can read a shared one once.
 func (c *Client) TCPConnections(ctr *Container) (conns []TCPConn, ns string, err error) {
-	pid, err := c.ServicePID()
+	root, err := c.ServiceRoot()
 	if err != nil {
 		return nil, "", err
 	}
 	if ctr.State.Pid <= 0 {
 		return nil, "", fmt.Errorf("container %s: podman reports no process", ctr.Name)
 	}
-	proc := filepath.Join("/proc", strconv.Itoa(pid), "root", "proc", strconv.Itoa(ctr.State.Pid))
+	proc := filepath.Join(root, "proc", strconv.Itoa(ctr.State.Pid))
 	if ns, err = os.Readlink(filepath.Join(proc, "ns", "net")); err != nil {
 		return nil, "", fmt.Errorf("container %s: %w", ctr.Name, err)
 	}

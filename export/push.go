@@ -136,7 +136,7 @@ func (e *PushError) Unwrap() error { return e.Err }
 // file, looked up in the podman service's mount namespace when it runs on
 // this machine ("" otherwise, or without bind mounts).
 func bindKinds(c podman.Host, ctr *podman.Container) string {
-	pid, err := c.ServicePID()
+	root, err := c.ServiceRoot()
 	if err != nil {
 		return ""
 	}
@@ -145,7 +145,7 @@ func bindKinds(c podman.Host, ctr *podman.Container) string {
 		if m.Type != "bind" {
 			continue
 		}
-		fi, err := os.Stat(filepath.Join("/proc", strconv.Itoa(pid), "root", m.Source))
+		fi, err := os.Stat(filepath.Join(root, m.Source))
 		if err != nil {
 			continue
 		}

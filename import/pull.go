@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -250,10 +249,10 @@ func (p *Plan) restore(ctx context.Context, c podman.Target, img ckpt.Archive, o
 		return "", err
 	}
 	p.Wire = wire
-	switch {
-	case rel.tcpCloseAPI:
+	switch p.TCPClose {
+	case TCPClosePodman:
 		fmt.Fprintln(logw, "The checkpoint's TCP connections are restored closed (podman's tcpClose)")
-	case rel.criuConfig != nil:
+	case TCPCloseCRIUConfig:
 		fmt.Fprintf(logw, "The checkpoint's TCP connections are restored closed: podman before %s has no tcpClose, so the runtime hands CRIU %s, with tcp-close, for this restore\n", tcpCloseSince, rel.criuConfig.path)
 		if err := rel.criuConfig.write(); err != nil {
 			return "", err
@@ -307,7 +306,7 @@ func (p *Plan) restore(ctx context.Context, c podman.Target, img ckpt.Archive, o
 		Pod:             o.Pod,
 		TCPEstablished:  img.Meta().Options.TCPEstablished,
 		FileLocks:       img.Meta().Options.FileLocks,
-		TCPClose:        rel.tcpCloseAPI,
+		TCPClose:        p.TCPClose == TCPClosePodman,
 	}
 	// name is what podman calls the new container: a stuck restore is
 	// found by it.
@@ -378,11 +377,11 @@ func criuErrors(c podman.Host, err error) string {
 	if m == nil {
 		return ""
 	}
-	pid, perr := c.ServicePID()
-	if perr != nil {
+	root, rerr := c.ServiceRoot()
+	if rerr != nil {
 		return ""
 	}
-	f, oerr := os.Open(filepath.Join("/proc", strconv.Itoa(pid), "root", m[1]))
+	f, oerr := os.Open(filepath.Join(root, m[1]))
 	if oerr != nil {
 		return ""
 	}

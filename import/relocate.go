@@ -24,10 +24,9 @@ type relocated struct {
 	changes []string // for the log: "bind /a -> /b at /data"
 	volumes []string // volumes the restore will create (cleanup)
 	dropIP  bool     // a kept address would not fit its new network
-	// How the restore closes TCP connections (--tcp-close): podman's
-	// option, or a CRIU configuration written for the restore.
-	tcpCloseAPI bool
-	criuConfig  *criuConfig
+	// The CRIU configuration written for the restore when it closes TCP
+	// connections that way (Plan.TCPClose is TCPCloseCRIUConfig).
+	criuConfig *criuConfig
 }
 
 // parseNameMaps parses OLD=NEW pairs (volumes, networks).

@@ -120,7 +120,7 @@ func (rl *relocating) tcpClose(ctx context.Context) error {
 		return err
 	}
 	if v := info.Version.Version; v != "" && !versionLess(v, tcpCloseSince) {
-		rl.p.TCPClose, rl.r.tcpCloseAPI = TCPClosePodman, true
+		rl.p.TCPClose = TCPClosePodman
 		return nil
 	}
 	rt := info.Host.OCIRuntime.Name

@@ -15,7 +15,6 @@ import (
 
 	"github.com/containers/image/v5/oci/layout"
 	"github.com/containers/image/v5/types"
-	"github.com/opencontainers/go-digest"
 	imgspecv1 "github.com/opencontainers/image-spec/specs-go/v1"
 
 	podman "github.com/podman-migrate/podman-migrate/bindings"
@@ -106,11 +105,9 @@ type podPushing struct {
 	// group names the containers of a group's push (no pod); its members
 	// are dumped leaving them frozen, and stay so until released.
 	group []string
-	// rec is the pod's record as index wrote it; upload copies the index
-	// tagged upTag, whose members' digests are digests.
-	rec     *ckpt.Pod
-	upTag   string
-	digests []digest.Digest
+	// rec is the pod's record as the index upload copies names it (the
+	// encrypted members' digests once encrypt ran).
+	rec *ckpt.Pod
 }
 
 // what names the pod or group for messages.
@@ -420,10 +417,7 @@ func (pp *podPushing) index(ctx context.Context) error {
 		descs = append(descs, imgspecv1.Descriptor{Digest: m.built.Digest, Size: m.built.Size,
 			Platform: &imgspecv1.Platform{OS: "linux", Architecture: m.src.Info.Host.Arch}})
 	}
-	pp.rec, pp.upTag = rec, podTag
-	for _, m := range pp.members {
-		pp.digests = append(pp.digests, m.built.Digest)
-	}
+	pp.rec = rec
 	return pp.writeIndex(ctx, podTag, rec, descs)
 }
 
@@ -535,20 +529,18 @@ func (pp *podPushing) encrypt(ctx context.Context) error {
 	rec := *pp.rec
 	rec.Members = slices.Clone(pp.rec.Members)
 	var descs []imgspecv1.Descriptor
-	pp.digests = nil
 	for i, d := range ix.Manifests {
 		// copy.Image keeps the instances in order.
 		if d.Annotations[ckpt.AnnPodMember] != rec.Members[i].Name {
 			return fmt.Errorf("the encrypted index lists %q where member %q was", d.Annotations[ckpt.AnnPodMember], rec.Members[i].Name)
 		}
 		rec.Members[i].Digest = d.Digest
-		pp.digests = append(pp.digests, d.Digest)
 		descs = append(descs, imgspecv1.Descriptor{Digest: d.Digest, Size: d.Size, Platform: d.Platform})
 	}
 	if err := pp.writeIndex(ctx, encryptedTag, &rec, descs); err != nil {
 		return err
 	}
-	pp.upTag = encryptedTag
+	pp.rec = &rec
 	pp.res.Seconds["encrypt"] = since(start)
 	return nil
 }
@@ -557,7 +549,11 @@ func (pp *podPushing) encrypt(ctx context.Context) error {
 func (pp *podPushing) upload(ctx context.Context) error {
 	start := time.Now()
 	fmt.Fprintf(pp.log, "Copying the pod's images to %s\n", transfer.Display(pp.dest))
-	staged, err := layout.NewReference(pp.tmp, pp.upTag)
+	tag := podTag
+	if pp.o.Transfer.Encrypt != nil {
+		tag = encryptedTag // encrypt wrote it
+	}
+	staged, err := layout.NewReference(pp.tmp, tag)
 	if err != nil {
 		return err
 	}
@@ -571,8 +567,9 @@ func (pp *podPushing) upload(ctx context.Context) error {
 	pp.res.Seconds["upload"] = since(start)
 	pp.res.Reference, pp.res.Digest = transfer.Display(pp.dest), d.String()
 	for i, m := range pp.members {
+		d := pp.rec.Members[i].Digest
 		m.reportLayers(topts.Sent)
-		m.res.Reference, m.res.Digest = transfer.WithDigest(pp.dest, pp.digests[i]), pp.digests[i].String()
+		m.res.Reference, m.res.Digest = transfer.WithDigest(pp.dest, d), d.String()
 		pp.res.Members = append(pp.res.Members, m.res)
 	}
 	return nil
