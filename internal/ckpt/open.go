@@ -20,6 +20,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	imgspecv1 "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/podman-migrate/podman-migrate/internal/asyncw"
 	"github.com/podman-migrate/podman-migrate/internal/dump"
 	"github.com/podman-migrate/podman-migrate/internal/tarsafe"
 )
@@ -259,10 +260,14 @@ func (v *verifier) check(i int, compressed io.Reader, out *emitter) (*layerFinds
 	}
 	defer rc.Close()
 	dh := diffID.Algorithm().Hash()
+	// The diff ID is hashed on a goroutine of its own, so that on 2 cores
+	// it overlaps decompressing and checking instead of taking turns.
+	hw := asyncw.New(dh, stageBuffer, stageDepth)
+	defer hw.Close()
 	budget := v.limits.budget()
 	f := &layerFinds{}
 	files := map[string]bool{}
-	err = tarsafe.NewChecker(tarsafe.Plain).Walk(io.TeeReader(budget.Reader(rc), dh), tarsafe.ErrUnsafe, budget, func(name string, h *tar.Header, body io.Reader) error {
+	err = tarsafe.NewChecker(tarsafe.Plain).Walk(io.TeeReader(budget.Reader(rc), hw), tarsafe.ErrUnsafe, budget, func(name string, h *tar.Header, body io.Reader) error {
 		if strings.HasPrefix(pathBase(name), ".wh.") {
 			return &tarsafe.EntryError{Name: h.Name, Reason: "whiteouts have no place in a checkpoint image"}
 		}
@@ -283,6 +288,9 @@ func (v *verifier) check(i int, compressed io.Reader, out *emitter) (*layerFinds
 		f.files = append(f.files, name)
 		return f.member(name, body, budget, out.member(name, h))
 	})
+	if err == nil {
+		err = hw.Close() // all of it hashed
+	}
 	if err != nil {
 		return nil, err
 	}
