@@ -209,6 +209,14 @@ floor() {
 
 declare -A archive bytes
 declare -a summary
+# Warm-up, not measured: the first checkpoint and import after the hosts
+# start pay for cold caches (CRIU, podman, runc loaded from disk), which
+# would fall on whichever path ran first.
+start bench-warm 8
+boot=$(boot_of "${A[@]}" exec bench-warm)
+floor warm raw bench-warm
+same_process bench-warm "$boot"
+done_with bench-warm
 for size in $sizes; do
 	# --- floor-raw and floor-zstd
 	for f in raw zstd; do
